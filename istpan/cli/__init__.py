@@ -1,0 +1,1 @@
+"""The `istpan` command line: one module per sub-command."""

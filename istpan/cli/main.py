@@ -1,0 +1,76 @@
+"""Entry point of the `istpan` command.
+
+Sub-commands live in their own modules (`istpan/cli/<name>.py`, each with `add_parser` and `run`) and are imported
+only when the parser is built, so `istpan --help` stays fast and one broken optional dependency never hides the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from istpan import __version__
+from istpan.errors import UserError
+
+__all__ = ["build_parser", "main"]
+
+# Order is the order shown in `istpan --help`.
+SUBCOMMANDS = ["demo", "train", "eval", "predict", "export", "data", "ablate"]
+
+EPILOG = """examples:
+  istpan demo --quick                              # synthetic data, trains IST-PAN and TSN, prints a table
+  istpan data check --config configs/ucf101.yaml   # scan a dataset for broken videos
+  istpan train --config configs/ucf101.yaml optim.lr=0.001
+  istpan eval --checkpoint runs/ucf101/best.pt --views 2x3
+  istpan predict video.mp4 --checkpoint runs/ucf101/best.pt --explain out/
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="istpan",
+        description="Video action classification with Interaction-aware Spatio-Temporal Pyramid Attention.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"istpan {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"istpan.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"istpan.cli.{name}":
+                raise
+            continue  # sub-command not built yet
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except UserError as err:
+        if args.verbose:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
