@@ -1,0 +1,30 @@
+"""Shared fixtures: paths to the real clips and weights that live beside the repository (test fixtures only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CLIPS = SHARED / "clips"
+WEIGHTS = SHARED / "weights"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def clips_dir() -> Path:
+    if not CLIPS.is_dir():
+        pytest.skip(f"real clips not found at {CLIPS}")
+    return CLIPS
+
+
+@pytest.fixture(scope="session")
+def mobilenet_v2_weights() -> Path:
+    path = WEIGHTS / "mobilenet_v2-b0353104.pth"
+    if not path.is_file():
+        pytest.skip(f"pretrained MobileNetV2 checkpoint not found at {path}")
+    return path
