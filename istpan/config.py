@@ -16,7 +16,17 @@ import yaml
 
 from istpan.errors import UserError
 
-__all__ = ["Config", "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "load_config", "save_config"]
+__all__ = [
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "save_config",
+]
 
 
 @dataclass
@@ -56,6 +66,8 @@ class OptimConfig:
     warmup_epochs: float = 1.0
     step_epochs: list[int] = field(default_factory=lambda: [30, 60])
     step_gamma: float = 0.1
+    min_lr: float = 0.0  # cosine ends here
+    nesterov: bool = False
     clip_grad_norm: float = 20.0  # 0 disables
 
 
@@ -70,6 +82,10 @@ class TrainConfig:
     compile: bool = False
     seed: int = 0
     eval_every: int = 1
+    eval_views: str = "1x1"  # CLIPSxCROPS used by the per-epoch validation (`istpan eval --views` for more)
+    max_steps_per_epoch: int = 0  # 0 = the whole epoch; >0 caps steps (quick experiments, tests)
+    log_every: int = 10  # steps between metrics.jsonl / TensorBoard step records
+    tensorboard: bool = True
     out_dir: str = "runs/default"
     device: str = "auto"  # auto | cpu | cuda
 
@@ -82,19 +98,61 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+# Fields with a closed set of values: a typo is caught when the config is read, not an hour into training.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "optim.name": ("sgd", "adamw"),
+    "optim.schedule": ("cosine", "step"),
+    "train.amp": ("none", "bf16", "fp16"),
+    "train.device": ("auto", "cpu", "cuda"),
+}
+
+
+def _coerce(value: Any, current: Any, where: str) -> Any:
+    """Bring a YAML value to the type of the field's default (YAML reads `1e-3` as a string, `5` as an int)."""
+    if value is None or current is None:
+        return value
+    try:
+        if isinstance(current, bool):
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if isinstance(current, float) and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(current, int) and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(current, str) and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(current, list) and isinstance(value, list):
+            return value
+        if isinstance(current, dict) and isinstance(value, dict):
+            return value
+    except ValueError:
+        pass
+    raise UserError(f"{where}: expected a {type(current).__name__}, got {value!r}")
+
+
 def _merge(obj: Any, updates: dict[str, Any], where: str) -> None:
-    """Set fields of a dataclass from a nested dict, refusing unknown keys."""
+    """Set fields of a dataclass from a nested dict, refusing unknown keys and values of the wrong type."""
     names = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in updates.items():
+        dotted = f"{where}.{key}" if where else key
         if key not in names:
-            raise UserError(f"{where}: unknown config key '{key}' (known: {', '.join(sorted(names))})")
+            raise UserError(f"{dotted}: unknown config key '{key}' (known: {', '.join(sorted(names))})")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise UserError(f"{where}: '{key}' must be a mapping, got {value!r}")
-            _merge(current, value, f"{where}.{key}" if where else key)
+                raise UserError(f"{dotted}: must be a mapping, got {value!r}")
+            _merge(current, value, dotted)
         else:
-            setattr(obj, key, value)
+            setattr(obj, key, _coerce(value, current, dotted))
+
+
+def _check_choices(cfg: Config) -> None:
+    for dotted, allowed in CHOICES.items():
+        section, name = dotted.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise UserError(f"{dotted}: unknown value {value!r} (choose one of: {', '.join(allowed)})")
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -117,15 +175,36 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise UserError(f"{path}: not valid YAML ({err})") from err
         if not isinstance(data, dict):
             raise UserError(f"{path}: a config file must be a mapping of sections (data, model, optim, train)")
-        _merge(cfg, data, str(path))
+        try:
+            _merge(cfg, data, "")
+        except UserError as err:
+            raise UserError(f"{path}: {err}") from None
     for item in overrides or []:
         keys, value = _parse_override(item)
         nested: dict[str, Any] = value
         for key in reversed(keys):
             nested = {key: nested}
-        _merge(cfg, nested, "override")
+        try:
+            _merge(cfg, nested, "")
+        except UserError as err:
+            raise UserError(f"override '{item}': {err}") from None
+    _check_choices(cfg)
     return cfg
 
 
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """A Config from a nested dict (e.g. the one stored in a checkpoint), with the same checks as a YAML file."""
+    cfg = Config()
+    _merge(cfg, data, "")
+    _check_choices(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict of built-in types: safe for YAML, JSON and `torch.load(weights_only=True)`."""
+    return dataclasses.asdict(cfg)
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    """Write the fully resolved config, so a run can be repeated with `istpan train --config <run>/config.yaml`."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
