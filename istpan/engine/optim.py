@@ -1,0 +1,79 @@
+"""Optimiser, learning-rate schedule and TSN's partial BatchNorm.
+
+The schedule is a per-step multiplier (linear warm-up, then cosine or step decay) so that resuming restores it
+exactly from the step counter, and so that short runs (a few dozen steps) still warm up smoothly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from istpan.config import OptimConfig
+
+__all__ = ["apply_partial_bn", "build_optimizer", "build_scheduler", "lr_factor"]
+
+_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def apply_partial_bn(model: nn.Module) -> int:
+    """TSN's partial BN: every BatchNorm but the first keeps its ImageNet statistics and affine parameters.
+
+    Why: with small video batches (B·K frames of few videos) re-estimating BN statistics overfits; TSN freezes all
+    but the first BN layer. Call after every `model.train()` (which would switch them back to batch statistics).
+    Returns how many layers were frozen.
+    """
+    frozen = 0
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in bns[1:]:
+        bn.eval()
+        for p in bn.parameters(recurse=False):
+            p.requires_grad_(False)
+        frozen += 1
+    return frozen
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, optional Nesterov) or AdamW; no weight decay on biases and normalisation parameters.
+
+    Why no decay there: decaying BN/LN scales and biases only fights the normalisation (standard since Goyal et al.
+    2017 and in torchvision's references via `norm_weight_decay=0`).
+    """
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            (no_decay if isinstance(module, _NORM_TYPES) or name == "bias" else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def lr_factor(step: int, *, cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> float:
+    """Multiplier of the base LR after `step` optimiser steps (pure function: the schedule has no hidden state)."""
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return (step + 1) / warmup
+    if cfg.schedule == "step":
+        epoch = step // max(steps_per_epoch, 1)
+        return cfg.step_gamma ** sum(epoch >= e for e in cfg.step_epochs)
+    total = max(epochs * steps_per_epoch - warmup, 1)
+    progress = min((step - warmup) / total, 1.0)
+    floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, *, steps_per_epoch: int, epochs: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Stepped once per optimiser step (not per epoch)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, cfg=cfg, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    )
