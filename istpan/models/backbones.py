@@ -1,0 +1,148 @@
+"""Backbones with one multi-scale interface: frames in, the maps of every stage out, shallow -> deep.
+
+Every backbone tells its stages' channels and strides (`feature_info`) before any forward, so the IST-PAN layer can
+size its per-scale projections W_j at construction time (timm's `features_only` convention). All of them run on
+(B·K) frames; they never see the video axis.
+
+- `tiny`: a 4-stage CNN of our own (16-128 channels, stride 16) for synthetic data and fast tests on CPU.
+- `mobilenetv2`: torchvision's MobileNetV2 (loads torchvision's ImageNet checkpoint strictly).
+- `bninception`: TSN's BN-Inception (istpan/models/bninception.py; in no library).
+- `resnet50`, `mobilenetv2_100`, `efficientnet_b0`, `convnext_tiny`: timm `features_only`, never downloading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from istpan.errors import UserError
+from istpan.models.weights import load_state_dict_file, load_strict
+
+__all__ = ["BACKBONES", "TIMM_BACKBONES", "Backbone", "FeatureInfo", "build_backbone"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TIMM_BACKBONES = ("resnet50", "mobilenetv2_100", "efficientnet_b0", "convnext_tiny")
+BACKBONES = ("tiny", "mobilenetv2", "bninception", *TIMM_BACKBONES)
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One stage output: its channel count and its stride (reduction) w.r.t. the input frame."""
+
+    num_chs: int
+    reduction: int
+
+
+class Backbone(nn.Module):
+    """Base class: `forward(frames (N, 3, H, W)) -> [(N, C_j, H/s_j, W/s_j) for each stage j]`, shallow -> deep."""
+
+    feature_info: list[FeatureInfo]
+    default_input_size: int = 224
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+class TinyBackbone(Backbone):
+    """Four stages of two 3x3 conv-BN-ReLU each (the first strided), channels 16/32/64/128, strides 2/4/8/16.
+
+    About 40 MMAC per 112x112 frame, so a batch of videos trains in well under a second on 2 CPU cores. At the default
+    112-pixel input the top map is 7x7, like ResNet's at 224, so the attention sees the same number of positions.
+    """
+
+    default_input_size = 112
+
+    def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 128)) -> None:
+        super().__init__()
+        stages, cin = [], 3
+        for cout in channels:
+            stages.append(nn.Sequential(_conv_bn_relu(cin, cout, stride=2), _conv_bn_relu(cout, cout)))
+            cin = cout
+        self.stages = nn.ModuleList(stages)
+        self.feature_info = [FeatureInfo(c, 2 ** (i + 1)) for i, c in enumerate(channels)]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+class TorchvisionMobileNetV2(Backbone):
+    """torchvision's MobileNetV2 `features`, cut at the five stride changes (16/24/32/96/1280 channels, s2-s32).
+
+    The checkpoint is loaded into torchvision's *full* model strictly (classifier included) and only then are the
+    features kept, so a file of another architecture can never half-load.
+    """
+
+    _STAGE_ENDS = (1, 3, 6, 13, 18)  # index in `features` after which the stride changes (timm's out_indices)
+
+    def __init__(self, pretrained: str | Path | None = None) -> None:
+        super().__init__()
+        import torchvision
+
+        full = torchvision.models.mobilenet_v2(weights=None)
+        if pretrained:
+            load_strict(full, load_state_dict_file(pretrained), path=pretrained)
+        self.features = full.features
+        self.feature_info = [FeatureInfo(c, s) for c, s in zip((16, 24, 32, 96, 1280), (2, 4, 8, 16, 32))]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self._STAGE_ENDS:
+                feats.append(x)
+        return feats
+
+
+class TimmBackbone(Backbone):
+    """Any timm model with `features_only=True`; timm is always called with `pretrained=False` unless a local file
+    is given, which is first checked strictly against timm's full model (so mismatches name their keys) and then
+    handed to timm's own loader, which knows how to carry full-model weights into its feature wrappers."""
+
+    def __init__(self, name: str, pretrained: str | Path | None = None) -> None:
+        super().__init__()
+        import timm
+
+        overlay = {}
+        if pretrained:
+            full = timm.create_model(name, pretrained=False)
+            load_strict(full, load_state_dict_file(pretrained), path=pretrained)
+            overlay = dict(pretrained_cfg_overlay=dict(file=str(pretrained)))
+            del full
+        self.model = timm.create_model(name, pretrained=bool(pretrained), features_only=True, **overlay)
+        info = self.model.feature_info
+        self.feature_info = [FeatureInfo(c, r) for c, r in zip(info.channels(), info.reduction())]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.model(x))
+
+
+def build_backbone(name: str, *, pretrained: str | Path | None = None) -> Backbone:
+    """Backbone by short name (see `BACKBONES`); `pretrained` is a local checkpoint file or None (random init)."""
+    if name == "tiny":
+        backbone: Backbone = TinyBackbone()
+        if pretrained:
+            load_strict(backbone, load_state_dict_file(pretrained), path=pretrained)
+        return backbone
+    if name == "mobilenetv2":
+        return TorchvisionMobileNetV2(pretrained)
+    if name == "bninception":
+        from istpan.models.bninception import BNInception
+
+        return BNInception(pretrained)
+    if name in TIMM_BACKBONES:
+        return TimmBackbone(name, pretrained)
+    raise UserError(f"unknown backbone '{name}' (known: {', '.join(BACKBONES)})")

@@ -1,0 +1,106 @@
+"""The IST-PAN layer: spatio-temporal pyramid attention over the K·h·w positions of one video (Du et al., 2018).
+
+For N backbone stages j (shallow -> deep; the last one is the "top" map of size h x w):
+
+    X_j = R(f_j)  stacked over the K frames          (B, P, C_j)    P = K·h·w, R resizes to h x w, keeps C_j
+    Y_j = W_j X_jᵀ + b_j                             (B, d, P)      d glimpse rows; no parameter depends on K
+    a   = softmax_P(F(Y_1, ..., Y_N))                (B, d, P)      fused attention, one distribution per glimpse
+    A   = a / ‖a‖₂ (row-wise)                        (B, d, P)      what l_interactive (Eq. 6) constrains
+    M   = A X_top  (or a X_top, option pool_weights) (B, d, C_top)  with d = h·w: one frame-sized map per video
+
+Because the K frames only ever appear as more positions of one softmax, the layer takes any K and is invariant to
+the order of the frames. Options the paper leaves open (R, F, d, which weights pool M) are constructor arguments; the
+defaults and the reasons for them are in docs/models.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["FUSIONS", "POOL_WEIGHTS", "REDUCTIONS", "AttentionResult", "PyramidAttention", "resize_map"]
+
+REDUCTIONS = ("avg", "max", "bilinear", "strided")
+FUSIONS = ("sum", "mean", "max", "learned")
+POOL_WEIGHTS = ("softmax", "l2")
+
+
+def resize_map(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """The sampling function R: bring a (N, C, H, W) map to `size`, keeping its channels.
+
+    `strided` keeps every s-th position (nearest-neighbour sampling, which equals x[..., ::s, ::s] for integer s).
+    """
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if mode == "avg":
+        return F.adaptive_avg_pool2d(x, size)
+    if mode == "max":
+        return F.adaptive_max_pool2d(x, size)
+    if mode == "bilinear":
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
+    if mode == "strided":
+        return F.interpolate(x, size=size, mode="nearest")
+    raise ValueError(f"unknown reduce mode '{mode}' (known: {', '.join(REDUCTIONS)})")
+
+
+@dataclass
+class AttentionResult:
+    """What the layer hands on: the pooled glimpses and every attention, so losses and plots recompute nothing."""
+
+    pooled: torch.Tensor  # (B, d, C_top)    M
+    attn: torch.Tensor  # (B, d, P)          fused softmax attention a
+    scale_attn: list[torch.Tensor]  # N x (B, d, P)   softmax(Y_j)
+    features: torch.Tensor  # (B, P, C_top)  X_top
+    size: tuple[int, int]  # (h, w) of the top map: P = K·h·w
+
+
+class PyramidAttention(nn.Module):
+    """IST-PAN over N multi-scale maps. `proj[j]` is (W_j, b_j) as one nn.Linear(C_j -> d).
+
+    Args:
+        in_channels: C_j of the N stages used, shallow -> deep (the last is the top map).
+        d: number of glimpse rows (the paper's figure uses d = h·w of the top map).
+        reduce: R, how shallower maps are brought to the top map's size.
+        fuse: F, how the N score matrices are combined before the softmax ("learned": convex softmax weights).
+        pool_weights: "softmax" pools M with a (rows sum to 1, scale independent of K), "l2" with A (Fig. 1).
+    """
+
+    def __init__(
+        self, in_channels: list[int], *, d: int, reduce: str = "avg", fuse: str = "mean", pool_weights: str = "softmax"
+    ) -> None:
+        super().__init__()
+        if reduce not in REDUCTIONS or fuse not in FUSIONS or pool_weights not in POOL_WEIGHTS:
+            raise ValueError(f"bad option: reduce={reduce!r} fuse={fuse!r} pool_weights={pool_weights!r}")
+        self.d, self.reduce, self.fuse, self.pool_weights = d, reduce, fuse, pool_weights
+        self.proj = nn.ModuleList(nn.Linear(c, d) for c in in_channels)
+        # Zero logits = equal weights: "learned" starts as "mean" and moves along the simplex.
+        self.fuse_logits = nn.Parameter(torch.zeros(len(in_channels))) if fuse == "learned" else None
+
+    def _fuse(self, scores: list[torch.Tensor]) -> torch.Tensor:
+        stacked = torch.stack(scores)  # (N, B, d, P)
+        if self.fuse == "sum":
+            return stacked.sum(0)
+        if self.fuse == "mean":
+            return stacked.mean(0)
+        if self.fuse == "max":
+            return stacked.amax(0)
+        weights = self.fuse_logits.softmax(0)  # (N,) convex
+        return torch.einsum("n,nbdp->bdp", weights, stacked)
+
+    def forward(self, feats: list[torch.Tensor], batch: int) -> AttentionResult:
+        """feats: N maps (B·K, C_j, h_j, w_j), shallow -> deep, frames of one video contiguous; batch: B."""
+        top = feats[-1]
+        size = (top.shape[-2], top.shape[-1])
+        scores, xs = [], []
+        for f, proj in zip(feats, self.proj):
+            f = resize_map(f, size, self.reduce)  # (B·K, C_j, h, w)
+            x = f.unflatten(0, (batch, -1)).permute(0, 1, 3, 4, 2).flatten(1, 3)  # (B, K·h·w, C_j)
+            scores.append(proj(x).transpose(1, 2))  # (B, d, P)
+            xs.append(x)
+        attn = self._fuse(scores).softmax(-1)  # (B, d, P)
+        weights = F.normalize(attn, dim=-1) if self.pool_weights == "l2" else attn
+        pooled = weights @ xs[-1]  # (B, d, C_top)
+        return AttentionResult(pooled, attn, [s.softmax(-1) for s in scores], xs[-1], size)

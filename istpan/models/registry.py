@@ -1,0 +1,127 @@
+"""Models by name: `create_model("istpan_mobilenetv2", num_classes=101, fuse="learned")`.
+
+Names follow `<family>_<backbone>` with family `istpan` (pyramid attention over N stages), `istpan_single` (N = 1,
+the single-scale attention baseline) and `tsn` (TSN average consensus, no attention), for every backbone in
+`istpan.models.backbones.BACKBONES`. One flat registry, timm-style: a name maps to one builder function.
+
+Every model carries `model_name`, `model_options` (all options resolved, defaults included, so
+`create_model(model.model_name, num_classes=model.num_classes, **model.model_options)` rebuilds it exactly),
+`pretrained_cfg` (mean/std/input_size its frames expect), `multi_label` and `num_classes`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from istpan.errors import UserError
+from istpan.models.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from istpan.models.classifier import VideoClassifier
+from istpan.models.pyramid_attention import FUSIONS, POOL_WEIGHTS, REDUCTIONS, PyramidAttention
+
+__all__ = ["DEFAULT_OPTIONS", "create_model", "list_models", "register_model"]
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+# Defaults for the options each choice the paper leaves open; docs/models.md says which are ours and why.
+DEFAULT_OPTIONS: dict[str, Any] = dict(
+    reduce="avg",  # R: area averaging keeps every position's evidence (strided sampling aliases)
+    fuse="mean",  # F: parameter-free and keeps the score scale independent of N
+    num_scales=3,  # N: the last three stages (clamped to the backbone's stage count)
+    d=None,  # glimpses; None -> h·w of the top map at input_size (the paper's figure)
+    input_size=None,  # None -> the backbone's usual size (224; 112 for tiny)
+    pool_weights="softmax",  # M = a·X (rows sum to 1) rather than A·X, whose scale grows with sqrt(K·h·w)
+    dropout=0.5,
+    multi_label=False,
+)
+_TSN_OPTIONS = ("input_size", "dropout", "multi_label")
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Decorator: register `fn(*, num_classes, pretrained=None, **options)` under its function name."""
+    if fn.__name__ in _MODELS:
+        raise ValueError(f"model '{fn.__name__}' is already registered")
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def create_model(name: str, *, num_classes: int, pretrained: str | Path | None = None, **options: Any) -> nn.Module:
+    """Build a registered model. `pretrained` is a local backbone checkpoint file (never downloaded)."""
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, _MODELS, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "see `istpan.models.list_models()`"
+        raise UserError(f"unknown model '{name}'; {hint}")
+    if num_classes < 1:
+        raise UserError(f"{name}: num_classes must be >= 1, got {num_classes}")
+    model = _MODELS[name](num_classes=num_classes, pretrained=pretrained, **options)
+    model.model_name = name
+    return model
+
+
+def _resolve(name: str, allowed: tuple[str, ...], options: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise UserError(f"{name}: unknown option(s) {', '.join(unknown)} (known: {', '.join(allowed)})")
+    resolved = {k: DEFAULT_OPTIONS[k] for k in allowed} | overrides | options
+    for key, choices in (("reduce", REDUCTIONS), ("fuse", FUSIONS), ("pool_weights", POOL_WEIGHTS)):
+        if key in resolved and resolved[key] not in choices:
+            raise UserError(f"{name}: {key}={resolved[key]!r} is not one of {', '.join(choices)}")
+    if not 0.0 <= float(resolved["dropout"]) < 1.0:
+        raise UserError(f"{name}: dropout must be in [0, 1), got {resolved['dropout']}")
+    return resolved
+
+
+def _build(
+    name: str, backbone_name: str, *, attention: bool, num_classes: int, pretrained: str | Path | None, **options: Any
+) -> VideoClassifier:
+    single = name.startswith("istpan_single_")
+    allowed = tuple(DEFAULT_OPTIONS) if attention else _TSN_OPTIONS
+    opts = _resolve(name, allowed, options, **({"num_scales": 1} if single else {}))
+    backbone = build_backbone(backbone_name, pretrained=pretrained)
+    stages = len(backbone.feature_info)
+    opts["input_size"] = int(opts["input_size"] or backbone.default_input_size)
+    attn_module, scales = None, [stages - 1]
+    if attention:
+        if single and opts["num_scales"] != 1:
+            raise UserError(f"{name}: single-scale model takes num_scales=1, got {opts['num_scales']}")
+        if not 1 <= int(opts["num_scales"]) <= stages:
+            raise UserError(f"{name}: num_scales must be in 1..{stages} for backbone {backbone_name}")
+        top = backbone.feature_info[-1]
+        opts["d"] = int(opts["d"] or math.ceil(opts["input_size"] / top.reduction) ** 2)
+        scales = list(range(stages - int(opts["num_scales"]), stages))
+        attn_module = PyramidAttention(
+            [backbone.feature_info[i].num_chs for i in scales],
+            d=opts["d"], reduce=opts["reduce"], fuse=opts["fuse"], pool_weights=opts["pool_weights"],
+        )
+    model = VideoClassifier(
+        backbone, num_classes=num_classes, attention=attn_module, scales=scales,
+        dropout=float(opts["dropout"]), multi_label=bool(opts["multi_label"]),
+    )
+    model.model_options = opts
+    model.pretrained_cfg = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=opts["input_size"])
+    return model
+
+
+def _make_builder(name: str, backbone_name: str, attention: bool) -> Callable[..., nn.Module]:
+    def builder(*, num_classes: int, pretrained: str | Path | None = None, **options: Any) -> nn.Module:
+        return _build(name, backbone_name, attention=attention, num_classes=num_classes, pretrained=pretrained,
+                      **options)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = f"{name}: {'IST-PAN' if attention else 'TSN'} on the {backbone_name} backbone."
+    return builder
+
+
+# istpan_<bb> (N scales), istpan_single_<bb> (N = 1) and tsn_<bb> (no attention) for every backbone.
+for _bb in BACKBONES:
+    for _family, _attention in (("istpan", True), ("istpan_single", True), ("tsn", False)):
+        register_model(_make_builder(f"{_family}_{_bb}", _bb, _attention))
