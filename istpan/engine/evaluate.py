@@ -1,0 +1,115 @@
+"""Evaluation over a loader: per-video scores averaged over views, then metrics computed once on the whole set.
+
+Exactly-once counting under DDP: every rank scores its own shard, the per-video scores are gathered with their
+dataset index, duplicates (e.g. from a padding sampler) are dropped by index, and all ranks compute the same metrics
+from the same full set. Videos that fail to decode are counted in `skipped` (summed over ranks), never silently lost.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from istpan.engine.amp import autocast
+from istpan.engine.distributed import all_gather_objects, is_main_process, reduce_sum
+from istpan.engine.metrics import multilabel_metrics, single_label_metrics
+
+__all__ = ["evaluate", "video_scores"]
+
+
+def video_scores(model: nn.Module, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits averaged over views and the matching probabilities.
+
+    video: (B, K, 3, h, w) or, with multi-clip x multi-crop views, (B, V, K, 3, h, w).
+    Returns (logits (B, C), probs (B, C)); probabilities are softmax (single-label) or sigmoid (multi-label) of each
+    view, averaged over views (TSN's score averaging), so a confident view cannot be cancelled by a logit scale.
+    """
+    multi_label = bool(getattr(_unwrap(model), "multi_label", False))
+    if video.dim() == 5:
+        video = video.unsqueeze(1)  # (B, 1, K, 3, h, w)
+    b, v = video.shape[:2]
+    logits = model(video.flatten(0, 1)).logits.float()  # (B·V, C)
+    logits = logits.unflatten(0, (b, v))  # (B, V, C)
+    probs = logits.sigmoid() if multi_label else logits.softmax(-1)  # (B, V, C)
+    return logits.mean(1), probs.mean(1)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "module", model)  # DDP
+    return getattr(model, "_orig_mod", model)  # torch.compile
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader,
+    *,
+    multi_label: bool,
+    device: str | torch.device = "cpu",
+    amp: str = "none",
+    progress: bool = False,
+    return_scores: bool = False,
+) -> dict:
+    """Score every video of `loader` once and return metrics.
+
+    Single-label: top1, top5, mean_class_acc (percent), confusion (C x C, rows = true class), loss.
+    Multi-label: mAP, wAP (percent, Charades definition), classes_without_positives, per_class_ap, loss.
+    Always: num_videos (scored), skipped (failed to decode). With `return_scores`: scores (N, C) probabilities,
+    labels and indices, sorted by dataset index.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    scores, labels, indices = [], [], []
+    skipped = 0
+    bar = tqdm(loader, desc="eval", leave=False, disable=not progress or not is_main_process(), dynamic_ncols=True)
+    for batch in bar:
+        skipped += int(batch.get("skipped", 0))
+        if batch["video"].shape[0] == 0:  # every clip of this batch failed to decode
+            continue
+        video = batch["video"].to(device, non_blocking=True)  # (B, [V,] K, 3, h, w)
+        with autocast(amp, device):
+            _, probs = video_scores(model, video)  # (B, C)
+        scores.append(probs.float().cpu())
+        labels.append(batch["label"].cpu())
+        indices.append(batch["index"].cpu())
+    model.train(was_training)
+
+    # Gather every rank's videos, then keep one score per dataset index (exactly-once, whatever the sampler did).
+    local = (_cat(scores), _cat(labels), _cat(indices))
+    parts = [p for p in all_gather_objects(local) if p[2].numel()]
+    (skipped,) = reduce_sum([skipped], device)
+    if not parts:
+        return {"num_videos": 0, "skipped": int(skipped)}
+    all_scores = torch.cat([p[0] for p in parts])
+    all_labels = torch.cat([p[1] for p in parts])
+    all_indices = torch.cat([p[2] for p in parts])
+    order = _first_occurrence_sorted(all_indices)
+    all_scores, all_labels, all_indices = all_scores[order], all_labels[order], all_indices[order]
+
+    eps = 1e-12
+    if multi_label:
+        result = multilabel_metrics(all_scores, all_labels)
+        loss = F.binary_cross_entropy(all_scores.clamp(eps, 1 - eps), all_labels.float()).item()
+    else:
+        result = single_label_metrics(all_scores, all_labels.long())
+        loss = F.nll_loss(all_scores.clamp_min(eps).log(), all_labels.long()).item()
+    result.update(loss=loss, num_videos=len(all_indices), skipped=int(skipped))
+    if return_scores:
+        result.update(scores=all_scores, labels=all_labels, indices=all_indices)
+    return result
+
+
+def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(tensors) if tensors else torch.empty(0)
+
+
+def _first_occurrence_sorted(indices: torch.Tensor) -> torch.Tensor:
+    """Positions that keep the first occurrence of each dataset index, ordered by index."""
+    order = torch.sort(indices, stable=True).indices
+    sorted_idx = indices[order]
+    keep = torch.ones_like(sorted_idx, dtype=torch.bool)
+    keep[1:] = sorted_idx[1:] != sorted_idx[:-1]
+    return order[keep]
