@@ -1,0 +1,371 @@
+"""A procedurally generated action dataset that anyone can regenerate in a minute: istpan's default data.
+
+Why it exists: UCF101, HMDB51 and Charades are tens of gigabytes; a new user should see IST-PAN train, and its
+attention point at the actor, before fetching any of them. The videos are real H.264 MP4 files (PyAV) with list
+annotations, so the demo goes through the same decode / sample / transform path as real data.
+
+Why it is built like this (each ingredient of the paper has to matter):
+- The class is defined by the actor's motion over time (direction of travel, rotation sense, growing or shrinking,
+  periodic blinking or flashing). A typical single frame never tells the class. Three classes pairs are exact time
+  reversals of each other (move left/right, grow/shrink, rotate cw/ccw): the two members see the same distribution of
+  frame *sets*, so any model that is blind to frame order (TSN's average consensus, and an attention layer that
+  treats the K·h·w positions as a set) is at chance within each pair. `REVERSAL_PAIRS` names them so that scores can
+  also be reported with each pair merged.
+- The actor (a bar with a white cap) is small, at a scale that varies 3.5× between videos and up to 3× within the
+  grow/shrink classes, at a random place, among moving distractors (discs, squares, triangles in the same colours)
+  and static clutter: attending to the right place matters and one fixed scale is not enough.
+- `untrimmed=True` writes longer videos in which the action fills only one random span, with the actor idling
+  (small jitter at its start pose) before and after: only part of the time axis carries the class.
+
+Ground truth per video (`ground_truth.json`): class, the action's frame span [start, end), and the actor's box per
+frame, normalised (x0, y0, x1, y1) in [0, 1], or null when the actor is invisible (blink). Every video is a pure
+function of (seed, index), so a dataset regenerates byte for byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from istpan.errors import UserError
+
+__all__ = [
+    "CLASSES",
+    "REVERSAL_PAIRS",
+    "SynthSpec",
+    "add_arguments",
+    "generate",
+    "load_ground_truth",
+    "pair_of",
+    "run",
+]
+
+log = logging.getLogger(__name__)
+
+CLASSES = ["move_left", "move_right", "grow", "shrink", "rotate_cw", "rotate_ccw", "blink", "flash"]
+REVERSAL_PAIRS = [("move_left", "move_right"), ("grow", "shrink"), ("rotate_cw", "rotate_ccw")]
+GROUND_TRUTH = "ground_truth.json"
+
+_PALETTE = np.array(
+    [[230, 60, 50], [50, 170, 70], [60, 90, 230], [235, 200, 40], [200, 70, 200], [40, 200, 210], [240, 140, 40]],
+    dtype=np.float64,
+)
+
+
+def pair_of(name: str) -> str:
+    """The class with each reversal pair merged into one name (`move_left|move_right`), for order-blind scores."""
+    for a, b in REVERSAL_PAIRS:
+        if name in (a, b):
+            return f"{a}|{b}"
+    return name
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """Everything that determines the dataset's bytes; stored in ground_truth.json so a rerun can reuse it."""
+
+    seed: int = 0
+    num_videos: int = 320
+    size: int = 96  # frame height = width, pixels
+    num_frames: int = 32  # frames of the action
+    fps: int = 16
+    untrimmed: bool = False
+    untrimmed_factor: int = 3  # untrimmed videos are this many times longer than the action
+    val_fraction: float = 0.25
+    num_distractors: tuple[int, int] = (2, 5)  # inclusive range per video
+    version: int = 1  # bump when the drawing changes, so old datasets are not silently reused
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Drawing one video
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Static clutter: smooth coloured noise plus faint random rectangles and lines. (size, size, 3) uint8."""
+    coarse = rng.uniform(60, 150, size=(6, 6, 3))
+    img = Image.fromarray(coarse.astype(np.uint8)).resize((size, size), Image.BILINEAR)
+    draw = ImageDraw.Draw(img)
+    for _ in range(rng.integers(6, 12)):
+        x0, y0 = rng.uniform(0, size, 2)
+        w, h = rng.uniform(3, size / 4, 2)
+        shade = tuple(int(v) for v in rng.uniform(70, 170, 3))
+        if rng.random() < 0.5:
+            draw.rectangle([x0, y0, x0 + w, y0 + h], fill=shade)
+        else:
+            draw.line([x0, y0, x0 + w * 2, y0 + h * 2], fill=shade, width=1)
+    return np.asarray(img)
+
+
+def _bar_polygon(cx: float, cy: float, length: float, angle: float) -> list[tuple[float, float]]:
+    """Corners of the actor's bar (length × length/3) centred at (cx, cy), rotated by angle (radians, y down)."""
+    hl, hw = length / 2, length / 6
+    c, s = math.cos(angle), math.sin(angle)
+    return [(cx + dx * c - dy * s, cy + dx * s + dy * c) for dx, dy in ((-hl, -hw), (hl, -hw), (hl, hw), (-hl, hw))]
+
+
+def _actor_pose(cls: str, t: float, p: dict) -> dict:
+    """Actor state at action time t in [0, 1]: centre, bar length, angle, visible, flash (white body)."""
+    cx, cy, length, angle = p["cx"], p["cy"], p["length"], p["angle"]
+    visible, flash = True, False
+    if cls in ("move_left", "move_right"):
+        sign = 1.0 if cls == "move_right" else -1.0
+        cx = p["cx"] + sign * (t - 0.5) * p["travel"]
+    elif cls in ("grow", "shrink"):
+        u = t if cls == "grow" else 1.0 - t
+        length = p["length"] * (p["small"] + (p["big"] - p["small"]) * u)
+    elif cls in ("rotate_cw", "rotate_ccw"):
+        # y points down in image coordinates, so a growing angle turns clockwise on screen
+        sign = 1.0 if cls == "rotate_cw" else -1.0
+        angle = p["angle"] + sign * (t - 0.5) * p["turn"]
+    elif cls in ("blink", "flash"):
+        on = math.floor(t * p["cycles"] * 2 + p["phase"]) % 2 == 0
+        visible = on if cls == "blink" else True
+        flash = (not on) if cls == "flash" else False
+    return dict(cx=cx, cy=cy, length=length, angle=angle, visible=visible, flash=flash)
+
+
+def _actor_params(cls: str, rng: np.random.Generator, size: int) -> dict:
+    """Random per-video actor parameters, chosen so the whole motion stays inside the frame."""
+    length = rng.uniform(0.11, 0.38) * size
+    p = dict(length=length, angle=0.0, small=0.5, big=1.5, travel=0.0, turn=0.0, cycles=0.0, phase=0.0)
+    if cls in ("rotate_cw", "rotate_ccw"):
+        p["angle"] = rng.uniform(0, 2 * math.pi)  # random start, so the two senses see the same set of angles
+        p["turn"] = rng.uniform(1.0, 1.5) * math.pi
+    if cls in ("blink", "flash"):
+        p["cycles"] = float(rng.uniform(2.0, 3.5))
+        p["phase"] = float(rng.uniform(0, 2))
+    reach = length * (p["big"] if cls in ("grow", "shrink") else 1.0) / 2 + 2
+    if cls in ("move_left", "move_right"):
+        p["travel"] = rng.uniform(0.3, 0.5) * size
+        margin_x = reach + p["travel"] / 2
+    else:
+        margin_x = reach
+    margin_x = min(margin_x, size / 2 - 1)
+    margin_y = min(reach if cls.startswith("rotate") or cls in ("grow", "shrink") else length / 6 + 4, size / 2 - 1)
+    p["cx"] = rng.uniform(margin_x, size - margin_x)
+    p["cy"] = rng.uniform(margin_y, size - margin_y)
+    p["colour"] = _PALETTE[rng.integers(len(_PALETTE))]
+    return p
+
+
+def _distractors(rng: np.random.Generator, size: int, count: int) -> list[dict]:
+    """Moving clutter: same colours and sizes as the actor, constant velocity, bouncing off the borders."""
+    out = []
+    for _ in range(count):
+        out.append(
+            dict(
+                kind=rng.choice(["disc", "square", "triangle"]),
+                r=rng.uniform(0.04, 0.12) * size,
+                x=rng.uniform(0, size),
+                y=rng.uniform(0, size),
+                vx=rng.uniform(-1.5, 1.5),
+                vy=rng.uniform(-1.5, 1.5),
+                colour=tuple(int(v) for v in _PALETTE[rng.integers(len(_PALETTE))]),
+            )
+        )
+    return out
+
+
+def _bounce(pos: float, vel: float, lo: float, hi: float) -> float:
+    """Position after moving with constant velocity inside [lo, hi] with reflections (closed form, no state)."""
+    span = hi - lo
+    z = (pos - lo + vel) % (2 * span)
+    return lo + (z if z <= span else 2 * span - z)
+
+
+def _draw_frame(background: np.ndarray, distractors: list[dict], frame: int, pose: dict, colour: np.ndarray, size: int):
+    """One RGB frame (size, size, 3) uint8 and the actor's normalised box (or None when invisible)."""
+    img = Image.fromarray(background)
+    draw = ImageDraw.Draw(img)
+    for d in distractors:
+        x = _bounce(d["x"], d["vx"] * frame, d["r"], size - d["r"])
+        y = _bounce(d["y"], d["vy"] * frame, d["r"], size - d["r"])
+        r = d["r"]
+        if d["kind"] == "disc":
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=d["colour"])
+        elif d["kind"] == "square":
+            draw.rectangle([x - r, y - r, x + r, y + r], fill=d["colour"])
+        else:
+            draw.polygon([(x, y - r), (x + r, y + r), (x - r, y + r)], fill=d["colour"])
+    if not pose["visible"]:
+        return np.asarray(img), None
+    body = (245, 245, 245) if pose["flash"] else tuple(int(v) for v in colour)
+    corners = _bar_polygon(pose["cx"], pose["cy"], pose["length"], pose["angle"])
+    draw.polygon(corners, fill=body, outline=(20, 20, 20))
+    # the white cap marks one end, so the bar's orientation (and its rotation) is visible
+    cap_r = pose["length"] / 6
+    ex = pose["cx"] + math.cos(pose["angle"]) * pose["length"] / 2
+    ey = pose["cy"] + math.sin(pose["angle"]) * pose["length"] / 2
+    cap_fill = (30, 30, 30) if pose["flash"] else (250, 250, 250)
+    draw.ellipse([ex - cap_r, ey - cap_r, ex + cap_r, ey + cap_r], fill=cap_fill, outline=(20, 20, 20))
+    xs = [c[0] for c in corners] + [ex - cap_r, ex + cap_r]
+    ys = [c[1] for c in corners] + [ey - cap_r, ey + cap_r]
+    box = [max(0.0, min(xs)) / size, max(0.0, min(ys)) / size, min(size, max(xs)) / size, min(size, max(ys)) / size]
+    return np.asarray(img), [round(v, 4) for v in box]
+
+
+def _render_video(spec: SynthSpec, index: int, cls: str) -> tuple[np.ndarray, list, tuple[int, int]]:
+    """All frames (T, size, size, 3) uint8 of video `index`, its per-frame boxes and the action span."""
+    rng = np.random.default_rng([spec.seed, index])
+    size = spec.size
+    background = _background(rng, size)
+    distractors = _distractors(rng, size, int(rng.integers(spec.num_distractors[0], spec.num_distractors[1] + 1)))
+    params = _actor_params(cls, rng, size)
+    total = spec.num_frames * (spec.untrimmed_factor if spec.untrimmed else 1)
+    start = int(rng.integers(0, total - spec.num_frames + 1))
+    end = start + spec.num_frames
+    jitter = rng.uniform(-1.0, 1.0, size=(total, 2))  # idle motion outside the action span
+    frames, boxes = [], []
+    for f in range(total):
+        if start <= f < end:
+            pose = _actor_pose(cls, (f - start) / max(1, spec.num_frames - 1), params)
+        else:
+            pose = _actor_pose(cls, 0.0 if f < start else 1.0, params)
+            pose.update(cx=pose["cx"] + jitter[f, 0], cy=pose["cy"] + jitter[f, 1], visible=True, flash=False)
+        frame, box = _draw_frame(background, distractors, f, pose, params["colour"], size)
+        frames.append(frame)
+        boxes.append(box)
+    return np.stack(frames), boxes, (start, end)
+
+
+def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
+    """H.264 yuv420p MP4; one encoder thread and no timestamps in metadata, so the bytes are reproducible."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast", "threads": "1", "g": str(2 * fps)}
+        for array in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The dataset
+
+
+def _class_of(index: int) -> str:
+    return CLASSES[index % len(CLASSES)]
+
+
+def _is_val(index: int, spec: SynthSpec) -> bool:
+    """Balanced split: within each class, the first val_fraction of its videos go to val."""
+    per_class = math.ceil(spec.num_videos / len(CLASSES))
+    return index // len(CLASSES) < round(per_class * spec.val_fraction)
+
+
+def load_ground_truth(root: str | Path) -> dict:
+    """The ground-truth JSON written by `generate` (spec, classes, and per video: class, span, boxes)."""
+    path = Path(root) / GROUND_TRUTH
+    if not path.is_file():
+        raise UserError(f"{path}: no synthetic ground truth here; create it with `istpan data synth --out {root}`")
+    return json.loads(path.read_text())
+
+
+def generate(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    num_videos: int = 320,
+    size: int = 96,
+    num_frames: int = 32,
+    fps: int = 16,
+    untrimmed: bool = False,
+    val_fraction: float = 0.25,
+    reuse: bool = True,
+    progress: bool = False,
+) -> Path:
+    """Write the synthetic dataset into out_dir and return out_dir.
+
+    Layout: `videos/<class>/<index>.mp4`, `train.txt` / `val.txt` (`<relative path> <class name>` per line),
+    `classes.txt` (one name per line) and `ground_truth.json`. With reuse=True an existing dataset made from the same
+    spec is kept as it is (the demo calls this every time).
+    """
+    if num_videos < len(CLASSES):
+        raise UserError(f"--num-videos {num_videos}: need at least one video per class ({len(CLASSES)})")
+    if size < 32 or size % 2:
+        raise UserError(f"--size {size}: frame size must be even and at least 32 pixels")
+    if num_frames < 2:
+        raise UserError(f"--frames {num_frames}: need at least 2 frames per action")
+    spec = SynthSpec(seed=seed, num_videos=num_videos, size=size, num_frames=num_frames, fps=fps,
+                     untrimmed=untrimmed, val_fraction=val_fraction)
+    out = Path(out_dir)
+    gt_path = out / GROUND_TRUTH
+    if reuse and gt_path.is_file():
+        try:
+            if json.loads(gt_path.read_text()).get("spec") == json.loads(json.dumps(asdict(spec))):
+                log.info("reusing the synthetic dataset in %s", out)
+                return out
+        except json.JSONDecodeError:
+            pass
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    gt_path.unlink(missing_ok=True)  # written last: its presence means the dataset is complete
+
+    videos, lines = {}, {"train": [], "val": []}
+    for index in tqdm(range(num_videos), desc="synth videos", disable=not progress, unit="video"):
+        cls = _class_of(index)
+        frames, boxes, span = _render_video(spec, index, cls)
+        rel = f"videos/{cls}/{index:05d}.mp4"
+        _write_mp4(out / rel, frames, fps)
+        split = "val" if _is_val(index, spec) else "train"
+        lines[split].append(f"{rel} {cls}")
+        videos[rel] = dict(
+            label=CLASSES.index(cls), class_name=cls, split=split, num_frames=len(frames), span=list(span), boxes=boxes
+        )
+    for split, rows in lines.items():
+        (out / f"{split}.txt").write_text("\n".join(rows) + "\n")
+    (out / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    gt = dict(spec=asdict(spec), classes=CLASSES, reversal_pairs=REVERSAL_PAIRS, videos=videos)
+    gt_path.write_text(json.dumps(gt, separators=(",", ":")))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `istpan data synth` (registered by istpan/cli/data.py)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="folder to write the dataset into")
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
+    parser.add_argument("--num-videos", type=int, default=320, help="total videos, balanced over the 8 classes")
+    parser.add_argument("--size", type=int, default=96, help="frame width = height in pixels (default 96)")
+    parser.add_argument("--frames", type=int, default=32, help="frames of the action (default 32)")
+    parser.add_argument("--fps", type=int, default=16)
+    parser.add_argument("--untrimmed", action="store_true", help="3x longer videos, the action fills one random span")
+    parser.add_argument("--val-fraction", type=float, default=0.25)
+    parser.add_argument("--force", action="store_true", help="regenerate even if the same dataset is already there")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = generate(
+        args.out,
+        seed=args.seed,
+        num_videos=args.num_videos,
+        size=args.size,
+        num_frames=args.frames,
+        fps=args.fps,
+        untrimmed=args.untrimmed,
+        val_fraction=args.val_fraction,
+        reuse=not args.force,
+        progress=True,
+    )
+    gt = load_ground_truth(out)
+    counts = {s: sum(v["split"] == s for v in gt["videos"].values()) for s in ("train", "val")}
+    print(f"wrote {len(gt['videos'])} videos ({counts['train']} train, {counts['val']} val, {len(CLASSES)} classes) "
+          f"to {out}; train with data.format=list data.root={out} data.train_annotations={out}/train.txt "
+          f"data.val_annotations={out}/val.txt data.classes={out}/classes.txt")
+    return 0
