@@ -299,8 +299,15 @@ def generate(
         raise UserError(f"--size {size}: frame size must be even and at least 32 pixels")
     if num_frames < 2:
         raise UserError(f"--frames {num_frames}: need at least 2 frames per action")
-    spec = SynthSpec(seed=seed, num_videos=num_videos, size=size, num_frames=num_frames, fps=fps,
-                     untrimmed=untrimmed, val_fraction=val_fraction)
+    spec = SynthSpec(
+        seed=seed,
+        num_videos=num_videos,
+        size=size,
+        num_frames=num_frames,
+        fps=fps,
+        untrimmed=untrimmed,
+        val_fraction=val_fraction,
+    )
     out = Path(out_dir)
     gt_path = out / GROUND_TRUTH
     if reuse and gt_path.is_file():
@@ -365,7 +372,9 @@ def run(args: argparse.Namespace) -> int:
     )
     gt = load_ground_truth(out)
     counts = {s: sum(v["split"] == s for v in gt["videos"].values()) for s in ("train", "val")}
-    print(f"wrote {len(gt['videos'])} videos ({counts['train']} train, {counts['val']} val, {len(CLASSES)} classes) "
-          f"to {out}; train with data.format=list data.root={out} data.train_annotations={out}/train.txt "
-          f"data.val_annotations={out}/val.txt data.classes={out}/classes.txt")
+    print(
+        f"wrote {len(gt['videos'])} videos ({counts['train']} train, {counts['val']} val, {len(CLASSES)} classes) "
+        f"to {out}; train with data.format=list data.root={out} data.train_annotations={out}/train.txt "
+        f"data.val_annotations={out}/val.txt data.classes={out}/classes.txt"
+    )
     return 0
