@@ -1,0 +1,309 @@
+"""Frame-exact video decoding: read only the frames a sampler asked for, and nothing else.
+
+Frame `i` always means "the i-th frame a full sequential decode outputs" (display order), never a timestamp guess or
+the container's claimed count: AVIs with packed B-frames (UCF101, HMDB51) have unreliable timestamps and HMDB51
+containers claim one frame more than decodes. So the PyAV backend decodes sequentially, converts to RGB (and resizes)
+only the wanted frames, and stops after the last one; converting every frame is what makes naive loaders slow.
+
+It seeks only where that is proven exact: H.264/HEVC in MP4/MOV/MKV after `count_frames` has decoded the whole file
+once without error and recorded the timestamp of every output frame (so a frame's timestamp maps to its sequential
+index) and the file's keyframes. After a seek the first output frame must be a keyframe and the following ones must be
+consecutive in that recorded order, otherwise the read falls back to a sequential decode (and never seeks that file
+again). Decoding from an H.264 keyframe (IDR) gives bit-identical frames because it resets all references.
+
+Backends: "pyav" (default), "opencv" (optional, imported lazily) and "frames" (a folder of `img_00001.jpg`, ...: the
+TSN/MMAction2 extracted-frames layout).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from istpan.data import _backends
+from istpan.data._backends import VideoError, resized_size
+
+__all__ = ["BACKENDS", "VideoError", "VideoInfo", "count_frames", "iter_frames", "read_frames", "video_info"]
+
+BACKENDS = ("pyav", "opencv", "frames")
+_SEEKABLE_CODECS = {"h264", "hevc"}
+_SEEKABLE_FORMATS = ("mov", "mp4", "m4a", "matroska")  # containers that store real presentation timestamps
+_CACHE_SIZE = 8192
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container claims (cheap: no decoding). `claimed_frames` may be wrong; use `count_frames` for truth."""
+
+    fps: float  # 0.0 when unknown (a folder of frames)
+    width: int
+    height: int
+    claimed_frames: int
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class _Index:
+    """Result of one full decode without RGB conversion: the truth about a file, cached per (path, size, mtime)."""
+
+    num_frames: int
+    pts: tuple[int, ...]  # presentation timestamp of every output frame, in output order
+    keyframes: tuple[int, ...]  # sorted pts of keyframe packets
+    seekable: bool
+
+
+_index_cache: OrderedDict[tuple, _Index] = OrderedDict()
+
+
+def _cache_key(path: Path) -> tuple:
+    st = path.stat()
+    return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown video backend '{backend}' (choose from {', '.join(BACKENDS)})")
+
+
+# ---------------------------------------------------------------------------------------------------------- PyAV
+def _open(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    _backends.check_file(path)
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError) as err:
+        raise VideoError(path, f"cannot open as a video ({getattr(err, 'strerror', None) or err})") from err
+    if not container.streams.video:
+        container.close()
+        raise VideoError(path, "no video stream (audio only, or not a video file)")
+    return container, container.streams.video[0]
+
+
+def _decoded(container, stream, errors: list[str] | None = None) -> Iterator[av.VideoFrame]:
+    """Every frame the decoder outputs, in order. A packet that fails to decode is skipped (as ffmpeg does), so a
+    file with one damaged packet still yields its other frames; `errors` collects what went wrong."""
+    try:
+        for packet in container.demux(stream):
+            try:
+                yield from packet.decode()
+            except av.error.FFmpegError as err:
+                if errors is not None:
+                    errors.append(str(err))
+    except av.error.FFmpegError as err:  # demuxer gave up (truncated file): the frames so far are all there is
+        if errors is not None:
+            errors.append(str(err))
+
+
+def _scan(path: Path) -> _Index:
+    container, stream = _open(path)
+    with container:
+        keyframes: list[int] = []
+        nonempty_packets = 0
+        # Decode without converting: cheap compared to RGB conversion, and the only honest frame count.
+        errors: list[str] = []
+        pts: list[int | None] = []
+        for packet in container.demux(stream):
+            if packet.size:
+                nonempty_packets += 1
+                if packet.is_keyframe and packet.pts is not None:
+                    keyframes.append(packet.pts)
+            try:
+                pts.extend(frame.pts for frame in packet.decode())
+            except av.error.FFmpegError as err:
+                errors.append(str(err))
+        fmt = container.format.name
+        codec = stream.codec_context.name
+    exact_pts = all(p is not None for p in pts) and all(a < b for a, b in itertools.pairwise(pts))
+    seekable = (
+        codec in _SEEKABLE_CODECS
+        and any(name in fmt.split(",") for name in _SEEKABLE_FORMATS)
+        and not errors
+        and exact_pts
+        and len(pts) == nonempty_packets
+        and len(keyframes) > 1
+    )
+    if errors:
+        log.debug("%s: %d packets failed to decode (first: %s)", path, len(errors), errors[0])
+    clean_pts = tuple(p for p in pts if p is not None) if exact_pts else ()
+    return _Index(len(pts), clean_pts, tuple(sorted(keyframes)), seekable)
+
+
+def _index(path: Path, *, scan: bool) -> _Index | None:
+    _backends.check_file(path)
+    key = _cache_key(path)
+    if key in _index_cache:
+        _index_cache.move_to_end(key)
+        return _index_cache[key]
+    if not scan:
+        return None
+    index = _scan(path)
+    _index_cache[key] = index
+    if len(_index_cache) > _CACHE_SIZE:
+        _index_cache.popitem(last=False)
+    return index
+
+
+def _rgb(frame: av.VideoFrame, short_side: int | None) -> np.ndarray:
+    """uint8 (H, W, 3), resized by swscale on the way out so no full-resolution copy is kept."""
+    if short_side is None:
+        return frame.to_ndarray(format="rgb24")
+    h, w = resized_size(frame.height, frame.width, short_side)
+    return frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BILINEAR")
+
+
+class _NotExact(Exception):
+    """A seek did not land where the recorded index says it must: read sequentially instead."""
+
+
+def _read_sequential(path: Path, wanted: list[int], short_side: int | None) -> dict[int, np.ndarray]:
+    want, last, out = set(wanted), wanted[-1], {}
+    container, stream = _open(path)
+    with container:
+        i = -1
+        for i, frame in enumerate(_decoded(container, stream)):
+            if i in want:
+                out[i] = _rgb(frame, short_side)
+            if i >= last:
+                return out
+    raise VideoError(path, f"frame {last} requested but only {i + 1} frames decode")
+
+
+def _read_seeking(path: Path, index: _Index, wanted: list[int], short_side: int | None) -> dict[int, np.ndarray]:
+    position = {p: i for i, p in enumerate(index.pts)}
+    want, out = set(wanted), {}
+    container, stream = _open(path)
+    with container:
+        frames, current = None, -1  # `current`: index of the last frame the decoder gave us
+        for target in wanted:
+            if target <= current:
+                continue
+            k = bisect.bisect_right(index.keyframes, index.pts[target]) - 1
+            key_pts = index.keyframes[max(k, 0)]
+            if frames is None or position.get(key_pts, -1) > current + 1:
+                if frames is not None or position.get(key_pts, 0) > 0:
+                    container.seek(key_pts, stream=stream, backward=True, any_frame=False)
+                frames, started = _decoded(container, stream), False
+            for frame in frames:
+                i = position.get(frame.pts)
+                if i is None:
+                    raise _NotExact
+                if not started:
+                    if not frame.key_frame:
+                        continue  # a leading frame of an open GOP: not decodable from here, and not wanted
+                    if i > target:
+                        raise _NotExact
+                    started = True
+                elif i != current + 1:
+                    raise _NotExact
+                current = i
+                if i in want:
+                    out[i] = _rgb(frame, short_side)
+                if i >= target:
+                    break
+            if current < target:
+                raise _NotExact
+    return out
+
+
+def _read_pyav(path: Path, wanted: list[int], short_side: int | None) -> dict[int, np.ndarray]:
+    index = _index(path, scan=False)
+    if index is not None:
+        if wanted[-1] >= index.num_frames:
+            raise VideoError(path, f"frame {wanted[-1]} requested but only {index.num_frames} frames decode")
+        if index.seekable:
+            try:
+                return _read_seeking(path, index, wanted, short_side)
+            except _NotExact:
+                log.debug("%s: seek was not frame-exact, decoding sequentially from now on", path)
+                _index_cache[_cache_key(path)] = _Index(index.num_frames, index.pts, index.keyframes, False)
+    return _read_sequential(path, wanted, short_side)
+
+
+# ---------------------------------------------------------------------------------------------------- public API
+def count_frames(path: str | Path, *, backend: str = "pyav") -> int:
+    """Number of frames that really decode (may be fewer than the container claims). Cached per file version."""
+    _check_backend(backend)
+    path = Path(path)
+    if backend == "frames":
+        return len(_backends.frame_files(path))
+    if backend == "opencv":
+        return _backends.opencv_count(path)
+    return _index(path, scan=True).num_frames
+
+
+def read_frames(
+    path: str | Path, indices: Sequence[int] | torch.Tensor, *, backend: str = "pyav", short_side: int | None = None
+) -> torch.Tensor:
+    """The frames at `indices` (any order, repeats allowed) as uint8 (n, H, W, 3), bit-identical to a full sequential
+    decode at those indices. Frames are resized to `short_side` while decoding. Negative indices are a caller bug
+    (ValueError); an index past the last decodable frame raises VideoError."""
+    _check_backend(backend)
+    path = Path(path)
+    idx = [int(i) for i in (indices.tolist() if isinstance(indices, torch.Tensor) else indices)]
+    if any(i < 0 for i in idx):
+        raise ValueError(f"{path}: frame indices must be >= 0, got {min(idx)}")
+    if not idx:
+        h, w = _empty_size(path, backend, short_side)
+        return torch.empty((0, h, w, 3), dtype=torch.uint8)
+    wanted = sorted(set(idx))
+    if backend == "frames":
+        got = _backends.frames_read(path, wanted, short_side)
+    elif backend == "opencv":
+        got = _backends.opencv_read(path, wanted, short_side)
+    else:
+        got = _read_pyav(path, wanted, short_side)
+    return torch.from_numpy(np.stack([got[i] for i in idx]))  # (n, H, W, 3)
+
+
+def iter_frames(
+    path: str | Path, *, short_side: int | None = None, step: int = 1, backend: str = "pyav"
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Stream (index, uint8 (H, W, 3)) for every `step`-th frame. Memory stays flat however long the video is: one
+    decoded frame at a time, only the yielded ones converted to RGB."""
+    _check_backend(backend)
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    path = Path(path)
+    if backend != "pyav":
+        yield from _backends.iter_other(path, backend, short_side, step)
+        return
+    container, stream = _open(path)
+    with container:
+        for i, frame in enumerate(_decoded(container, stream)):
+            if i % step == 0:
+                yield i, torch.from_numpy(_rgb(frame, short_side))
+
+
+def video_info(path: str | Path, *, backend: str = "pyav") -> VideoInfo:
+    """Container metadata without decoding. For a folder of frames fps is 0.0 (unknown) and duration 0.0."""
+    _check_backend(backend)
+    path = Path(path)
+    if backend == "frames":
+        files = _backends.frame_files(path)
+        h, w = _backends.frames_read(path, [0], None)[0].shape[:2] if files else (0, 0)
+        return VideoInfo(0.0, w, h, len(files), 0.0)
+    container, stream = _open(path)
+    with container:
+        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        else:
+            duration = (container.duration or 0) / av.time_base
+        claimed = stream.frames or round(duration * fps)
+        return VideoInfo(fps, stream.codec_context.width, stream.codec_context.height, int(claimed), duration)
+
+
+def _empty_size(path: Path, backend: str, short_side: int | None) -> tuple[int, int]:
+    info = video_info(path, backend="frames" if backend == "frames" else "pyav")
+    return resized_size(info.height, info.width, short_side) if short_side else (info.height, info.width)
