@@ -1,0 +1,224 @@
+"""Untrimmed and long videos: sliding windows of K frames, a score per window, segments where a class stays on.
+
+IST-PAN takes any number of frames, but one K-frame sample of a 10-minute video says little about a 5-second action
+in it. So the video is cut into windows (length and stride in frames or seconds), each window is classified from its
+K segment-centre frames, and the per-window scores give a video-level score (mean or max) and, per class, the
+temporal segments where its score stays above a threshold.
+
+Windows, for a video of T frames, window W and stride S (all in frames):
+    [s, s + W) for s = 0, S, 2S, ... while s + W <= T,
+    plus [T - W, T) when those stop short of the end (the tail is never skipped),
+    or the single window [0, T) when T < W.
+
+Decoding streams: frames pass through once, the last W cropped frames sit in a ring buffer (the end-aligned window
+needs them, and the frame count is only known at the end of the stream), and full windows are classified in small
+batches as soon as they complete. Memory depends on W and the crop size, not on the length or resolution of the video.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from istpan.errors import UserError
+from istpan.viz._preprocess import (
+    Preprocessing,
+    class_names,
+    device_of,
+    probabilities,
+    segment_centres,
+    slug,
+    topk,
+)
+
+__all__ = ["scores_at", "segments_from_scores", "sliding_window_predict", "window_bounds"]
+
+
+def window_bounds(num_frames: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """The [start, end) frame ranges of the sliding windows over a video of `num_frames` frames (see module doc)."""
+    if window < 1 or stride < 1:
+        raise ValueError(f"window and stride must be >= 1 frame, got window={window}, stride={stride}")
+    if num_frames <= 0:
+        return []
+    if num_frames < window:
+        return [(0, num_frames)]
+    bounds = [(s, s + window) for s in range(0, num_frames - window + 1, stride)]
+    if bounds[-1][1] < num_frames:
+        bounds.append((num_frames - window, num_frames))
+    return bounds
+
+
+def _cells(centres: Sequence[float], duration: float) -> list[tuple[float, float]]:
+    """Each window owns the stretch of time closer to its centre than to any other window's centre."""
+    mids = [(a + b) / 2 for a, b in pairwise(centres)]
+    return list(zip([0.0, *mids], [*mids, max(duration, centres[-1] if centres else 0.0)]))
+
+
+def segments_from_scores(centres: Sequence[float], scores: Sequence[float] | torch.Tensor, threshold: float, *,
+                         duration: float) -> list[tuple[float, float, float]]:
+    """(start_s, end_s, peak score) of each run of consecutive windows whose score is above `threshold`.
+
+    A window stands for its cell on the time axis (see `_cells`), so a run of windows becomes the union of their cells:
+    segments tile the video without overlaps even when the windows themselves overlap.
+    """
+    scores = [float(s) for s in (scores.tolist() if isinstance(scores, torch.Tensor) else scores)]
+    cells = _cells(list(centres), duration)
+    segments: list[tuple[float, float, float]] = []
+    run: list[int] = []
+    for i, score in enumerate([*scores, float("-inf")]):  # sentinel closes the last run
+        if score > threshold:
+            run.append(i)
+        elif run:
+            segments.append((cells[run[0]][0], cells[run[-1]][1], max(scores[j] for j in run)))
+            run = []
+    return segments
+
+
+def scores_at(times: Sequence[float] | torch.Tensor, centres: Sequence[float],
+              window_scores: torch.Tensor) -> torch.Tensor:
+    """Per-time-point scores (n, C): each time takes the scores of the window whose cell holds it (nearest centre).
+
+    This is what the Charades localisation metric evaluates at its 25 time points per video.
+    """
+    t = torch.as_tensor(times, dtype=torch.float64)  # (n,)
+    c = torch.as_tensor(list(centres), dtype=torch.float64)  # (W,)
+    nearest = (t[:, None] - c[None, :]).abs().argmin(1)  # (n,) first of equally near windows
+    return window_scores[nearest]
+
+
+def _to_frames(value: float, unit: str, fps: float, what: str, path: Path) -> int:
+    if unit == "frames":
+        frames = int(value)
+    elif unit == "seconds":
+        if fps <= 0:
+            raise UserError(f"{path}: frame rate unknown, give --{what} in frames instead of seconds")
+        frames = round(value * fps)
+    else:
+        raise UserError(f"unit must be 'frames' or 'seconds', got {unit!r}")
+    if frames < 1:
+        raise UserError(f"{path}: --{what} {value:g} {unit} is less than one frame; use a larger value")
+    return frames
+
+
+def _windows(path: Path, pre: Preprocessing, window: int, stride: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Stream (start, end, uint8 views (K, s, s, 3)) for every window, in order, decoding the video once."""
+    from istpan.data import iter_frames
+
+    buffer: deque[torch.Tensor] = deque(maxlen=window)  # the last `window` views (s, s, 3)
+    next_start, last_end, t = 0, 0, -1
+    for t, frame in iter_frames(path, short_side=pre.short_side):
+        buffer.append(pre.view(frame).clone())  # clone: drop the reference to the full decoded frame
+        if t + 1 - window == next_start:  # window [next_start, t + 1) just completed
+            offset = t + 1 - len(buffer)  # frame index of buffer[0]
+            idx = segment_centres(next_start, window, pre.num_segments)
+            yield next_start, t + 1, torch.stack([buffer[i - offset] for i in idx])
+            last_end, next_start = t + 1, next_start + stride
+    total = t + 1
+    if total == 0:
+        raise UserError(f"{path}: no frame could be decoded; is it a video file?")
+    tail = [(0, total)] if total < window else ([(total - window, total)] if last_end < total else [])
+    for start, end in tail:  # every frame of the tail window is still in the buffer
+        offset = total - len(buffer)
+        idx = segment_centres(start, end - start, pre.num_segments)
+        yield start, end, torch.stack([buffer[i - offset] for i in idx])
+
+
+@torch.no_grad()
+def sliding_window_predict(model: nn.Module, meta: dict[str, Any], path: str | Path, *, window: float,
+                           stride: float, unit: str = "frames", reduce: str = "mean", threshold: float = 0.5,
+                           outdir: str | Path | None = None, batch_size: int = 8, topk_classes: int = 5
+                           ) -> dict[str, Any]:
+    """Classify every window of a video; return per-window scores, video-level scores and temporal segments.
+
+    Returns a dict of built-in types: path, fps, num_frames, duration_s, window / stride (frames), reduce,
+    windows = [{start, end, start_s, end_s, centre_s, scores: [C]}], scores = [C] (mean or max over windows),
+    topk = [{label, index, score}], segments = [{label, index, start_s, end_s, peak}] sorted by start, and
+    timelines = {class name: PNG path} (one plot per class in the top-k or with a segment) when `outdir` is given.
+    """
+    from istpan.data import video_info
+
+    path = Path(path)
+    if reduce not in ("mean", "max"):
+        raise UserError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+    info = video_info(path)
+    win = _to_frames(window, unit, info.fps, "window", path)
+    step = _to_frames(stride, unit, info.fps, "stride", path)
+    pre = Preprocessing.from_meta(model, meta)
+    device = device_of(model)
+    model.eval()
+
+    bounds: list[tuple[int, int]] = []
+    chunks: list[torch.Tensor] = []
+    batch: list[torch.Tensor] = []
+
+    def flush() -> None:
+        x = pre.to_input(torch.stack(batch)).to(device)  # (B, K, 3, s, s)
+        chunks.append(probabilities(model, model(x).logits, meta).cpu())  # (B, C)
+        batch.clear()
+
+    for start, end, views in _windows(path, pre, win, step):
+        bounds.append((start, end))
+        batch.append(views)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    scores = torch.cat(chunks)  # (num_windows, C)
+
+    fps = info.fps if info.fps > 0 else 1.0
+    total = bounds[-1][1]
+    duration = total / fps
+    centres = [(s + e) / 2 / fps for s, e in bounds]
+    video_scores = scores.mean(0) if reduce == "mean" else scores.amax(0)  # (C,)
+    names = class_names(meta, scores.shape[1])
+    segments = []
+    for c in range(scores.shape[1]):
+        for start_s, end_s, peak in segments_from_scores(centres, scores[:, c], threshold, duration=duration):
+            segments.append({"label": names[c], "index": c, "start_s": start_s, "end_s": end_s, "peak": peak})
+    segments.sort(key=lambda seg: (seg["start_s"], -seg["peak"]))
+    result: dict[str, Any] = {
+        "path": str(path),
+        "fps": info.fps,
+        "num_frames": total,
+        "duration_s": duration,
+        "window": win,
+        "stride": step,
+        "reduce": reduce,
+        "threshold": threshold,
+        "windows": [
+            {"start": s, "end": e, "start_s": s / fps, "end_s": e / fps, "centre_s": c, "scores": sc}
+            for (s, e), c, sc in zip(bounds, centres, scores.tolist())
+        ],
+        "scores": video_scores.tolist(),
+        "topk": topk(video_scores, names, topk_classes),
+        "segments": segments,
+        "timelines": {},
+    }
+    if outdir is not None:
+        result["timelines"] = _plot_timelines(result, scores, names, Path(outdir))
+    return result
+
+
+def _plot_timelines(result: dict[str, Any], scores: torch.Tensor, names: list[str], outdir: Path) -> dict[str, str]:
+    """One PNG per class worth looking at (top-k or with a segment): not 157 plots for every Charades video."""
+    from istpan.viz.timeline import plot_class_timeline
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    wanted = [t["index"] for t in result["topk"]]
+    wanted += [s["index"] for s in result["segments"] if s["index"] not in wanted]
+    centres = [w["centre_s"] for w in result["windows"]]
+    stem = slug(Path(result["path"]).stem)
+    plots = {}
+    for c in wanted:
+        spans = [(s["start_s"], s["end_s"]) for s in result["segments"] if s["index"] == c]
+        file = outdir / f"{stem}_timeline_{c:03d}_{slug(names[c], 24)}.png"
+        plot_class_timeline(centres, scores[:, c], file, segments=spans, threshold=result["threshold"],
+                            duration=result["duration_s"], title=f"{names[c]}  ({Path(result['path']).name})")
+        plots[names[c]] = str(file)
+    return plots
