@@ -22,6 +22,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "TrainConfig",
+    "apply_overrides",
     "config_from_dict",
     "config_to_dict",
     "load_config",
@@ -179,7 +180,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             _merge(cfg, data, "")
         except UserError as err:
             raise UserError(f"{path}: {err}") from None
-    for item in overrides or []:
+    return apply_overrides(cfg, overrides or [])
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply dotted `a.b=value` overrides in place (e.g. on a config stored in a checkpoint) and check the result."""
+    for item in overrides:
         keys, value = _parse_override(item)
         nested: dict[str, Any] = value
         for key in reversed(keys):

@@ -44,7 +44,7 @@ from istpan.engine.optim import apply_partial_bn, build_optimizer, build_schedul
 from istpan.engine.run_log import RunLog
 from istpan.errors import UserError
 
-__all__ = ["compute_losses", "parse_views", "pick_device", "train", "train_one_epoch"]
+__all__ = ["check_data_paths", "compute_losses", "parse_views", "pick_device", "train", "train_one_epoch"]
 
 
 def pick_device(name: str) -> torch.device:
@@ -189,7 +189,7 @@ def train_one_epoch(
     return stats
 
 
-def _check_paths(cfg: Config) -> None:
+def check_data_paths(cfg: Config) -> None:
     """Fail before building anything when a dataset path is missing."""
     d = cfg.data
     for key in ("root", "train_annotations", "val_annotations", "classes"):
@@ -201,7 +201,7 @@ def _check_paths(cfg: Config) -> None:
 def _build_data(cfg: Config, *, distributed: bool):
     from istpan.data import build_dataset, build_loader
 
-    _check_paths(cfg)
+    check_data_paths(cfg)
     train_set = build_dataset(cfg.data, split="train", train=True)
     has_val = bool(cfg.data.val_annotations) or cfg.data.format in ("ucf101", "hmdb51", "synthetic")
     val_set = None

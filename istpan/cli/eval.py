@@ -1,0 +1,82 @@
+"""`istpan eval`: multi-clip x multi-crop evaluation of a checkpoint on its validation set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["add_parser", "run"]
+
+EXAMPLES = """examples:
+  istpan eval --checkpoint runs/ucf101_split1/best.pt                      # 1 clip x 1 crop
+  istpan eval --checkpoint runs/ucf101_split1/best.pt --views 2x3 data.test_segments=25
+  istpan eval --checkpoint runs/charades/best.pt --json charades_eval.json  # mAP / wAP, per-class AP
+  istpan eval --checkpoint best.pt data.root=/mnt/ucf101/UCF-101           # data moved since training
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "eval", help="evaluate a checkpoint (top-1/top-5/mean class acc, or mAP/wAP)",
+        description="Evaluate a checkpoint on the validation split of the dataset it was trained on (from the config "
+        "stored in the checkpoint; change it with key=value overrides). Scores of all views are averaged per video.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--checkpoint", required=True, help="a .pt file written by istpan train")
+    p.add_argument("--views", default="1x1", help="CLIPSxCROPS, e.g. 1x1, 2x3, 10x1 (crops: 1, 3 or 10)")
+    p.add_argument("--batch-size", type=int, default=None, help="videos per batch (default: the training batch size)")
+    p.add_argument("--json", metavar="FILE", help="write all metrics (confusion matrix / per-class AP included)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.root=...")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from torch.utils.data import Subset
+
+    from istpan.config import apply_overrides, config_from_dict
+    from istpan.data import build_dataset, build_loader
+    from istpan.engine import distributed as dist
+    from istpan.engine.checkpoint import check_compatible, load_checkpoint, load_model
+    from istpan.engine.evaluate import evaluate
+    from istpan.engine.train import check_data_paths, parse_views, pick_device
+    from istpan.errors import UserError
+
+    views = parse_views(args.views)
+    state = load_checkpoint(args.checkpoint)
+    if "config" not in state:
+        raise UserError(f"{args.checkpoint}: checkpoint has no stored config; evaluate with the training run's own")
+    cfg = apply_overrides(config_from_dict(state["config"]), args.overrides)  # stored config, then key=value
+    device = pick_device(cfg.train.device)
+    distributed = dist.init_distributed(device)
+    try:
+        check_data_paths(cfg)
+        dataset = build_dataset(cfg.data, split="val", train=False, views=views)
+        model, meta = load_model(args.checkpoint, device=device)
+        check_compatible(meta, model_name=meta["model_name"], num_classes=len(dataset.class_names),
+                         source=args.checkpoint)
+        if distributed:
+            dataset = Subset(dataset, range(dist.get_rank(), len(dataset), dist.get_world_size()))
+        loader = build_loader(dataset, batch_size=args.batch_size or cfg.train.batch_size, train=False,
+                              num_workers=cfg.data.num_workers, seed=cfg.train.seed)
+        result = evaluate(model, loader, multi_label=bool(meta.get("multi_label")), device=device,
+                          amp=cfg.train.amp, progress=sys.stderr.isatty())
+        if not dist.is_main_process():
+            return 0
+    finally:
+        dist.cleanup_distributed()
+    result["views"] = args.views
+    result["class_names"] = meta["class_names"]
+    if meta.get("multi_label"):
+        print(f"mAP {result['mAP']:.2f}  wAP {result['wAP']:.2f}  "
+              f"(classes without positives: {result['classes_without_positives']}, left out of mAP)")
+    else:
+        print(f"top1 {result['top1']:.2f}  top5 {result['top5']:.2f}  mean class acc {result['mean_class_acc']:.2f}")
+    print(f"videos {result['num_videos']}  skipped {result['skipped']} (failed to decode)  views {args.views}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1, default=float))
+        print(f"wrote {args.json}")
+    return 0
+

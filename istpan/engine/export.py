@@ -1,0 +1,100 @@
+"""Export a trained model to ONNX or TorchScript, run the export on the same input, and check it matches PyTorch.
+
+The exported graph maps a float video (B, K, 3, S, S), already normalised as the checkpoint's meta says, to logits
+(B, classes). K is fixed to the checkpoint's test K unless given (`--num-segments`); the batch axis is dynamic for
+ONNX. The check runs the exported model (onnxruntime / torch.jit) and PyTorch on one random input and fails when the
+largest absolute difference of the logits exceeds the tolerance.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from istpan.errors import UserError
+
+__all__ = ["FORMATS", "export_model"]
+
+FORMATS = ("onnx", "torchscript")
+log = logging.getLogger(__name__)
+
+
+class _Logits(nn.Module):
+    """The model with a plain tensor output: exporters need tensors, not the ModelOutput dataclass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:  # (B, K, 3, S, S) -> (B, classes)
+        return self.model(video).logits
+
+
+def _export_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path) -> torch.Tensor:
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise UserError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'istpan[export]'") from err
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            wrapper, (example,), dynamo=True, input_names=["video"], output_names=["logits"],
+            dynamic_shapes={"video": {0: batch}}, verbose=False,
+        )
+    program.save(str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(["logits"], {"video": example.numpy()})
+    return torch.from_numpy(out)
+
+
+def _export_torchscript(wrapper: nn.Module, example: torch.Tensor, path: Path) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python ints
+        traced = torch.jit.trace(wrapper, (example,), check_trace=False)
+        traced.save(str(path))
+        loaded = torch.jit.load(str(path), map_location="cpu")  # the file, not the in-memory trace, is checked
+    with torch.no_grad():
+        return loaded(example)
+
+
+@torch.no_grad()
+def export_model(
+    model: nn.Module,
+    meta: dict[str, Any],
+    out: str | Path,
+    *,
+    format: str = "onnx",
+    num_segments: int | None = None,
+    batch_size: int = 1,
+    tolerance: float = 1e-4,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Write the exported model to `out`; return {"path", "format", "input_shape", "max_abs_diff", "tolerance"}.
+
+    Raises UserError when the export's output differs from PyTorch by more than `tolerance`.
+    """
+    if format not in FORMATS:
+        raise UserError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    pre = meta["preprocessing"]
+    k = int(num_segments or pre["num_segments"])
+    size = int(pre["input_size"])
+    example = torch.randn(batch_size, k, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    wrapper = _Logits(model).eval()
+    expected = wrapper(example)  # (B, classes)
+    exporter = _export_onnx if format == "onnx" else _export_torchscript
+    got = exporter(wrapper, example, out)
+    diff = (got.float() - expected.float()).abs().max().item()
+    result = {"path": str(out), "format": format, "input_shape": list(example.shape), "max_abs_diff": diff,
+              "tolerance": tolerance}
+    if not diff <= tolerance:
+        raise UserError(f"{out}: exported {format} model differs from PyTorch by {diff:.3g} > tolerance {tolerance:g}")
+    return result
