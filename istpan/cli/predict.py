@@ -30,6 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--explain", metavar="OUTDIR", help="write attention overlays and a report to OUTDIR")
+    p.add_argument("--levels", action="store_true", help="with --explain: also each pyramid level's attention")
     p.add_argument("--window", type=float, help="sliding-window length for untrimmed videos (see --unit)")
     p.add_argument("--stride", type=float, help="sliding-window step (default: half the window)")
     p.add_argument("--unit", choices=("frames", "seconds"), default="seconds")
@@ -64,16 +65,23 @@ def run(args: argparse.Namespace) -> int:
     if args.window is not None:
         sliding = _viz("istpan.viz.untrimmed", "sliding_window_predict")
         stride = args.stride if args.stride is not None else args.window / 2
-        windows = [sliding(model, meta, path, window=args.window, stride=stride, unit=args.unit, reduce=args.reduce)
-                   for path in args.videos]
-        print(json.dumps(windows, indent=1, default=str) if args.json else "\n".join(map(str, windows)))
+        windows = [sliding(model, meta, path, window=args.window, stride=stride, unit=args.unit, reduce=args.reduce,
+                           outdir=args.explain) for path in args.videos]
+        if args.json:
+            print(json.dumps(windows, indent=1, default=str))
+            return 0
+        for w in windows:
+            top = "  ".join(f"{t['label']} {t['score']:.3f}" for t in w["topk"][: args.topk])
+            print(f"{w['path']}: {len(w['windows'])} windows ({args.reduce}): {top}")
+            for seg in w["segments"]:
+                print(f"  {seg['label']}: {seg['start_s']:.1f}s - {seg['end_s']:.1f}s (peak {seg['peak']:.3f})")
         return 0
 
     results = predict_videos(model, meta, args.videos, topk=args.topk, num_segments=args.num_segments)
     if args.explain:
         explain = _viz("istpan.viz.explain", "explain_videos")
         readable = [r["path"] for r in results if "error" not in r]
-        explain(model, meta, readable, args.explain, topk=args.topk)
+        explain(model, meta, readable, args.explain, levels=args.levels, topk=args.topk)
     failed = [r for r in results if "error" in r]
     if args.json:
         print(json.dumps(results, indent=1))
