@@ -37,7 +37,7 @@ from istpan.viz._preprocess import (
     topk,
 )
 
-__all__ = ["scores_at", "segments_from_scores", "sliding_window_predict", "window_bounds"]
+__all__ = ["frame_scores", "scores_at", "segments_from_scores", "sliding_window_predict", "window_bounds"]
 
 
 def window_bounds(num_frames: int, window: int, stride: int) -> list[tuple[int, int]]:
@@ -90,6 +90,15 @@ def scores_at(times: Sequence[float] | torch.Tensor, centres: Sequence[float],
     c = torch.as_tensor(list(centres), dtype=torch.float64)  # (W,)
     nearest = (t[:, None] - c[None, :]).abs().argmin(1)  # (n,) first of equally near windows
     return window_scores[nearest]
+
+
+def frame_scores(result: dict[str, Any], n: int = 25) -> torch.Tensor:
+    """Scores (n, C) of a `sliding_window_predict` result at the Charades time points j / n · duration."""
+    from istpan.viz.localization import charades_timepoints
+
+    centres = [w["centre_s"] for w in result["windows"]]
+    scores = torch.tensor([w["scores"] for w in result["windows"]])  # (W, C)
+    return scores_at(charades_timepoints(result["duration_s"], n), centres, scores)
 
 
 def _to_frames(value: float, unit: str, fps: float, what: str, path: Path) -> int:

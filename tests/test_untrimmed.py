@@ -1,0 +1,135 @@
+"""Sliding-window inference on long videos: window layout, the frames each window really gets, segments, reductions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from videos import make_video
+
+from istpan.data import read_frames
+from istpan.errors import UserError
+from istpan.models import create_model
+from istpan.viz._preprocess import Preprocessing, segment_centres
+from istpan.viz.localization import charades_timepoints
+from istpan.viz.untrimmed import (
+    frame_scores,
+    scores_at,
+    segments_from_scores,
+    sliding_window_predict,
+    window_bounds,
+)
+
+META = {"class_names": ["wave", "jump", "run"],
+        "preprocessing": {"input_size": 64, "short_side": 72, "num_segments": 4}}
+
+
+@pytest.mark.parametrize(
+    ("total", "window", "stride", "expected"),
+    [
+        (100, 32, 16, [(0, 32), (16, 48), (32, 64), (48, 80), (64, 96), (68, 100)]),  # tail window end-aligned
+        (96, 32, 16, [(0, 32), (16, 48), (32, 64), (48, 80), (64, 96)]),  # exact fit: no extra window
+        (20, 32, 16, [(0, 20)]),  # shorter than one window
+        (32, 32, 8, [(0, 32)]),
+        (50, 10, 20, [(0, 10), (20, 30), (40, 50)]),  # stride > window leaves gaps, as asked
+        (0, 10, 5, []),
+    ],
+)
+def test_window_bounds(total, window, stride, expected):
+    assert window_bounds(total, window, stride) == expected
+
+
+def test_window_bounds_cover_the_video_with_full_windows():
+    for total in range(1, 80):
+        for window, stride in ((8, 3), (16, 16), (5, 1)):
+            bounds = window_bounds(total, window, stride)
+            covered = set()
+            for s, e in bounds:
+                assert 0 <= s < e <= total and e - s == min(window, total)
+                covered.update(range(s, e))
+            assert covered == set(range(total))
+            starts = [s for s, _ in bounds]
+            assert starts == sorted(set(starts))
+            assert all(s % stride == 0 for s in starts[:-1])
+
+
+def test_segments_from_a_hand_made_score_curve():
+    centres = [1.0, 3.0, 5.0, 7.0, 9.0]  # windows every 2 s over a 10 s video
+    scores = [0.1, 0.7, 0.8, 0.2, 0.9]
+    segments = segments_from_scores(centres, scores, 0.5, duration=10.0)
+    # window 1-2 own [2, 6), window 4 owns [8, 10]
+    assert segments == [(2.0, 6.0, 0.8), (8.0, 10.0, 0.9)]
+    assert segments_from_scores(centres, [0.6] * 5, 0.5, duration=10.0) == [(0.0, 10.0, 0.6)]
+    assert segments_from_scores(centres, [0.5] * 5, 0.5, duration=10.0) == []  # "above" is strict
+    assert segments_from_scores([2.0], [0.9], 0.5, duration=4.0) == [(0.0, 4.0, 0.9)]
+
+
+def test_scores_at_takes_the_nearest_window():
+    window_scores = torch.tensor([[0.1], [0.5], [0.9]])
+    got = scores_at([0.0, 1.9, 2.1, 10.0], [1.0, 3.0, 5.0], window_scores)
+    assert got.flatten().tolist() == pytest.approx([0.1, 0.1, 0.5, 0.9])
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return create_model("istpan_tiny", num_classes=3, input_size=64).eval()
+
+
+def test_each_window_gets_its_own_frames(tmp_path, tiny_model):
+    """Streaming with a ring buffer must feed the model exactly what random access at those indices gives."""
+    path = make_video(tmp_path / "long.mp4", num_frames=70, size=(72, 96))
+    seen: list[torch.Tensor] = []
+    hook = tiny_model.register_forward_hook(lambda mod, args, out: seen.append(args[0].clone()))
+    try:
+        result = sliding_window_predict(tiny_model, META, path, window=24, stride=10, batch_size=3)
+    finally:
+        hook.remove()
+    bounds = window_bounds(70, 24, 10)
+    assert [(w["start"], w["end"]) for w in result["windows"]] == bounds
+    inputs = torch.cat(seen)  # (windows, K, 3, 64, 64)
+    pre = Preprocessing.from_meta(tiny_model, META)
+    for (start, end), x in zip(bounds, inputs, strict=True):
+        frames = read_frames(path, segment_centres(start, end - start, 4), short_side=72)
+        assert torch.equal(x, pre.to_input(pre.view(frames)))
+    with torch.no_grad():
+        probs = tiny_model(inputs).logits.softmax(-1)
+    assert torch.allclose(torch.tensor([w["scores"] for w in result["windows"]]), probs, atol=1e-5)
+
+
+def test_video_level_scores_segments_and_timelines(tmp_path, tiny_model):
+    path = make_video(tmp_path / "v.mp4", num_frames=60, size=(64, 64), fps=20)
+    mean = sliding_window_predict(tiny_model, META, path, window=1.0, stride=0.5, unit="seconds", threshold=0.0,
+                                  outdir=tmp_path / "plots")
+    assert [(w["start"], w["end"]) for w in mean["windows"]] == window_bounds(60, 20, 10)
+    assert mean["duration_s"] == pytest.approx(3.0) and mean["window"] == 20 and mean["stride"] == 10
+    per_window = torch.tensor([w["scores"] for w in mean["windows"]])
+    assert torch.allclose(torch.tensor(mean["scores"]), per_window.mean(0), atol=1e-6)
+    # threshold 0: every class is "on" all the time -> one segment per class spanning the video
+    assert sorted((s["index"], s["start_s"], s["end_s"]) for s in mean["segments"]) == [
+        (c, 0.0, pytest.approx(3.0)) for c in range(3)
+    ]
+    assert set(mean["timelines"]) == set(META["class_names"])
+    assert all(Image.open(p).width > 100 for p in mean["timelines"].values())
+
+    top = sliding_window_predict(tiny_model, META, path, window=20, stride=10, reduce="max", threshold=1.0)
+    assert torch.allclose(torch.tensor(top["scores"]), per_window.amax(0), atol=1e-6)
+    assert top["segments"] == [] and top["timelines"] == {}
+    assert top["topk"][0]["score"] == pytest.approx(max(top["scores"]))
+
+    at25 = frame_scores(mean)
+    assert at25.shape == (25, 3)
+    times = charades_timepoints(3.0)
+    centres = torch.tensor([w["centre_s"] for w in mean["windows"]])
+    for t, row in zip(times, at25, strict=True):
+        assert torch.allclose(row, per_window[(centres - t).abs().argmin()])
+
+
+def test_user_errors(tmp_path, tiny_model):
+    path = make_video(tmp_path / "v.mp4", num_frames=10, size=(64, 64))
+    with pytest.raises(UserError, match="less than one frame"):
+        sliding_window_predict(tiny_model, META, path, window=0.01, stride=0.01, unit="seconds")
+    with pytest.raises(UserError, match="reduce"):
+        sliding_window_predict(tiny_model, META, path, window=4, stride=2, reduce="median")
+    with pytest.raises(UserError, match="not found"):
+        sliding_window_predict(tiny_model, META, tmp_path / "missing.mp4", window=4, stride=2)
