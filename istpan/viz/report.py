@@ -24,6 +24,7 @@ table.topk { border-collapse: collapse; margin: .5em 0; } table.topk td { paddin
 .row { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
 figure { margin: .5em 0; } figcaption { color: #666; font-size: .9em; }
 img, video { max-width: 100%; border: 1px solid #ddd; }
+video { width: 320px; background: #000; }
 .error { color: #b00; } .meta { color: #666; } nav a { margin-right: 1em; }
 """
 

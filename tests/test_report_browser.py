@@ -1,0 +1,142 @@
+"""The explain report in a real headless browser (Debian's chromium + chromium-driver, driven by selenium).
+
+Checks what a user would see opening OUTDIR/index.html from disk: no console errors, every image decoded
+(naturalWidth > 0), every video playable, and a full-page screenshot (kept in tmp_path and, for humans, in
+outputs/tests/report_browser.png of the repository).
+
+Needs: `apt-get install chromium chromium-driver` (`make test` does it when root) and the `selenium` dev extra.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from videos import make_video
+
+from istpan.models import create_model
+from istpan.viz.explain import explain_videos
+from istpan.viz.report import write_report
+from istpan.viz.untrimmed import sliding_window_predict
+
+REPO = Path(__file__).resolve().parents[1]
+META = {"class_names": ["wave", "jump <b>", "run & walk"],
+        "preprocessing": {"input_size": 64, "short_side": 72, "num_segments": 4}}
+# Without the background-networking flags Chromium tries to reach Google services and logs refused connections.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--autoplay-policy=no-user-gesture-required", "--window-size=1200,900"]
+
+
+def _chromium() -> tuple[str, str]:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if browser is None or driver is None:
+        pytest.skip("chromium / chromedriver not installed (apt-get install chromium chromium-driver)")
+    return browser, driver
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver_path = _chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="istpan-chromium-")
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # An explicit driver path: selenium must not try to download one (Selenium Manager) on a closed network.
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _wait(driver, script: str, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if driver.execute_script(script):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _open_and_check(driver, page: Path) -> dict:
+    driver.get_log("browser")  # drop anything logged before this page
+    driver.get(page.resolve().as_uri())
+    assert _wait(driver, "return document.readyState === 'complete'")
+    assert _wait(driver, "return Array.from(document.images).every(i => i.complete)")
+    videos_ready = "return Array.from(document.querySelectorAll('video')).every(v => v.error || v.readyState >= 2)"
+    assert _wait(driver, videos_ready)
+    state = driver.execute_script(
+        "return {images: Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth]),"
+        " videos: Array.from(document.querySelectorAll('video')).map(v => [v.getAttribute('src'),"
+        " v.error ? v.error.code : null, v.videoWidth]),"
+        " height: document.documentElement.scrollHeight}"
+    )
+    errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+    assert errors == [], f"console errors on {page}: {errors}"
+    broken = [src for src, width in state["images"] if width == 0]
+    assert broken == [], f"images that did not load: {broken}"
+    assert all(err is None and width > 0 for _, err, width in state["videos"]), state["videos"]
+    return state
+
+
+def _screenshot(driver, height: int, path: Path) -> Path:
+    driver.set_window_size(1200, min(max(height, 600), 8000))
+    driver.save_screenshot(str(path))
+    return path
+
+
+def test_report_in_headless_chromium(tmp_path, browser):
+    torch.manual_seed(0)
+    model = create_model("istpan_tiny", num_classes=3, input_size=64).eval()
+    videos = tmp_path / "videos"
+    a = make_video(videos / "Golf_Tips_-_Hit 300+ Yards!!! (1).mp4", num_frames=30, size=(72, 96))  # HMDB51-style
+    b = make_video(videos / "b.avi", num_frames=20, size=(72, 72), codec="mpeg4")
+    broken = videos / "broken.mp4"
+    broken.write_bytes(b"\x00" * 64)
+    out = tmp_path / "report dir"  # a space in the folder too
+    entries = explain_videos(model, META, [a, b, broken], out, levels=True)
+    assert [e["error"] is None for e in entries] == [True, True, False]
+
+    state = _open_and_check(browser, out / "index.html")
+    expected_images = sum(1 for e in entries for k in ("grid", "levels_grid", "timeline") if e.get(k))
+    assert len(state["images"]) == expected_images == 6
+    assert len(state["videos"]) == 2
+    text = browser.find_element("tag name", "body").text
+    assert "jump <b>" in text or "run & walk" in text  # class names shown as text, not parsed as HTML
+    assert "could not explain this video" in text
+
+    shot = _screenshot(browser, state["height"], tmp_path / "report_browser.png")
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape[0] >= 600 and pixels.std() > 10  # a real page, not a blank one
+    keep = REPO / "outputs" / "tests"
+    keep.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, keep / "report_browser.png")
+    print(f"screenshot: {shot} (copy in {keep / 'report_browser.png'})")
+
+
+def test_untrimmed_report_in_headless_chromium(tmp_path, browser):
+    torch.manual_seed(0)
+    model = create_model("istpan_tiny", num_classes=3, input_size=64).eval()
+    path = make_video(tmp_path / "long video.mp4", num_frames=80, size=(64, 64), fps=20)
+    out = tmp_path / "untrimmed"
+    result = sliding_window_predict(model, META, path, window=1.0, stride=0.5, unit="seconds", threshold=0.3,
+                                    outdir=out / "plots")
+    write_report(out, [result], title="sliding windows")
+    state = _open_and_check(browser, out / "index.html")
+    assert len(state["images"]) == len(result["timelines"]) >= 3
+    _screenshot(browser, state["height"], tmp_path / "untrimmed_browser.png")
