@@ -1,8 +1,10 @@
 """Prediction on video files with a trained checkpoint: class names and scores per video, any length, any K.
 
-The checkpoint's meta says how frames must be prepared (short side, crop size, mean/std, K), so a checkpoint is
-usable without its config or dataset. Test-time sampling is the deterministic centre of K equal segments over the
-whole video, which is TSN's test protocol and covers untrimmed videos of any length.
+The checkpoint's meta says how frames must be prepared (sampling, short side, crop size, mean/std, K), so a checkpoint
+is usable without its config or dataset. Frames are chosen and transformed by the data pipeline's own test-time
+functions (`sample_indices` with the centre offset, `test_transform` with one centre crop): exactly what `istpan
+eval` feeds the model for a 1x1 view. With segment sampling that is the centre of K equal segments over the whole
+video (TSN's test protocol), which covers untrimmed videos of any length.
 """
 
 from __future__ import annotations
@@ -11,19 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision.transforms.v2.functional as TF
 from torch import nn
 
 from istpan.data.decode import VideoError, count_frames, read_frames
+from istpan.data.sampling import sample_indices
+from istpan.data.transforms import test_transform
 from istpan.engine.evaluate import video_scores
 
-__all__ = ["load_clip", "predict_videos", "segment_centres"]
-
-
-def segment_centres(num_frames: int, num_segments: int) -> torch.Tensor:
-    """(K,) long: the centre frame of each of K equal segments (repeats frames when the video has fewer than K)."""
-    k = torch.arange(num_segments, dtype=torch.float64)
-    return ((k + 0.5) * num_frames / num_segments).floor().long().clamp(0, num_frames - 1)
+__all__ = ["load_clip", "predict_videos"]
 
 
 def load_clip(path: str | Path, meta: dict[str, Any], *, num_segments: int | None = None) -> tuple[torch.Tensor, int]:
@@ -36,16 +33,13 @@ def load_clip(path: str | Path, meta: dict[str, Any], *, num_segments: int | Non
     n = count_frames(path)
     if n <= 0:
         raise VideoError(f"{path}: no frame could be decoded")
-    indices = segment_centres(n, k)  # (K,)
+    method = pre.get("sampling", "segment")
+    length = int(pre.get("clip_len", k)) if method == "dense" and num_segments is None else k
+    indices = sample_indices(n, method=method, length=length, stride=int(pre.get("frame_stride", 1)))  # (K,)
     unique, inverse = torch.unique(indices, return_inverse=True)  # read each frame once, in order
     frames = read_frames(path, unique.tolist(), short_side=int(pre["short_side"]))[inverse]  # (K, H, W, 3) uint8
-    video = frames.permute(0, 3, 1, 2)  # (K, 3, H, W)
-    size = int(pre["input_size"])
-    if min(video.shape[-2:]) < size:  # small videos: upscale so that the centre crop fits
-        video = TF.resize(video, size, antialias=True)
-    video = TF.center_crop(video, [size, size])
-    video = TF.to_dtype(video, torch.float32, scale=True)  # [0, 1]
-    return TF.normalize(video, mean=pre["mean"], std=pre["std"]), n  # (K, 3, S, S)
+    transform = test_transform(input_size=int(pre["input_size"]), mean=pre["mean"], std=pre["std"], crops=1)
+    return transform(frames.permute(0, 3, 1, 2)), n  # (K, 3, S, S)
 
 
 @torch.no_grad()

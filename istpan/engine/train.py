@@ -17,7 +17,9 @@ resumed from a checkpoint takes exactly the steps the uninterrupted run would ha
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -107,12 +109,12 @@ def train_one_epoch(
     device: torch.device,
     log: RunLog,
     progress: bool,
-    on_step=None,
+    stop: _StopFlag | None = None,
 ) -> dict:
     """One pass over `loader` (at most `steps` batches, skipping the first `start_step` when resuming mid-epoch).
 
-    Returns the epoch's mean losses (over all ranks) and clips/s. `on_step(step_in_epoch)` is called after each
-    optimiser step (the interrupt handler uses it to know how far the epoch got).
+    Returns the epoch's mean losses (over all ranks), clips/s, and `steps_done` (< steps when `stop` was raised by
+    Ctrl-C: the loop ends between two optimiser steps, so the state it leaves is a consistent one to save).
     """
     tcfg = cfg.train
     multi_label = cfg.data.multi_label
@@ -127,7 +129,7 @@ def train_one_epoch(
     bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{tcfg.epochs}", disable=not show,
                dynamic_ncols=True, leave=False)
     start = time.perf_counter()
-    step = 0
+    steps_done = start_step
     for step, batch in enumerate(loader):
         if step >= steps:
             break
@@ -166,8 +168,7 @@ def train_one_epoch(
         for k, v in values.items():
             sums[k] += v * n
         global_step = epoch * steps + step + 1
-        if on_step is not None:
-            on_step(step + 1)
+        steps_done = step + 1
         if tcfg.log_every > 0 and (step + 1) % tcfg.log_every == 0:
             reduced = reduce_sum([values[k] for k in sums], device)  # mean over ranks: the loss of the global batch
             means = {k: v / get_world_size() for k, v in zip(sums, reduced)}
@@ -179,14 +180,51 @@ def train_one_epoch(
             )
         bar.set_postfix(loss=f"{values['loss']:.4f}", clips_s=f"{clips / (time.perf_counter() - start):.1f}")
         bar.update(1)
+        if stop is not None and stop.requested(device) and steps_done < steps:
+            break
     bar.close()
 
     elapsed = time.perf_counter() - start
     totals = reduce_sum([*sums.values(), clips, skipped], device)
     clips_all = max(totals[4], 1.0)
     stats = {k: v / clips_all for k, v in zip(sums, totals[:4])}
-    stats.update(clips=int(totals[4]), skipped=int(totals[5]), clips_per_s=totals[4] / max(elapsed, 1e-9))
+    stats.update(clips=int(totals[4]), skipped=int(totals[5]), clips_per_s=totals[4] / max(elapsed, 1e-9),
+                 steps_done=steps_done)
     return stats
+
+
+class _StopFlag:
+    """Ctrl-C asks the loop to stop after the current step (a second Ctrl-C stops at once, without saving).
+
+    Why not just catch KeyboardInterrupt: it can land inside `optimizer.step()`, leaving half-updated weights that
+    would be saved as if they were a real state. Under DDP every rank must stop at the same step, so the flag is
+    OR-reduced over ranks.
+    """
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._previous = None
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        self._flag = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl-C interrupts immediately
+        if is_main_process():
+            print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit now)",
+                  file=sys.stderr)
+
+    def requested(self, device: torch.device) -> bool:
+        if get_world_size() > 1:
+            return reduce_sum([float(self._flag)], device)[0] > 0
+        return self._flag
 
 
 def check_data_paths(cfg: Config) -> None:
@@ -229,6 +267,13 @@ def _resume_path(resume: str | bool | None, run_dir: Path) -> Path | None:
     if not path.is_file():
         raise UserError(f"--resume {path}: checkpoint not found")
     return path
+
+
+def _say_resume(run_dir: Path, last_path: Path, epoch: int, step: int, main: bool) -> None:
+    if main:
+        print(f"interrupted at epoch {epoch + 1} step {step}: saved {last_path}\n"
+              f"resume with: istpan train --config {run_dir / 'config.yaml'}   (continues from last.pt)",
+              file=sys.stderr)
 
 
 def train(cfg: Config, *, resume: str | bool | None = "auto", progress: bool = True) -> dict:
@@ -317,59 +362,56 @@ def train(cfg: Config, *, resume: str | bool | None = "auto", progress: bool = T
         }
 
     # -- epochs
-    epoch, done_in_epoch = start_epoch, start_step
     val: dict = {}
-    try:
-        for epoch in range(start_epoch, tcfg.epochs):
-            done_in_epoch = start_step if epoch == start_epoch else 0
+    with _StopFlag() as stop:
+        try:
+            for epoch in range(start_epoch, tcfg.epochs):
+                stats = train_one_epoch(
+                    model, train_loader, optimizer, scheduler, scaler, cfg=cfg, epoch=epoch, steps=steps,
+                    start_step=start_step if epoch == start_epoch else 0, device=device, log=log,
+                    progress=progress, stop=stop,
+                )
+                if stats["steps_done"] < steps:  # Ctrl-C mid-epoch: save where the loop stopped
+                    if main:
+                        save_checkpoint(checkpoint(epoch, stats["steps_done"]), last_path)
+                    _say_resume(run_dir, last_path, epoch, stats["steps_done"], main)
+                    raise KeyboardInterrupt
 
-            def on_step(n: int) -> None:
-                nonlocal done_in_epoch
-                done_in_epoch = n
-
-            stats = train_one_epoch(
-                model, train_loader, optimizer, scheduler, scaler, cfg=cfg, epoch=epoch, steps=steps,
-                start_step=done_in_epoch, device=device, log=log, progress=progress, on_step=on_step,
-            )
-            done_in_epoch = steps
-            last_epoch = epoch + 1 == tcfg.epochs
-            val = {}
-            if val_loader is not None and ((epoch + 1) % max(tcfg.eval_every, 1) == 0 or last_epoch):
-                val = evaluate(model, val_loader, multi_label=cfg.data.multi_label, device=device, amp=tcfg.amp,
-                               progress=progress)
-            value = val.get(metric_name)
-            is_best = value is not None and (best is None or value > best)
-            if is_best:
-                best, best_epoch = value, epoch + 1
-            summary = {k: v for k, v in val.items() if k not in ("confusion", "per_class_ap")}
-            record = {"type": "epoch", "epoch": epoch + 1, "global_step": (epoch + 1) * steps,
-                      "lr": optimizer.param_groups[0]["lr"], "train": stats, "val": summary}
-            history.append({"epoch": epoch + 1, "train_loss": stats["loss"], **{f"val_{k}": v for k, v in
-                            summary.items() if isinstance(v, (int, float))}})
-            log.log(record, step=(epoch + 1) * steps, scalars={
-                **{f"epoch/train_{k}": v for k, v in stats.items() if k in ("loss", "ce", "interactive", "attn")},
-                "epoch/clips_per_s": stats["clips_per_s"],
-                **{f"val/{k}": v for k, v in summary.items() if isinstance(v, (int, float))},
-            })
-            if main:
-                save_checkpoint(checkpoint(epoch + 1, 0), last_path)
+                # -- validate, keep last and best
+                val = {}
+                if val_loader is not None and ((epoch + 1) % max(tcfg.eval_every, 1) == 0 or epoch + 1 == tcfg.epochs):
+                    val = evaluate(model, val_loader, multi_label=cfg.data.multi_label, device=device, amp=tcfg.amp,
+                                   progress=progress)
+                value = val.get(metric_name)
+                is_best = value is not None and (best is None or value > best)
                 if is_best:
-                    save_checkpoint(checkpoint(epoch + 1, 0), best_path)
-            barrier()
-            val_text = f" val {metric_name} {value:.2f}" if value is not None else ""
-            skipped = stats["skipped"] + val.get("skipped", 0)
-            say(f"epoch {epoch + 1}/{tcfg.epochs}: loss {stats['loss']:.4f} (ce {stats['ce']:.4f} "
-                f"inter {stats['interactive']:.4f} attn {stats['attn']:.4f}){val_text} "
-                f"{stats['clips_per_s']:.1f} clips/s" + (f" skipped {skipped}" if skipped else ""), file=sys.stderr)
-    except KeyboardInterrupt:
-        if main:
-            save_checkpoint(checkpoint(epoch, done_in_epoch), last_path)
-            print(f"\ninterrupted at epoch {epoch + 1} step {done_in_epoch}: saved {last_path}\n"
-                  f"resume with: istpan train --config {run_dir / 'config.yaml'}   (continues from last.pt)",
-                  file=sys.stderr)
-        log.close()
-        raise
-    log.close()
+                    best, best_epoch = value, epoch + 1
+                summary = {k: v for k, v in val.items() if k not in ("confusion", "per_class_ap")}
+                numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
+                history.append({"epoch": epoch + 1, "train_loss": stats["loss"], **{f"val_{k}": v for k, v in
+                                                                                     numbers.items()}})
+                log.log({"type": "epoch", "epoch": epoch + 1, "global_step": (epoch + 1) * steps,
+                         "lr": optimizer.param_groups[0]["lr"], "train": stats, "val": summary},
+                        step=(epoch + 1) * steps, scalars={
+                            **{f"epoch/train_{k}": stats[k] for k in ("loss", "ce", "interactive", "attn")},
+                            "epoch/clips_per_s": stats["clips_per_s"], **{f"val/{k}": v for k, v in numbers.items()},
+                        })
+                if main:
+                    save_checkpoint(checkpoint(epoch + 1, 0), last_path)
+                    if is_best:
+                        save_checkpoint(checkpoint(epoch + 1, 0), best_path)
+                barrier()
+                val_text = f" val {metric_name} {value:.2f}" if value is not None else ""
+                skipped = stats["skipped"] + val.get("skipped", 0)
+                say(f"epoch {epoch + 1}/{tcfg.epochs}: loss {stats['loss']:.4f} (ce {stats['ce']:.4f} "
+                    f"inter {stats['interactive']:.4f} attn {stats['attn']:.4f}){val_text} "
+                    f"{stats['clips_per_s']:.1f} clips/s" + (f" skipped {skipped}" if skipped else ""),
+                    file=sys.stderr)
+                if stop.requested(device) and epoch + 1 < tcfg.epochs:  # Ctrl-C during validation
+                    _say_resume(run_dir, last_path, epoch + 1, 0, main)
+                    raise KeyboardInterrupt
+        finally:
+            log.close()
 
     return {
         "run_dir": str(run_dir),

@@ -1,0 +1,112 @@
+"""Exact resume: a run killed with SIGKILL (or stopped with Ctrl-C) mid-epoch and resumed takes exactly the steps of
+an uninterrupted run: same losses, same LR, same data order, same final weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_train import make_list_dataset, step_values, tiny_config
+
+from istpan.config import save_config
+from istpan.engine.checkpoint import load_checkpoint
+from istpan.engine.train import train
+
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Dataset and the uninterrupted reference run (3 epochs x 6 steps of batch 1)."""
+    base = tmp_path_factory.mktemp("resume")
+    data = make_list_dataset(base / "data", train=6, val=3)
+    reference = train(tiny_config(data, base / "reference", train=_train_opts()), progress=False)
+    return base, data, reference
+
+
+def _train_opts() -> dict:
+    return {"epochs": EPOCHS, "batch_size": 1}
+
+
+def _start(cfg_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    code = ("import torch, sys; torch.set_num_threads(2); from istpan.cli.main import main; "
+            f"sys.exit(main(['train', '--config', {str(cfg_path)!r}, '--no-progress']))")
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_step(run_dir: Path, proc: subprocess.Popen, *, epoch: int, min_step: int, timeout: float = 120) -> None:
+    """Poll metrics.jsonl until the child logged a step of `epoch` at or past global step `min_step`."""
+    deadline = time.monotonic() + timeout
+    path = run_dir / "metrics.jsonl"
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"training process ended early: {proc.stderr.read()}"
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if record["type"] == "step" and record["epoch"] == epoch and record["global_step"] >= min_step:
+                    return
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail("training process did not reach the expected step in time")
+
+
+def _same_weights(a: str | Path, b: str | Path) -> bool:
+    sa, sb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_sigkill_mid_epoch_then_resume_continues_exactly(setup):
+    base, data, reference = setup
+    cfg = tiny_config(data, base / "killed", train=_train_opts())
+    save_config(cfg, base / "killed.yaml")
+    proc = _start(base / "killed.yaml")
+    _wait_for_step(base / "killed", proc, epoch=2, min_step=8)  # epoch 1 is checkpointed, epoch 2 under way
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert load_checkpoint(base / "killed" / "last.pt")["epoch"] == 1  # the epoch-1 checkpoint survived intact
+
+    resumed = train(cfg, resume="auto", progress=False)
+    assert step_values(base / "killed") == step_values(reference["run_dir"])  # every step: loss, LR
+    assert _same_weights(resumed["last_checkpoint"], reference["last_checkpoint"])
+    assert resumed["final"]["top1"] == reference["final"]["top1"]
+
+
+def test_ctrl_c_saves_mid_epoch_and_says_how_to_resume(setup):
+    base, data, reference = setup
+    cfg = tiny_config(data, base / "interrupted", train=_train_opts())
+    save_config(cfg, base / "interrupted.yaml")
+    proc = _start(base / "interrupted.yaml")
+    _wait_for_step(base / "interrupted", proc, epoch=2, min_step=8)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "resume with: istpan train --config" in err
+    state = load_checkpoint(base / "interrupted" / "last.pt")
+    assert state["epoch"] == 1 and 0 < state["step_in_epoch"] < 6  # stopped between two steps of epoch 2
+
+    resumed = train(cfg, resume="auto", progress=False)
+    assert step_values(base / "interrupted") == step_values(reference["run_dir"])
+    assert _same_weights(resumed["last_checkpoint"], reference["last_checkpoint"])
+
+
+def test_resume_never_starts_over(setup):
+    base, data, _ = setup
+    out = base / "fresh"
+    cfg = tiny_config(data, out, train={**_train_opts(), "epochs": 1})
+    train(cfg, progress=False)
+    again = train(cfg, resume="never", progress=False)
+    assert len([r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+                if r["type"] == "epoch"]) == 1
+    assert again["history"][0]["epoch"] == 1
