@@ -31,18 +31,23 @@ POOL_WEIGHTS = ("softmax", "l2")
 def resize_map(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     """The sampling function R: bring a (N, C, H, W) map to `size`, keeping its channels.
 
-    `strided` keeps every s-th position (nearest-neighbour sampling, which equals x[..., ::s, ::s] for integer s).
+    `strided` keeps every s-th position (x[..., ::s, ::s]). When H, W are multiples of `size` (the usual case: stage
+    strides are powers of two), pooling uses fixed kernels, which every ONNX exporter handles; otherwise adaptive
+    pooling / nearest sampling.
     """
-    if tuple(x.shape[-2:]) == tuple(size):
+    H, W = int(x.shape[-2]), int(x.shape[-1])
+    if tuple(size) == (H, W):
         return x
+    sh, sw = H // size[0], W // size[1]
+    exact = sh * size[0] == H and sw * size[1] == W
     if mode == "avg":
-        return F.adaptive_avg_pool2d(x, size)
+        return F.avg_pool2d(x, (sh, sw)) if exact else F.adaptive_avg_pool2d(x, size)
     if mode == "max":
-        return F.adaptive_max_pool2d(x, size)
+        return F.max_pool2d(x, (sh, sw)) if exact else F.adaptive_max_pool2d(x, size)
     if mode == "bilinear":
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
     if mode == "strided":
-        return F.interpolate(x, size=size, mode="nearest")
+        return x[..., ::sh, ::sw] if exact else F.interpolate(x, size=size, mode="nearest")
     raise ValueError(f"unknown reduce mode '{mode}' (known: {', '.join(REDUCTIONS)})")
 
 
@@ -93,7 +98,7 @@ class PyramidAttention(nn.Module):
     def forward(self, feats: list[torch.Tensor], batch: int) -> AttentionResult:
         """feats: N maps (B·K, C_j, h_j, w_j), shallow -> deep, frames of one video contiguous; batch: B."""
         top = feats[-1]
-        size = (top.shape[-2], top.shape[-1])
+        size = (int(top.shape[-2]), int(top.shape[-1]))  # plain ints: spatial size is fixed per export, K is not
         scores, xs = [], []
         for f, proj in zip(feats, self.proj):
             f = resize_map(f, size, self.reduce)  # (B·K, C_j, h, w)
