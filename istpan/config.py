@@ -48,6 +48,8 @@ class DataConfig:
     short_side: int = 256  # frames are resized to this short side while decoding
     backend: str = "pyav"  # pyav | opencv | frames
     num_workers: int = 2
+    train_crop: str = "multiscale"  # multiscale (TSN) | resized (RandomResizedCrop) | center (no crop augmentation)
+    flip: bool = True  # random horizontal flip in training; false when classes depend on left/right
 
 
 @dataclass
@@ -105,6 +107,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optim.schedule": ("cosine", "step"),
     "train.amp": ("none", "bf16", "fp16"),
     "train.device": ("auto", "cpu", "cuda"),
+    "data.format": ("ucf101", "hmdb51", "charades", "kinetics", "folder", "list", "synthetic"),
+    "data.sampling": ("segment", "dense", "uniform"),
+    "data.backend": ("pyav", "opencv", "frames"),
+    "data.train_crop": ("multiscale", "resized", "center"),
 }
 
 
