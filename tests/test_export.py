@@ -1,0 +1,96 @@
+"""Checkpoints (atomic write, weights_only load, clear errors); ONNX / TorchScript export checked against PyTorch."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from istpan.config import DataConfig
+from istpan.engine.checkpoint import build_meta, load_checkpoint, load_model, save_checkpoint
+from istpan.engine.export import export_model
+from istpan.errors import UserError
+from istpan.models import create_model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """An istpan_tiny checkpoint with a non-trivial head (so logits are far from zero)."""
+    torch.manual_seed(0)
+    model = create_model("istpan_tiny", num_classes=4, input_size=32)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    meta = build_meta(model, class_names=list("abcd"), data_cfg=DataConfig(input_size=32, short_side=36,
+                                                                          test_segments=3))
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint({"model": model.state_dict(), "meta": meta, "epoch": 1}, path)
+    return path
+
+
+def test_atomic_save_leaves_no_temp_and_replaces(checkpoint, tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"model": {"w": torch.ones(2)}, "meta": {}}, path)
+    save_checkpoint({"model": {"w": torch.zeros(2)}, "meta": {}}, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.zeros(2))
+
+
+def test_load_model_rebuilds_the_model(checkpoint):
+    model, meta = load_model(checkpoint)
+    state = load_checkpoint(checkpoint)["model"]
+    assert meta["class_names"] == list("abcd") and not model.training
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_bad_checkpoints_are_one_line_user_errors(tmp_path, checkpoint):
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(checkpoint.read_bytes()[:1000])
+    evil = tmp_path / "evil.pt"
+    with evil.open("wb") as f:
+        pickle.dump({"model": {}, "meta": {}, "x": np.dtype("float32").__class__}, f, protocol=2)  # arbitrary class
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    cases = [(tmp_path / "missing.pt", "checkpoint not found"), (truncated, "cannot read checkpoint"),
+             (evil, "cannot read checkpoint"), (other, "not an istpan checkpoint")]
+    for path, needle in cases:
+        with pytest.raises(UserError) as err:
+            load_model(path)
+        assert needle in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_weights_of_another_shape_are_refused(checkpoint, tmp_path):
+    state = load_checkpoint(checkpoint)
+    state["meta"] = {**state["meta"], "num_classes": 5, "class_names": list("abcde")}
+    save_checkpoint(state, tmp_path / "wrong.pt")
+    with pytest.raises(UserError, match="weights do not fit model 'istpan_tiny'"):
+        load_model(tmp_path / "wrong.pt")
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_runs_the_exported_model_and_matches(checkpoint, tmp_path, fmt):
+    model, meta = load_model(checkpoint)
+    out = tmp_path / f"model.{fmt}"
+    result = export_model(model, meta, out, format=fmt, tolerance=1e-4)
+    assert out.is_file() and result["input_shape"] == [1, 3, 3, 32, 32]
+    assert result["max_abs_diff"] <= 1e-4
+    video = torch.randn(2, 3, 3, 32, 32)  # another batch size: the exported graph is not tied to the example
+    with torch.no_grad():
+        expected = model(video).logits
+    assert expected.abs().max() > 0.01
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(session.run(None, {"video": video.numpy()})[0])
+    else:
+        got = torch.jit.load(str(out))(video)
+    assert torch.allclose(got, expected, atol=1e-4)
+
+
+def test_export_fails_above_tolerance(checkpoint, tmp_path):
+    model, meta = load_model(checkpoint)
+    with pytest.raises(UserError, match="differs from PyTorch by"):
+        export_model(model, meta, tmp_path / "m.ts", format="torchscript", tolerance=-1.0)
