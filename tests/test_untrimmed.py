@@ -8,9 +8,10 @@ from PIL import Image
 from videos import make_video
 
 from istpan.data import read_frames
+from istpan.data.sampling import segment_indices
 from istpan.errors import UserError
 from istpan.models import create_model
-from istpan.viz._preprocess import Preprocessing, segment_centres
+from istpan.viz._preprocess import Preprocessing
 from istpan.viz.localization import charades_timepoints
 from istpan.viz.untrimmed import (
     frame_scores,
@@ -90,7 +91,7 @@ def test_each_window_gets_its_own_frames(tmp_path, tiny_model):
     inputs = torch.cat(seen)  # (windows, K, 3, 64, 64)
     pre = Preprocessing.from_meta(tiny_model, META)
     for (start, end), x in zip(bounds, inputs, strict=True):
-        frames = read_frames(path, segment_centres(start, end - start, 4), short_side=72)
+        frames = read_frames(path, (segment_indices(end - start, 4) + start).tolist(), short_side=72)
         assert torch.equal(x, pre.to_input(pre.view(frames)))
     with torch.no_grad():
         probs = tiny_model(inputs).logits.softmax(-1)

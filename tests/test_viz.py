@@ -15,8 +15,10 @@ from PIL import Image
 from videos import make_frames, make_video
 
 from istpan.data import read_frames
+from istpan.data.sampling import segment_indices
+from istpan.engine.predict import predict_videos
 from istpan.models import attention_maps, create_model
-from istpan.viz._preprocess import Preprocessing, segment_centres
+from istpan.viz._preprocess import Preprocessing
 from istpan.viz.explain import explain_videos
 from istpan.viz.localization import (
     charades_timepoints,
@@ -31,8 +33,9 @@ from istpan.viz.localization import (
 from istpan.viz.overlay import colorize, frame_grid, overlay_heatmap, upsample_heat
 from istpan.viz.video import heat_at, write_video
 
-META = {"class_names": ["wave", "jump", "run"],
-        "preprocessing": {"input_size": 64, "short_side": 72, "num_segments": 4}}
+META = {"class_names": ["wave", "jump", "run"], "multi_label": False,
+        "preprocessing": {"input_size": 64, "short_side": 80, "num_segments": 4, "sampling": "segment",
+                          "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
 
 
 def _decode(path) -> np.ndarray:
@@ -232,7 +235,7 @@ def test_explain_writes_every_file(tmp_path, tiny_model):
     assert "broken.mp4" in entries[1]["error"]
     for entry, total in ((entries[0], 30), (entries[2], 20)):
         assert entry["num_frames"] == total
-        assert entry["frame_indices"] == segment_centres(0, total, 4)
+        assert entry["frame_indices"] == segment_indices(total, 4).tolist()
         assert [t["label"] for t in entry["topk"]] != [] and len(entry["topk"]) == 2
         assert sum(entry["attention_mass"]) == pytest.approx(1.0, abs=1e-4)
         grid = Image.open(entry["grid"])
@@ -255,7 +258,7 @@ def test_explain_video_overlay_is_aligned_with_the_model_view(tmp_path, tiny_mod
     path = make_video(tmp_path / "a.mp4", num_frames=24, size=(72, 96))
     entry = explain_videos(tiny_model, META, [path], tmp_path / "out")[0]
     pre = Preprocessing.from_meta(tiny_model, META)
-    views = pre.view(read_frames(path, entry["frame_indices"], short_side=pre.short_side))
+    views = pre.view(read_frames(path, entry["frame_indices"], short_side=80))
     with torch.no_grad():
         heat = attention_maps(tiny_model(pre.to_input(views)[None]))[0]
     expected = overlay_heatmap(views, heat).astype(int)  # (K, 64, 64, 3)
@@ -274,3 +277,14 @@ def test_explain_tsn_model_has_frames_but_no_heatmaps(tmp_path):
     assert entry["error"] is None and entry["attention_mass"] is None and entry["video"] is None
     assert Image.open(entry["grid"]).width >= 4 * 64
     assert "no attention" in (tmp_path / "out" / "index.html").read_text()
+
+
+def test_explain_explains_the_prediction_of_istpan_predict(tmp_path, tiny_model):
+    """Same frames, same preprocessing, same scores as the engine's predict_videos (what the CLI prints)."""
+    paths = [make_video(tmp_path / "a.mp4", num_frames=37, size=(90, 120)),
+             make_video(tmp_path / "b.avi", num_frames=9, size=(96, 80), codec="mpeg4")]
+    explained = explain_videos(tiny_model, META, paths, tmp_path / "out", topk=3)
+    predicted = predict_videos(tiny_model, META, paths, topk=3)
+    for e, p in zip(explained, predicted, strict=True):
+        assert [t["index"] for t in e["topk"]] == [t["index"] for t in p["top"]]
+        assert [t["score"] for t in e["topk"]] == pytest.approx([t["score"] for t in p["top"]], abs=1e-6)

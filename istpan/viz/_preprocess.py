@@ -20,13 +20,21 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Test-time preprocessing from checkpoint meta (`meta["preprocessing"]`), falling back to the model's own."""
+    """Test-time preprocessing from checkpoint meta (`meta["preprocessing"]`), falling back to the model's own.
+
+    Same operations, in the same order, as `istpan.engine.predict.load_clip` (decode at `short_side`, the data
+    pipeline's `test_transform` with one centre crop, `sample_indices` at the centre offset), split in two so the
+    uint8 view can be drawn on: the explanation is of the very input that `istpan predict` classifies.
+    """
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     input_size: int
     short_side: int
     num_segments: int
+    sampling: str = "segment"
+    clip_len: int = 0
+    frame_stride: int = 1
 
     @classmethod
     def from_meta(cls, model: nn.Module, meta: dict[str, Any]) -> Preprocessing:
@@ -37,34 +45,40 @@ class Preprocessing:
             mean=tuple(float(v) for v in pre.get("mean", cfg.get("mean", _IMAGENET_MEAN))),
             std=tuple(float(v) for v in pre.get("std", cfg.get("std", _IMAGENET_STD))),
             input_size=input_size,
-            # The short side must cover the crop; TSN's usual ratio (256 for 224) when the meta does not say.
-            short_side=max(input_size, int(pre.get("short_side") or round(input_size * 8 / 7))),
+            short_side=int(pre.get("short_side") or round(input_size * 256 / 224)),
             num_segments=int(pre.get("num_segments") or 8),
+            sampling=str(pre.get("sampling") or "segment"),
+            clip_len=int(pre.get("clip_len") or 0),
+            frame_stride=int(pre.get("frame_stride") or 1),
         )
 
+    @property
+    def resize(self) -> int:
+        return round(self.input_size * 256 / 224)  # test_transform's default short side before the centre crop
+
+    def indices(self, num_frames: int, start: int = 0) -> list[int]:
+        """The frames the model sees among `num_frames` frames starting at `start` (test-time sampling)."""
+        from istpan.data.sampling import sample_indices
+
+        dense = self.sampling == "dense"
+        length = self.clip_len if dense and self.clip_len > 0 else self.num_segments
+        idx = sample_indices(num_frames, method=self.sampling, length=length, stride=self.frame_stride)  # (K,)
+        return [start + int(i) for i in idx]
+
     def view(self, frames: torch.Tensor) -> torch.Tensor:
-        """Centre crop uint8 (..., H, W, 3) decoded at `short_side` to (..., s, s, 3), s = input_size."""
-        h, w = frames.shape[-3], frames.shape[-2]
-        s = self.input_size
-        if h < s or w < s:
-            raise ValueError(f"frames ({h}x{w}) smaller than the crop {s}; decode with short_side={self.short_side}")
-        top, left = (h - s) // 2, (w - s) // 2
-        return frames[..., top : top + s, left : left + s, :]
+        """uint8 (..., H, W, 3) decoded at `short_side` -> the model's centre crop, uint8 (..., s, s, 3)."""
+        from torchvision.transforms.v2 import functional as F
+
+        chw = frames.movedim(-1, -3)  # (..., 3, H, W)
+        chw = F.center_crop(F.resize(chw, [self.resize], antialias=True), [self.input_size, self.input_size])
+        return chw.movedim(-3, -1)
 
     def to_input(self, views: torch.Tensor) -> torch.Tensor:
         """uint8 views (..., K, s, s, 3) -> normalised float (..., K, 3, s, s) for the model."""
-        x = views.movedim(-1, -3).float() / 255.0  # (..., K, 3, s, s)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        return (x - mean) / std
+        from torchvision.transforms.v2 import functional as F
 
-
-def segment_centres(start: int, length: int, num_segments: int) -> list[int]:
-    """TSN test-time sampling: the centre frame of each of `num_segments` equal segments of [start, start + length).
-
-    Repeats frames when the span is shorter than `num_segments` (a 3-frame video still gives K indices).
-    """
-    return [start + min(length - 1, int((i + 0.5) * length / num_segments)) for i in range(num_segments)]
+        x = F.to_dtype(views.movedim(-1, -3).contiguous(), torch.float32, scale=True)  # (..., K, 3, s, s)
+        return F.normalize(x, list(self.mean), list(self.std))
 
 
 def class_names(meta: dict[str, Any], num_classes: int) -> list[str]:

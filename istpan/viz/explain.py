@@ -30,7 +30,6 @@ from istpan.viz._preprocess import (
     class_names,
     device_of,
     probabilities,
-    segment_centres,
     slug,
 )
 from istpan.viz._preprocess import (
@@ -82,7 +81,7 @@ def explain_video(model: nn.Module, meta: dict[str, Any], path: str | Path, vdir
     if total == 0:
         raise UserError(f"{path}: no frame could be decoded; is it a video file?")
     fps = info.fps if info.fps > 0 else 25.0
-    indices = segment_centres(0, total, pre.num_segments)
+    indices = pre.indices(total)
     views = pre.view(read_frames(path, indices, short_side=pre.short_side))  # (K, s, s, 3) what the model sees
 
     model.eval()

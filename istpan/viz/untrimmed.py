@@ -32,7 +32,6 @@ from istpan.viz._preprocess import (
     class_names,
     device_of,
     probabilities,
-    segment_centres,
     slug,
     topk,
 )
@@ -125,7 +124,7 @@ def _windows(path: Path, pre: Preprocessing, window: int, stride: int) -> Iterat
         buffer.append(pre.view(frame).clone())  # clone: drop the reference to the full decoded frame
         if t + 1 - window == next_start:  # window [next_start, t + 1) just completed
             offset = t + 1 - len(buffer)  # frame index of buffer[0]
-            idx = segment_centres(next_start, window, pre.num_segments)
+            idx = pre.indices(window, start=next_start)
             yield next_start, t + 1, torch.stack([buffer[i - offset] for i in idx])
             last_end, next_start = t + 1, next_start + stride
     total = t + 1
@@ -134,7 +133,7 @@ def _windows(path: Path, pre: Preprocessing, window: int, stride: int) -> Iterat
     tail = [(0, total)] if total < window else ([(total - window, total)] if last_end < total else [])
     for start, end in tail:  # every frame of the tail window is still in the buffer
         offset = total - len(buffer)
-        idx = segment_centres(start, end - start, pre.num_segments)
+        idx = pre.indices(end - start, start=start)
         yield start, end, torch.stack([buffer[i - offset] for i in idx])
 
 
