@@ -1,0 +1,94 @@
+"""The command line as a user meets it: help, train -> eval -> predict -> export, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_train import make_list_dataset, tiny_config
+
+from istpan.cli.main import main
+from istpan.config import save_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """`istpan train` on a config file plus overrides; returns (data dir, run dir)."""
+    base = tmp_path_factory.mktemp("cli")
+    data = make_list_dataset(base / "data", train=6, val=5)
+    save_config(tiny_config(data, base / "unused"), base / "cfg.yaml")
+    run = base / "run"
+    assert main(["train", "--config", str(base / "cfg.yaml"), f"train.out_dir={run}", "train.epochs=1",
+                 "--no-progress"]) == 0
+    return data, run
+
+
+def test_help_lists_the_engine_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for name in ("train", "eval", "predict", "export"):
+        assert name in out
+    for name in ("train", "eval", "predict", "export"):
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        assert "examples:" in capsys.readouterr().out
+
+
+def test_eval_views_and_json(trained, tmp_path, capsys):
+    _, run = trained
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(run / "last.pt"), "--views", "2x3", "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(report.read_text())
+    assert result["num_videos"] == 5 and result["skipped"] == 0 and result["views"] == "2x3"
+    assert f"top1 {result['top1']:.2f}" in out
+    assert len(result["confusion"]) == 3 and sum(map(sum, result["confusion"])) == 5
+    # 1x1 views reproduce the validation the training loop ran after its last epoch
+    assert main(["eval", "--checkpoint", str(run / "last.pt"), "--json", str(report)]) == 0
+    last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    assert json.loads(report.read_text())["top1"] == last["val"]["top1"]
+
+
+def test_predict_json_and_unreadable_video(trained, tmp_path, capsys):
+    data, run = trained
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x01garbage" * 100)
+    code = main(["predict", str(data / "val_0.mp4"), str(broken), "--checkpoint", str(run / "last.pt"), "--topk", "2",
+                 "--num-segments", "5", "--json"])
+    captured = capsys.readouterr()
+    assert code == 1  # one video failed, the other was still classified
+    results = json.loads(captured.out)
+    assert results[0]["num_segments"] == 5 and len(results[0]["top"]) == 2
+    assert {t["class"] for t in results[0]["top"]} <= {"left", "right", "still"}
+    assert results[1]["path"] == str(broken) and "error" in results[1]
+    assert f"error: {broken}" in captured.err
+
+
+def test_export_command(trained, tmp_path, capsys):
+    _, run = trained
+    out = tmp_path / "model.ts"
+    assert main(["export", "--checkpoint", str(run / "last.pt"), "--format", "torchscript", "--out", str(out)]) == 0
+    assert out.is_file() and "max_abs_diff=" in capsys.readouterr().out
+    assert json.loads((tmp_path / "model.ts.json").read_text())["class_names"] == ["left", "right", "still"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["train", "optim.lrr=1"], "unknown config key 'lrr'"),
+        (["train", "data.root=/nonexistent/videos"], "data.root: '/nonexistent/videos' does not exist"),
+        (["eval", "--checkpoint", "/nonexistent.pt"], "checkpoint not found"),
+        (["predict", "x.mp4", "--checkpoint", "/nonexistent.pt"], "checkpoint not found"),
+        (["eval", "--checkpoint", "CKPT", "--views", "2x4"], "expected CLIPSxCROPS"),
+        (["export", "--checkpoint", "CKPT", "--format", "onnx", "--tolerance", "-1"], "differs from PyTorch"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(trained, argv, needle, capsys):
+    _, run = trained
+    argv = [str(run / "last.pt") if a == "CKPT" else a for a in argv]
+    if argv[0] == "export":
+        argv += ["--out", str(run / "x.onnx")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and needle in err and "\n" not in err and "Traceback" not in err
