@@ -73,6 +73,8 @@ def build_meta(model: nn.Module, *, class_names: list[str], data_cfg: Any) -> di
             "std": [float(v) for v in pre.get("std", (0.229, 0.224, 0.225))],
             "input_size": int(data_cfg.input_size),
             "short_side": int(data_cfg.short_side),
+            # short side before the centre crop at test time: what build_dataset(train=False) uses
+            "resize": max(int(data_cfg.short_side), int(data_cfg.input_size)),
             "num_segments": int(data_cfg.test_segments),
             "sampling": str(data_cfg.sampling),
             "clip_len": int(data_cfg.clip_len),

@@ -236,17 +236,19 @@ def check_data_paths(cfg: Config) -> None:
             raise UserError(f"data.{key}: '{value}' does not exist; fix the path in the config or with data.{key}=...")
 
 
-def _build_data(cfg: Config, *, distributed: bool):
+def _build_data(cfg: Config, *, distributed: bool, class_names: list[str], mean, std):
+    """Train loader (sharded under DDP) and val loader (each rank a disjoint, unpadded shard), or None without val."""
     from istpan.data import build_dataset, build_loader
 
-    check_data_paths(cfg)
-    train_set = build_dataset(cfg.data, split="train", train=True)
-    has_val = bool(cfg.data.val_annotations) or cfg.data.format in ("ucf101", "hmdb51", "synthetic")
+    opts = {"mean": mean, "std": std, "seed": cfg.train.seed}
+    train_set = build_dataset(cfg.data, split="train", train=True, **opts)
+    has_val = bool(cfg.data.val_annotations) or cfg.data.format == "synthetic"
     val_set = None
     if has_val:
-        val_set = build_dataset(cfg.data, split="val", train=False, views=parse_views(cfg.train.eval_views))
-    if len(train_set) == 0:
-        raise UserError(f"data: the training split of '{cfg.data.root or cfg.data.train_annotations}' has no videos")
+        val_set = build_dataset(cfg.data, split="val", train=False, views=parse_views(cfg.train.eval_views), **opts)
+        if list(val_set.class_names) != list(class_names):
+            raise UserError(f"data.val_annotations: {len(val_set.class_names)} classes but the training split has "
+                            f"{len(class_names)}; give both splits the same data.classes file")
     common = {"batch_size": cfg.train.batch_size, "num_workers": cfg.data.num_workers, "seed": cfg.train.seed}
     train_loader = build_loader(train_set, train=True, distributed=distributed, **common)
     val_loader = None
@@ -254,7 +256,19 @@ def _build_data(cfg: Config, *, distributed: bool):
         # Each rank scores a disjoint, unpadded shard: every validation video is counted exactly once.
         shard = Subset(val_set, range(get_rank(), len(val_set), get_world_size())) if distributed else val_set
         val_loader = build_loader(shard, train=False, distributed=False, **common)
-    return train_set, train_loader, val_loader
+    return train_loader, val_loader
+
+
+def _class_names(cfg: Config, parse_annotations) -> list[str]:
+    d = cfg.data
+    ann = d.train_annotations or (f"{d.root}/train.txt" if d.format == "synthetic" else "")
+    classes = d.classes or (f"{d.root}/classes.txt" if d.format == "synthetic" and d.root else "")
+    if not ann:
+        raise UserError(f"data.train_annotations: not set; point it at the {d.format} annotations for 'train'")
+    parsed = parse_annotations(d.format, ann, root=d.root, subset="train", split=d.split, classes=classes or None)
+    if not parsed.records:
+        raise UserError(f"{ann}: the training split has no usable videos (run `istpan data check` to see why)")
+    return list(parsed.class_names)
 
 
 def _resume_path(resume: str | bool | None, run_dir: Path) -> Path | None:
@@ -292,15 +306,13 @@ def train(cfg: Config, *, resume: str | bool | None = "auto", progress: bool = T
     main = is_main_process()
     say = print if (progress and main) else (lambda *a, **k: None)
 
-    # -- data
-    train_set, train_loader, val_loader = _build_data(cfg, distributed=distributed)
-    class_names = list(train_set.class_names)
-    steps = len(train_loader) if tcfg.max_steps_per_epoch <= 0 else min(len(train_loader), tcfg.max_steps_per_epoch)
-
-    # -- model (same seed on every rank: identical initial weights; DDP broadcasts them anyway)
+    # -- classes (parsing the annotations only), then the model: its preprocessing decides the data transforms
+    from istpan.data.datasets import parse_annotations
     from istpan.models import create_model
 
-    torch.manual_seed(tcfg.seed)
+    check_data_paths(cfg)
+    class_names = _class_names(cfg, parse_annotations)
+    torch.manual_seed(tcfg.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
     options = dict(cfg.model.options)
     if cfg.data.multi_label:
         options.setdefault("multi_label", True)
@@ -309,6 +321,12 @@ def train(cfg: Config, *, resume: str | bool | None = "auto", progress: bool = T
     model.to(device)
     if tcfg.partial_bn:
         apply_partial_bn(model)  # before the optimiser: frozen BN parameters are not optimised at all
+
+    # -- data
+    pre = getattr(model, "pretrained_cfg", {}) or {}
+    train_loader, val_loader = _build_data(cfg, distributed=distributed, class_names=class_names,
+                                           mean=pre.get("mean"), std=pre.get("std"))
+    steps = len(train_loader) if tcfg.max_steps_per_epoch <= 0 else min(len(train_loader), tcfg.max_steps_per_epoch)
 
     # -- optimiser, schedule, mixed precision
     optimizer = build_optimizer(model, cfg.optim)
