@@ -1,0 +1,109 @@
+"""`build_loader`: a DataLoader whose batches are dict(video=(B, K, 3, h, w), label, index, skipped).
+
+The collate drops clips that failed to decode (None) and reports how many in `skipped`, so evaluation can say "scored
+N videos, skipped M" instead of silently averaging over fewer. Orders are functions of (seed, epoch): the training
+shuffle is re-drawn per `set_epoch`, so a resumed run sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data._utils.collate import default_collate
+
+__all__ = ["EpochShuffleSampler", "ShardSampler", "build_loader", "collate_clips"]
+
+
+def collate_clips(items: Sequence[dict | None]) -> dict:
+    """Stack the clips that decoded; `skipped` counts those that didn't (None, or replaced by another video)."""
+    kept = [it for it in items if it is not None]
+    skipped = len(items) - len(kept) + sum(int(it.get("skipped", 0)) for it in kept)
+    if not kept:  # every clip of this batch failed: an empty batch the loops know to skip
+        return {"video": torch.empty(0), "label": torch.empty(0, dtype=torch.long),
+                "index": torch.empty(0, dtype=torch.long), "skipped": skipped}
+    batch = default_collate([{k: it[k] for k in ("video", "label", "index")} for it in kept])
+    batch["skipped"] = skipped
+    return batch  # video (B, K, 3, h, w) or (B, V, K, 3, h, w); label (B,) or (B, C); index (B,)
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation drawn from (seed, epoch): same order for the same epoch, whoever iterates and how often."""
+
+    def __init__(self, length: int, *, seed: int = 0):
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.length, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class ShardSampler(Sampler[int]):
+    """Indices rank, rank + world, ... : disjoint shards with no padding, so every video is evaluated exactly once
+    across ranks (DistributedSampler pads with repeats to even out the shards)."""
+
+    def __init__(self, length: int, *, rank: int, world_size: int):
+        self.indices = list(range(rank, length, world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _base(dataset: Dataset) -> Dataset:
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset = dataset.dataset
+    return dataset
+
+
+def build_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    train: bool,
+    num_workers: int,
+    seed: int,
+    distributed: bool = False,
+    drop_last: bool | None = None,
+) -> DataLoader:
+    """Training: shuffled per (seed, epoch) (DistributedSampler across ranks), last partial batch dropped.
+    Evaluation: in order, nothing dropped; distributed=True shards without padding (`ShardSampler`).
+
+    Workers are persistent (no per-epoch start-up, decoders' frame-count caches survive), memory is pinned when CUDA
+    is available. The dataset's `seed` is set here so that sampling and augmentation follow the run's seed.
+    """
+    base = _base(dataset)
+    if hasattr(base, "seed"):
+        base.seed = seed
+    n = len(dataset)
+    if distributed:
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        if train:
+            sampler: Sampler[int] = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        else:
+            sampler = ShardSampler(n, rank=rank, world_size=world)
+    else:
+        sampler = EpochShuffleSampler(n, seed=seed) if train else ShardSampler(n, rank=0, world_size=1)
+    if drop_last is None:
+        drop_last = train and len(sampler) >= batch_size  # a 1-clip batch breaks BatchNorm; never drop eval videos
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_clips,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+        drop_last=drop_last,
+        prefetch_factor=2 if num_workers > 0 else None,
+    )
+

@@ -1,0 +1,217 @@
+"""`VideoDataset`: record -> frame count -> indices -> frames -> clip tensor, and `build_dataset` from a DataConfig.
+
+A video that can't be decoded never stops a run: the item is `None` (the loader's collate drops it and counts it in
+`skipped`), or, in training, replaced by another video so batches keep their size; the path and reason are logged
+once per process. Randomness (frames and augmentation) is a function of (seed, epoch, index) only, so results don't
+depend on the number of workers; the epoch lives in shared memory so `set_epoch` reaches persistent workers too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import av
+import torch
+
+from istpan.config import DataConfig
+from istpan.data.datasets import FORMATS, VideoRecord, parse_annotations
+from istpan.data.decode import VideoError, count_frames, read_frames
+from istpan.data.sampling import clip_generator, sample_indices, view_indices
+from istpan.data.transforms import IMAGENET_MEAN, IMAGENET_STD, test_transform, train_transform
+from istpan.errors import UserError
+
+__all__ = ["VideoDataset", "build_dataset"]
+
+log = logging.getLogger(__name__)
+_reported: set[str] = set()  # paths already logged in this process
+_MAX_REPLACEMENTS = 10
+
+
+class VideoDataset(torch.utils.data.Dataset):
+    """dataset[i] -> dict(video=float (K, 3, h, w) or (V, K, 3, h, w) with V = clips x crops > 1,
+    label=long () or float multi-hot (num_classes,), index=i) or None when the video can't be decoded.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        *,
+        class_names: Sequence[str],
+        transform: Callable[[torch.Tensor], torch.Tensor],
+        num_frames: int = 8,
+        sampling: str = "segment",
+        stride: int = 1,
+        train: bool = False,
+        views: tuple[int, int] = (1, 1),
+        multi_label: bool = False,
+        backend: str = "pyav",
+        short_side: int | None = None,
+        seed: int = 0,
+        replace_failed: bool | None = None,
+    ):
+        self.records = list(records)
+        self.class_names = list(class_names)
+        self.transform = transform
+        self.num_frames = num_frames
+        self.sampling = sampling
+        self.stride = stride
+        self.train = train
+        self.views = (int(views[0]), int(views[1]))
+        self.multi_label = multi_label
+        self.backend = backend
+        self.short_side = short_side
+        self.seed = seed
+        self.replace_failed = train if replace_failed is None else replace_failed
+        self._epoch = torch.zeros((), dtype=torch.long).share_memory_()  # seen by workers forked or spawned earlier
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(epoch)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict | None:
+        candidates = [index]
+        if self.replace_failed and len(self) > 1:
+            g = clip_generator(self.seed, self.epoch, index + len(self))
+            candidates += torch.randint(len(self), (_MAX_REPLACEMENTS,), generator=g).tolist()
+        for attempt, i in enumerate(candidates):
+            try:
+                item = self.load(i)
+            except VideoError as err:
+                _report(err)
+                continue
+            item["skipped"] = attempt  # failed videos this item stands in for
+            return item
+        return None
+
+    def load(self, index: int) -> dict:
+        """Like `dataset[index]` but raising VideoError instead of returning None."""
+        record = self.records[index]
+        try:
+            frames = self._frames(record, index)  # (V·K, H, W, 3) uint8
+        except (av.error.FFmpegError, OSError) as err:  # a decoder failure that slipped past decode.py's checks
+            raise VideoError(record.path, f"decoding failed ({err})") from err
+        video = frames.permute(0, 3, 1, 2)  # (V·K, 3, H, W)
+        if self.train:
+            with torch.random.fork_rng(devices=[]):  # augmentation from (seed, epoch, index), global RNG untouched
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=self._rng(index, salt=1))))
+                video = self.transform(video)  # (K, 3, h, w)
+        else:
+            clips = video.unflatten(0, (self.views[0], -1))  # (clips, K, 3, H, W)
+            video = torch.stack([self.transform(c) for c in clips])  # (clips, [crops,] K, 3, h, w)
+            video = video.reshape(-1, *video.shape[-4:])  # (V, K, 3, h, w), V = clips * crops
+            if video.shape[0] == 1:
+                video = video[0]  # (K, 3, h, w)
+        return {"video": video, "label": self._label(record), "index": index}
+
+    def _rng(self, index: int, salt: int = 0) -> torch.Generator:
+        return clip_generator(self.seed * 2 + salt, self.epoch, index)
+
+    def _frames(self, record: VideoRecord, index: int) -> torch.Tensor:
+        n = count_frames(record.path, backend=self.backend)
+        if n == 0:
+            raise VideoError(record.path, "no frame decodes")
+        opts = dict(method=self.sampling, length=self.num_frames, stride=self.stride)
+        if self.train:
+            idx = sample_indices(n, **opts, rng=self._rng(index))  # (K,)
+        else:
+            idx = view_indices(n, **opts, clips=self.views[0]).flatten()  # (clips·K,)
+        return read_frames(record.path, idx, backend=self.backend, short_side=self.short_side)
+
+    def _label(self, record: VideoRecord) -> torch.Tensor:
+        if self.multi_label:
+            target = torch.zeros(self.num_classes)
+            labels = record.label if isinstance(record.label, list) else [record.label]
+            target[torch.tensor(labels, dtype=torch.long)] = 1.0
+            return target  # (num_classes,)
+        label = record.label[0] if isinstance(record.label, list) else record.label
+        return torch.tensor(label, dtype=torch.long)  # ()
+
+
+def _report(err: VideoError) -> None:
+    if err.path not in _reported:
+        _reported.add(err.path)
+        log.warning("skipping unreadable video %s (run `istpan data check` to list every problem)", err)
+
+
+def build_dataset(
+    data_cfg: DataConfig,
+    *,
+    split: str,
+    train: bool,
+    views: tuple[int, int] = (1, 1),
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    seed: int = 0,
+) -> VideoDataset:
+    """The train or val split of the dataset `data_cfg` describes, with training or test-time sampling/transforms.
+
+    mean/std: the backbone's `pretrained_cfg` (ImageNet's when None). views=(clips, crops) at test time.
+    """
+    d = data_cfg
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if d.format not in FORMATS:
+        raise UserError(f"data.format: unknown format '{d.format}' (choose from {', '.join(FORMATS)})")
+    ann, classes = _annotation_paths(d, split)
+    if d.root and not _exists(d.root):
+        raise UserError(f"data.root: '{d.root}' does not exist; fix the path in the config or with data.root=...")
+    parsed = parse_annotations(
+        d.format, ann, root=d.root, subset=split, split=d.split, classes=classes or None,
+        class_source=_annotation_paths(d, "train")[0] if split == "val" else None,
+    )
+    if parsed.problems:
+        log.warning("%s: %d annotation lines skipped, first: %s (run `istpan data check`)", ann, len(parsed.problems),
+                    parsed.problems[0])
+    mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
+    if train:
+        transform = train_transform(input_size=d.input_size, mean=mean, std=std, crop=d.train_crop, flip=d.flip)
+    else:
+        transform = test_transform(input_size=d.input_size, resize=max(d.short_side, d.input_size), mean=mean,
+                                   std=std, crops=views[1])
+    dense = d.sampling == "dense"
+    return VideoDataset(
+        parsed.records,
+        class_names=parsed.class_names,
+        transform=transform,
+        num_frames=d.clip_len if dense else (d.num_segments if train else d.test_segments),
+        sampling=d.sampling,
+        stride=d.frame_stride if dense else 1,
+        train=train,
+        views=views,
+        multi_label=d.multi_label or d.format == "charades",
+        backend=d.backend,
+        short_side=d.short_side or None,
+        seed=seed,
+    )
+
+
+def _exists(path: str) -> bool:
+    return Path(path).exists()
+
+
+def _annotation_paths(d: DataConfig, split: str) -> tuple[str, str]:
+    """(annotations, classes) for a split, with the synthetic dataset's fixed layout as defaults."""
+    ann = d.train_annotations if split == "train" else d.val_annotations
+    classes = d.classes
+    if d.format == "synthetic" and d.root:
+        ann = ann or f"{d.root}/{split}.txt"
+        classes = classes or f"{d.root}/classes.txt"
+    if not ann:
+        raise UserError(f"data.{split}_annotations: not set; point it at the {d.format} annotations for '{split}'")
+    if not _exists(ann):
+        raise UserError(f"data.{split}_annotations: '{ann}' does not exist; fix the path in the config")
+    if classes and not _exists(classes):
+        raise UserError(f"data.classes: '{classes}' does not exist; fix the path in the config or leave it empty")
+    return ann, classes
