@@ -47,8 +47,8 @@ def make_list_dataset(root: Path, *, train: int = 6, val: int = 5, frames: int =
     return root
 
 
-def tiny_config(data: Path, out: Path, **sections) -> Config:
-    """A config that trains istpan_tiny on 32 px, K=3 clips in a second or two."""
+def tiny_config(data: Path, out: Path, /, **sections) -> Config:
+    """A config that trains istpan_tiny on 32 px, K=3 clips in a second or two; `sections` update data/model/..."""
     cfg = {
         "data": dict(format="list", root=str(data), train_annotations=str(data / "train.txt"),
                      val_annotations=str(data / "val.txt"), classes=str(data / "classes.txt"),

@@ -34,8 +34,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from torch.utils.data import Subset
-
     from istpan.config import apply_overrides, config_from_dict
     from istpan.data import build_dataset, build_loader
     from istpan.engine import distributed as dist
@@ -53,14 +51,14 @@ def run(args: argparse.Namespace) -> int:
     distributed = dist.init_distributed(device)
     try:
         check_data_paths(cfg)
-        dataset = build_dataset(cfg.data, split="val", train=False, views=views)
         model, meta = load_model(args.checkpoint, device=device)
+        pre = meta["preprocessing"]
+        dataset = build_dataset(cfg.data, split="val", train=False, views=views, mean=pre["mean"], std=pre["std"],
+                                seed=cfg.train.seed)
         check_compatible(meta, model_name=meta["model_name"], num_classes=len(dataset.class_names),
                          source=args.checkpoint)
-        if distributed:
-            dataset = Subset(dataset, range(dist.get_rank(), len(dataset), dist.get_world_size()))
         loader = build_loader(dataset, batch_size=args.batch_size or cfg.train.batch_size, train=False,
-                              num_workers=cfg.data.num_workers, seed=cfg.train.seed)
+                              num_workers=cfg.data.num_workers, seed=cfg.train.seed, distributed=distributed)
         result = evaluate(model, loader, multi_label=bool(meta.get("multi_label")), device=device,
                           amp=cfg.train.amp, progress=sys.stderr.isatty())
         if not dist.is_main_process():

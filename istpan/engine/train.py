@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from istpan import __version__
@@ -254,8 +253,7 @@ def _build_data(cfg: Config, *, distributed: bool, class_names: list[str], mean,
     val_loader = None
     if val_set is not None and len(val_set) > 0:
         # Each rank scores a disjoint, unpadded shard: every validation video is counted exactly once.
-        shard = Subset(val_set, range(get_rank(), len(val_set), get_world_size())) if distributed else val_set
-        val_loader = build_loader(shard, train=False, distributed=False, **common)
+        val_loader = build_loader(val_set, train=False, distributed=distributed, **common)
     return train_loader, val_loader
 
 
