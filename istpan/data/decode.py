@@ -18,6 +18,7 @@ TSN/MMAction2 extracted-frames layout).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import logging
 import os
@@ -33,7 +34,16 @@ import torch
 from istpan.data import _backends
 from istpan.data._backends import VideoError, resized_size
 
-__all__ = ["BACKENDS", "VideoError", "VideoInfo", "count_frames", "iter_frames", "read_frames", "video_info"]
+__all__ = [
+    "BACKENDS",
+    "VideoError",
+    "VideoInfo",
+    "count_frames",
+    "decode_errors",
+    "iter_frames",
+    "read_frames",
+    "video_info",
+]
 
 BACKENDS = ("pyav", "opencv", "frames")
 _SEEKABLE_CODECS = {"h264", "hevc"}
@@ -62,6 +72,7 @@ class _Index:
     pts: tuple[int, ...]  # presentation timestamp of every output frame, in output order
     keyframes: tuple[int, ...]  # sorted pts of keyframe packets
     seekable: bool
+    errors: tuple[str, ...] = ()  # packets that failed to decode (a damaged or truncated file)
 
 
 _index_cache: OrderedDict[tuple, _Index] = OrderedDict()
@@ -136,7 +147,7 @@ def _scan(path: Path) -> _Index:
     if errors:
         log.debug("%s: %d packets failed to decode (first: %s)", path, len(errors), errors[0])
     clean_pts = tuple(p for p in pts if p is not None) if exact_pts else ()
-    return _Index(len(pts), clean_pts, tuple(sorted(keyframes)), seekable)
+    return _Index(len(pts), clean_pts, tuple(sorted(keyframes)), seekable, tuple(errors))
 
 
 def _index(path: Path, *, scan: bool) -> _Index | None:
@@ -226,11 +237,16 @@ def _read_pyav(path: Path, wanted: list[int], short_side: int | None) -> dict[in
                 return _read_seeking(path, index, wanted, short_side)
             except _NotExact:
                 log.debug("%s: seek was not frame-exact, decoding sequentially from now on", path)
-                _index_cache[_cache_key(path)] = _Index(index.num_frames, index.pts, index.keyframes, False)
+                _index_cache[_cache_key(path)] = dataclasses.replace(index, seekable=False)
     return _read_sequential(path, wanted, short_side)
 
 
 # ---------------------------------------------------------------------------------------------------- public API
+def decode_errors(path: str | Path) -> list[str]:
+    """Why packets of this file failed to decode during `count_frames` (PyAV backend; [] for a clean file)."""
+    return list(_index(Path(path), scan=True).errors)
+
+
 def count_frames(path: str | Path, *, backend: str = "pyav") -> int:
     """Number of frames that really decode (may be fewer than the container claims). Cached per file version."""
     _check_backend(backend)

@@ -16,13 +16,13 @@ import av
 import torch
 
 from istpan.config import DataConfig
-from istpan.data.datasets import FORMATS, VideoRecord, parse_annotations
+from istpan.data.datasets import FORMATS, Annotations, VideoRecord, parse_annotations
 from istpan.data.decode import VideoError, count_frames, read_frames
 from istpan.data.sampling import clip_generator, sample_indices, view_indices
 from istpan.data.transforms import IMAGENET_MEAN, IMAGENET_STD, test_transform, train_transform
 from istpan.errors import UserError
 
-__all__ = ["VideoDataset", "build_dataset"]
+__all__ = ["VideoDataset", "build_dataset", "load_split"]
 
 log = logging.getLogger(__name__)
 _reported: set[str] = set()  # paths already logged in this process
@@ -160,20 +160,10 @@ def build_dataset(
     mean/std: the backbone's `pretrained_cfg` (ImageNet's when None). views=(clips, crops) at test time.
     """
     d = data_cfg
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    if d.format not in FORMATS:
-        raise UserError(f"data.format: unknown format '{d.format}' (choose from {', '.join(FORMATS)})")
-    ann, classes = _annotation_paths(d, split)
-    if d.root and not _exists(d.root):
-        raise UserError(f"data.root: '{d.root}' does not exist; fix the path in the config or with data.root=...")
-    parsed = parse_annotations(
-        d.format, ann, root=d.root, subset=split, split=d.split, classes=classes or None,
-        class_source=_annotation_paths(d, "train")[0] if split == "val" else None,
-    )
+    parsed = load_split(d, split)
     if parsed.problems:
-        log.warning("%s: %d annotation lines skipped, first: %s (run `istpan data check`)", ann, len(parsed.problems),
-                    parsed.problems[0])
+        log.warning("%s split: %d annotation lines skipped, first: %s (run `istpan data check`)", split,
+                    len(parsed.problems), parsed.problems[0])
     mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
     if train:
         transform = train_transform(input_size=d.input_size, mean=mean, std=std, crop=d.train_crop, flip=d.flip)
@@ -194,6 +184,22 @@ def build_dataset(
         backend=d.backend,
         short_side=d.short_side or None,
         seed=seed,
+    )
+
+
+def load_split(data_cfg: DataConfig, split: str) -> Annotations:
+    """Records and class names of one split ("train" or "val"), with the config's paths checked first."""
+    d = data_cfg
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if d.format not in FORMATS:
+        raise UserError(f"data.format: unknown format '{d.format}' (choose from {', '.join(FORMATS)})")
+    ann, classes = _annotation_paths(d, split)
+    if d.root and not _exists(d.root):
+        raise UserError(f"data.root: '{d.root}' does not exist; fix the path in the config or with data.root=...")
+    return parse_annotations(
+        d.format, ann, root=d.root, subset=split, split=d.split, classes=classes or None,
+        class_source=_annotation_paths(d, "train")[0] if split == "val" and d.train_annotations else None,
     )
 
 

@@ -1,0 +1,108 @@
+"""`istpan data check` (scan a dataset for broken videos and annotation problems) and `istpan data synth`.
+
+    istpan data check --config configs/ucf101.yaml                       # both splits of a configured dataset
+    istpan data check --format hmdb51 --root data/hmdb51/videos \\
+        --annotations data/hmdb51/testTrainMulti_7030_splits --split 2    # no config needed
+    istpan data check --format list --annotations my/train.txt --classes my/classes.txt --out check/
+
+Exit status: 0 when everything is usable, 1 when a problem was found (report in --out), 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from istpan.errors import UserError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("data", help="dataset tools: check a dataset, generate the synthetic one",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(run=run, _data_parser=p)
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION")
+
+    c = sub.add_parser("check", help="decode every video once; report missing/broken videos and annotation problems")
+    c.add_argument("--config", help="YAML config; its data section says where the dataset is")
+    c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.split=2")
+    c.add_argument("--format", help="ucf101 | hmdb51 | charades | kinetics | folder | list | synthetic")
+    c.add_argument("--root", help="folder the video paths are relative to")
+    c.add_argument("--annotations", help="split folder (UCF101, HMDB51), CSV or list file of the split(s) to check")
+    c.add_argument("--val-annotations", help="a second annotation file checked as the 'val' split")
+    c.add_argument("--classes", help="class-name file (classInd.txt, Charades_v1_classes.txt, one name per line)")
+    c.add_argument("--split", type=int, help="UCF101 / HMDB51 official split 1-3 (default 1)")
+    c.add_argument("--backend", choices=["pyav", "opencv", "frames"], help="decoder (default: the config's, or pyav)")
+    c.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="parallel processes")
+    c.add_argument("--out", default="data_check", help="folder for report.json and summary.txt (default data_check)")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    try:  # the synthetic dataset generator is optional: register it only if its module exists
+        synth = importlib.import_module("istpan.data.synth")
+    except ModuleNotFoundError as err:
+        if err.name != "istpan.data.synth":
+            raise
+    else:
+        s = sub.add_parser("synth", help="generate the synthetic action dataset (real H.264 videos, list files)")
+        synth.add_arguments(s)
+        s.set_defaults(_data_run=synth.run)
+
+
+def _data_config(args):
+    from istpan.config import load_config
+
+    flags = {"format": args.format, "root": args.root, "classes": args.classes, "split": args.split,
+             "backend": args.backend}
+    if args.config:
+        cfg = load_config(args.config, args.overrides).data
+    elif args.format and (args.annotations or args.format == "synthetic"):
+        cfg = load_config(None, args.overrides).data
+    else:
+        raise UserError("data check: give --config FILE, or --format and --annotations (see `istpan data check -h`)")
+    for key, value in flags.items():
+        if value is not None:
+            setattr(cfg, key, value)
+    if args.annotations:
+        cfg.train_annotations = args.annotations
+        # The UCF101 / HMDB51 split folder holds both subsets; other formats check one file unless told otherwise.
+        cfg.val_annotations = args.annotations if cfg.format in ("ucf101", "hmdb51") else ""
+    if args.val_annotations:
+        cfg.val_annotations = args.val_annotations
+    return cfg
+
+
+def run_check(args) -> int:
+    from istpan.data.check import check_dataset, write_report
+    from istpan.data.video_dataset import load_split
+
+    cfg = _data_config(args)
+    splits = {}
+    for split in ("train", "val"):
+        given = cfg.train_annotations if split == "train" else cfg.val_annotations
+        if given or (cfg.format == "synthetic" and cfg.root):
+            splits[split] = load_split(cfg, split)
+    if not splits:
+        raise UserError("data check: no annotations to check; set data.train_annotations / --annotations")
+    total = sum(len(a.records) for a in splits.values())
+    print(f"checking {total} videos ({', '.join(f'{k}: {len(v.records)}' for k, v in splits.items())}) "
+          f"with {args.workers} workers", file=sys.stderr)
+    report = check_dataset(splits, backend=cfg.backend, workers=args.workers, progress=not args.no_progress)
+    report["dataset"] = {"format": cfg.format, "root": cfg.root, "train_annotations": cfg.train_annotations,
+                         "val_annotations": cfg.val_annotations, "classes": cfg.classes, "split": cfg.split}
+    json_path, _, summary = write_report(report, args.out)
+    print(summary, end="")
+    print(f"report: {json_path} (and summary.txt beside it)")
+    return 0 if report["clean"] else 1
+
+
+def run(args) -> int:
+    command = getattr(args, "data_command", None)
+    if command == "check":
+        return run_check(args)
+    if command == "synth":
+        return int(args._data_run(args) or 0)
+    args._data_parser.print_help()
+    return 2
