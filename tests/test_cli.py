@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_train import make_list_dataset, tiny_config
+from test_train import (
+    make_list_dataset,
+    one_thread,  # noqa: F401  (autouse fixture: one intra-op thread)
+    tiny_config,
+)
 
 from istpan.cli.main import main
 from istpan.config import save_config

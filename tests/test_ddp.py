@@ -14,7 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train import make_list_dataset, read_records, tiny_config
+from test_train import (
+    make_list_dataset,
+    one_thread,  # noqa: F401  (autouse fixture: one intra-op thread)
+    read_records,
+    tiny_config,
+)
 
 from istpan.cli.main import main
 from istpan.config import save_config

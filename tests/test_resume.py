@@ -13,20 +13,25 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import make_list_dataset, step_values, tiny_config
+from test_train import (
+    make_list_dataset,
+    one_thread,  # noqa: F401  (autouse fixture: one intra-op thread)
+    step_values,
+    tiny_config,
+)
 
 from istpan.config import save_config
 from istpan.engine.checkpoint import load_checkpoint
 from istpan.engine.train import train
 
-EPOCHS = 3
+EPOCHS = 2
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """Dataset and the uninterrupted reference run (3 epochs x 6 steps of batch 1)."""
+    """Dataset and the uninterrupted reference run (2 epochs x 4 steps of batch 1)."""
     base = tmp_path_factory.mktemp("resume")
-    data = make_list_dataset(base / "data", train=6, val=3)
+    data = make_list_dataset(base / "data", train=4, val=2)
     reference = train(tiny_config(data, base / "reference", train=_train_opts()), progress=False)
     return base, data, reference
 
@@ -35,10 +40,27 @@ def _train_opts() -> dict:
     return {"epochs": EPOCHS, "batch_size": 1}
 
 
+PAUSE_AT = 5  # global step: the first step of epoch 2 (4 steps per epoch)
+
+_CHILD = """
+import sys, time, torch
+torch.set_num_threads(1)
+from istpan.engine import run_log
+log = run_log.RunLog.log
+def paused_log(self, record, **kw):  # pause once, after logging step PAUSE_AT: the signal lands mid-epoch, always
+    log(self, record, **kw)
+    if record["type"] == "step" and record["global_step"] == PAUSE_AT:
+        time.sleep(1.5)
+run_log.RunLog.log = paused_log
+from istpan.cli.main import main
+sys.exit(main(["train", "--config", CONFIG, "--no-progress"]))
+"""
+
+
 def _start(cfg_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    code = ("import torch, sys; torch.set_num_threads(2); from istpan.cli.main import main; "
-            f"sys.exit(main(['train', '--config', {str(cfg_path)!r}, '--no-progress']))")
+    """`istpan train` in a child process that pauses for 1.5 s right after its first optimiser step of epoch 2."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    code = _CHILD.replace("PAUSE_AT", str(PAUSE_AT)).replace("CONFIG", repr(str(cfg_path)))
     return subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
 
 
@@ -71,7 +93,7 @@ def test_sigkill_mid_epoch_then_resume_continues_exactly(setup):
     cfg = tiny_config(data, base / "killed", train=_train_opts())
     save_config(cfg, base / "killed.yaml")
     proc = _start(base / "killed.yaml")
-    _wait_for_step(base / "killed", proc, epoch=2, min_step=8)  # epoch 1 is checkpointed, epoch 2 under way
+    _wait_for_step(base / "killed", proc, epoch=2, min_step=PAUSE_AT)  # epoch 1 checkpointed, epoch 2 running
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
@@ -88,13 +110,13 @@ def test_ctrl_c_saves_mid_epoch_and_says_how_to_resume(setup):
     cfg = tiny_config(data, base / "interrupted", train=_train_opts())
     save_config(cfg, base / "interrupted.yaml")
     proc = _start(base / "interrupted.yaml")
-    _wait_for_step(base / "interrupted", proc, epoch=2, min_step=8)
+    _wait_for_step(base / "interrupted", proc, epoch=2, min_step=PAUSE_AT)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "resume with: istpan train --config" in err
     state = load_checkpoint(base / "interrupted" / "last.pt")
-    assert state["epoch"] == 1 and 0 < state["step_in_epoch"] < 6  # stopped between two steps of epoch 2
+    assert state["epoch"] == 1 and state["step_in_epoch"] == 1  # stopped after the step it was in: mid-epoch 2
 
     resumed = train(cfg, resume="auto", progress=False)
     assert step_values(base / "interrupted") == step_values(reference["run_dir"])
