@@ -85,27 +85,28 @@ class PyramidAttention(nn.Module):
         self.fuse_logits = nn.Parameter(torch.zeros(len(in_channels))) if fuse == "learned" else None
 
     def _fuse(self, scores: list[torch.Tensor]) -> torch.Tensor:
-        stacked = torch.stack(scores)  # (N, B, d, P)
         if self.fuse == "sum":
-            return stacked.sum(0)
+            return sum(scores[1:], scores[0])
         if self.fuse == "mean":
-            return stacked.mean(0)
+            return sum(scores[1:], scores[0]) / len(scores)
         if self.fuse == "max":
-            return stacked.amax(0)
+            return torch.stack(scores).amax(0)  # (B, d, P)
         weights = self.fuse_logits.softmax(0)  # (N,) convex
-        return torch.einsum("n,nbdp->bdp", weights, stacked)
+        return sum((wt * y for wt, y in zip(weights[1:], scores[1:])), weights[0] * scores[0])
 
     def forward(self, feats: list[torch.Tensor], batch: int) -> AttentionResult:
         """feats: N maps (B·K, C_j, h_j, w_j), shallow -> deep, frames of one video contiguous; batch: B."""
         top = feats[-1]
         size = (int(top.shape[-2]), int(top.shape[-1]))  # plain ints: spatial size is fixed per export, K is not
-        scores, xs = [], []
+        scores = []
         for f, proj in zip(feats, self.proj):
             f = resize_map(f, size, self.reduce)  # (B·K, C_j, h, w)
-            x = f.unflatten(0, (batch, -1)).permute(0, 1, 3, 4, 2).flatten(1, 3)  # (B, K·h·w, C_j)
-            scores.append(proj(x).transpose(1, 2))  # (B, d, P)
-            xs.append(x)
+            # W_j X_jᵀ + b_j at every position of every frame is a 1x1 convolution: no copy of the C_j-wide map.
+            y = F.conv2d(f, proj.weight[:, :, None, None], proj.bias).flatten(2)  # (B·K, d, h·w)
+            scores.append(y.unflatten(0, (batch, -1)).transpose(1, 2).flatten(2))  # (B, d, K·h·w)
+        # Only the top level is pooled, so only its (larger, C_top-wide) map is laid out position-major.
+        x_top = top.flatten(2).unflatten(0, (batch, -1)).transpose(2, 3).flatten(1, 2)  # (B, K·h·w, C_top)
         attn = self._fuse(scores).softmax(-1)  # (B, d, P)
         weights = F.normalize(attn, dim=-1) if self.pool_weights == "l2" else attn
-        pooled = weights @ xs[-1]  # (B, d, C_top)
-        return AttentionResult(pooled, attn, [s.softmax(-1) for s in scores], xs[-1], size)
+        pooled = weights @ x_top  # (B, d, C_top)
+        return AttentionResult(pooled, attn, [s.softmax(-1) for s in scores], x_top, size)
