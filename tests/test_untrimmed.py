@@ -134,3 +134,38 @@ def test_user_errors(tmp_path, tiny_model):
         sliding_window_predict(tiny_model, META, path, window=4, stride=2, reduce="median")
     with pytest.raises(UserError, match="not found"):
         sliding_window_predict(tiny_model, META, tmp_path / "missing.mp4", window=4, stride=2)
+
+
+# ---------------------------------------------------------------- localisation on the synthetic ground truth
+
+
+def test_pointing_chance_is_the_fraction_of_cell_centres_in_the_box():
+    from istpan.viz.synth_eval import pointing_chance
+
+    box = (0.1, 0.2, 0.55, 0.9)
+    for h, w in ((7, 7), (4, 6)):
+        inside = sum(box[0] <= (j + 0.5) / w <= box[2] and box[1] <= (i + 0.5) / h <= box[3]
+                     for i in range(h) for j in range(w))
+        assert pointing_chance(h, w, box) == pytest.approx(inside / (h * w))
+
+
+def test_evaluate_localization_on_untrimmed_synthetic_videos(tmp_path, tiny_model):
+    from istpan.data.synth import generate, load_ground_truth
+    from istpan.viz.synth_eval import evaluate_localization
+
+    root = generate(tmp_path / "synth", num_videos=8, size=64, num_frames=8, fps=8, untrimmed=True, val_fraction=1.0)
+    meta = {"class_names": [f"c{i}" for i in range(8)],
+            "preprocessing": {"input_size": 64, "short_side": 64, "num_segments": 4}}
+    model = create_model("istpan_tiny", num_classes=8, input_size=64).eval()
+    # threshold below every score: the true class is "on" everywhere, so its segment is the whole video and the
+    # IoU with the true span is span length / video length
+    report = evaluate_localization(model, meta, root, threshold=-1.0)
+    videos = load_ground_truth(root)["videos"].values()
+    assert report["videos"] == 8
+    assert report["temporal_iou"] == pytest.approx(
+        sum((v["span"][1] - v["span"][0]) / v["num_frames"] for v in videos) / 8, abs=1e-6)
+    pre = Preprocessing.from_meta(model, meta)
+    expected_frames = sum(v["boxes"][t] is not None for v in videos for t in pre.indices(v["num_frames"]))
+    assert report["frames"] == expected_frames
+    assert 0.0 <= report["pointing_game"] <= 100.0 and 0.0 < report["pointing_chance"] < 100.0
+    assert 0.0 < report["frame_mAP"] <= 100.0 and 0.0 < report["video_mAP"] <= 100.0

@@ -288,3 +288,20 @@ def test_explain_explains_the_prediction_of_istpan_predict(tmp_path, tiny_model)
     for e, p in zip(explained, predicted, strict=True):
         assert [t["index"] for t in e["topk"]] == [t["index"] for t in p["top"]]
         assert [t["score"] for t in e["topk"]] == pytest.approx([t["score"] for t in p["top"]], abs=1e-6)
+
+
+def test_box_to_view_follows_resize_and_centre_crop(tmp_path):
+    """A white box drawn in a non-square video lands where box_to_view says, in the model's centre crop."""
+    h, w = 90, 160
+    box = (0.55, 0.3, 0.75, 0.7)  # normalised (x0, y0, x1, y1)
+    frames = np.zeros((4, h, w, 3), np.uint8)
+    frames[:, round(0.3 * h) : round(0.7 * h), round(0.55 * w) : round(0.75 * w)] = 255
+    path = make_video(tmp_path / "box.mp4", frames)
+    pre = Preprocessing.from_meta(None, META)  # short side 80 -> resize 73 -> crop 64
+    view = pre.view(read_frames(path, [0, 1], short_side=80))[0].numpy()  # (64, 64, 3)
+    ys, xs = np.nonzero(view.mean(-1) > 128)
+    x0, y0, x1, y1 = pre.box_to_view(box, h, w)
+    s = pre.input_size
+    assert abs(xs.min() - x0 * s) <= 1.5 and abs(xs.max() + 1 - x1 * s) <= 1.5
+    assert abs(ys.min() - y0 * s) <= 1.5 and abs(ys.max() + 1 - y1 * s) <= 1.5
+    assert pre.box_to_view((0.0, 0.0, 0.05, 0.1), h, w) is None  # cropped away at the left

@@ -73,6 +73,28 @@ class Preprocessing:
         chw = F.center_crop(F.resize(chw, [self.resize], antialias=True), [self.input_size, self.input_size])
         return chw.movedim(-3, -1)
 
+    def box_to_view(self, box: Sequence[float], height: int, width: int) -> tuple[float, ...] | None:
+        """A box (x0, y0, x1, y1) normalised to the original (height, width) frame -> normalised to the view.
+
+        Follows `view` step by step (decode at short_side, resize to `resize`, centre crop). None when the box falls
+        outside the crop.
+        """
+        from istpan.data._backends import resized_size
+
+        h, w = resized_size(height, width, self.short_side)  # as decoded
+        r = self.resize  # torchvision's Resize(short side): the long side truncates
+        h, w = (r, int(r * w / h)) if h <= w else (int(r * h / w), r)
+        s = self.input_size
+        top, left = round((h - s) / 2.0), round((w - s) / 2.0)  # torchvision's center_crop offsets
+        x0, y0, x1, y1 = (float(v) for v in box)
+        out = (
+            min(max((x0 * w - left) / s, 0.0), 1.0),
+            min(max((y0 * h - top) / s, 0.0), 1.0),
+            min(max((x1 * w - left) / s, 0.0), 1.0),
+            min(max((y1 * h - top) / s, 0.0), 1.0),
+        )
+        return out if out[2] > out[0] and out[3] > out[1] else None
+
     def to_input(self, views: torch.Tensor) -> torch.Tensor:
         """uint8 views (..., K, s, s, 3) -> normalised float (..., K, 3, s, s) for the model."""
         from torchvision.transforms.v2 import functional as F
