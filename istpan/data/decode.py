@@ -8,8 +8,10 @@ only the wanted frames, and stops after the last one; converting every frame is 
 It seeks only where that is proven exact: H.264/HEVC in MP4/MOV/MKV after `count_frames` has decoded the whole file
 once without error and recorded the timestamp of every output frame (so a frame's timestamp maps to its sequential
 index) and the file's keyframes. After a seek the first output frame must be a keyframe and the following ones must be
-consecutive in that recorded order, otherwise the read falls back to a sequential decode (and never seeks that file
-again). Decoding from an H.264 keyframe (IDR) gives bit-identical frames because it resets all references.
+in increasing recorded order with no wanted frame missing, otherwise the read falls back to a sequential decode (and
+never seeks that file again). Decoding from an H.264 keyframe (IDR) gives bit-identical frames because it resets all
+references. In that same case unwanted non-reference frames (most B-frames) are not decoded at all (`skip_frame`),
+which is exact by construction: no other frame depends on them.
 
 Backends: "pyav" (default), "opencv" (optional, imported lazily) and "frames" (a folder of `img_00001.jpg`, ...: the
 TSN/MMAction2 extracted-frames layout).
@@ -190,9 +192,23 @@ def _read_sequential(path: Path, wanted: list[int], short_side: int | None) -> d
     raise VideoError(path, f"frame {last} requested but only {i + 1} frames decode")
 
 
+def _decoded_sparse(container, stream, keep_pts: set[int]) -> Iterator[av.VideoFrame]:
+    """Like `_decoded`, but packets of unwanted frames are decoded with skip_frame=NONREF: FFmpeg then drops them
+    only if no other frame references them (H.264/HEVC non-reference pictures), so every frame that is decoded is
+    bit-identical to a full decode. Only used where timestamps map frames to indices (the seekable case)."""
+    ctx = stream.codec_context
+    try:
+        for packet in container.demux(stream):
+            ctx.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in keep_pts else "NONREF"
+            yield from packet.decode()
+    finally:
+        ctx.skip_frame = "DEFAULT"
+
+
 def _read_seeking(path: Path, index: _Index, wanted: list[int], short_side: int | None) -> dict[int, np.ndarray]:
     position = {p: i for i, p in enumerate(index.pts)}
     want, out = set(wanted), {}
+    keep_pts = {index.pts[i] for i in wanted}
     container, stream = _open(path)
     with container:
         frames, current = None, -1  # `current`: index of the last frame the decoder gave us
@@ -204,7 +220,7 @@ def _read_seeking(path: Path, index: _Index, wanted: list[int], short_side: int 
             if frames is None or position.get(key_pts, -1) > current + 1:
                 if frames is not None or position.get(key_pts, 0) > 0:
                     container.seek(key_pts, stream=stream, backward=True, any_frame=False)
-                frames, started = _decoded(container, stream), False
+                frames, started = _decoded_sparse(container, stream, keep_pts), False
             for frame in frames:
                 i = position.get(frame.pts)
                 if i is None:
@@ -215,8 +231,8 @@ def _read_seeking(path: Path, index: _Index, wanted: list[int], short_side: int 
                     if i > target:
                         raise _NotExact
                     started = True
-                elif i != current + 1:
-                    raise _NotExact
+                elif i <= current or any(j in want for j in range(current + 1, i)):
+                    raise _NotExact  # out of order, or a wanted frame went missing
                 current = i
                 if i in want:
                     out[i] = _rgb(frame, short_side)
