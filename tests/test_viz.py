@@ -305,3 +305,12 @@ def test_box_to_view_follows_resize_and_centre_crop(tmp_path):
     assert abs(xs.min() - x0 * s) <= 1.5 and abs(xs.max() + 1 - x1 * s) <= 1.5
     assert abs(ys.min() - y0 * s) <= 1.5 and abs(ys.max() + 1 - y1 * s) <= 1.5
     assert pre.box_to_view((0.0, 0.0, 0.05, 0.1), h, w) is None  # cropped away at the left
+
+
+def test_explain_real_hmdb51_clip(tmp_path, tiny_model, clips_dir):
+    """A real DivX AVI with packed B-frames and `!`, `+` in its name: 89 frames decode (the container claims 90)."""
+    clip = next(clips_dir.glob("Golf_Tips*.avi"))
+    entry = explain_videos(tiny_model, META, [clip], tmp_path / "out")[0]
+    assert entry["error"] is None and entry["num_frames"] == 89
+    assert _decode(entry["video"]).shape == (89, 64, 64, 3)
+    assert Image.open(entry["grid"]).width > 4 * 64
