@@ -85,14 +85,14 @@ def test_export_command(trained, tmp_path, capsys):
         (["eval", "--checkpoint", "/nonexistent.pt"], "checkpoint not found"),
         (["predict", "x.mp4", "--checkpoint", "/nonexistent.pt"], "checkpoint not found"),
         (["eval", "--checkpoint", "CKPT", "--views", "2x4"], "expected CLIPSxCROPS"),
-        (["export", "--checkpoint", "CKPT", "--format", "onnx", "--tolerance", "-1"], "differs from PyTorch"),
+        (["export", "--checkpoint", "CKPT", "--format", "torchscript", "--tolerance", "-1"], "differs from PyTorch"),
     ],
 )
 def test_errors_are_one_line_without_traceback(trained, argv, needle, capsys):
     _, run = trained
     argv = [str(run / "last.pt") if a == "CKPT" else a for a in argv]
     if argv[0] == "export":
-        argv += ["--out", str(run / "x.onnx")]
+        argv += ["--out", str(run / "x.ts")]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and needle in err and "\n" not in err and "Traceback" not in err
