@@ -75,6 +75,7 @@ def test_resize_on_the_way_out_matches_full_decode(clips_dir):
 @pytest.mark.parametrize("suffix,codec,options", [
     (".mp4", "libx264", {"g": "5", "bf": "2"}),
     (".mkv", "libx264", {"g": "7", "bf": "3"}),
+    (".mp4", "libx264", {"x264-params": "bframes=3:b-pyramid=normal:keyint=12:open-gop=1"}),  # B-frames as references
     (".avi", "mpeg4", {"bf": "2", "g": "6"}),
 ])
 def test_generated_videos_exact_with_many_keyframes(tmp_path, suffix, codec, options):
@@ -89,16 +90,18 @@ def test_generated_videos_exact_with_many_keyframes(tmp_path, suffix, codec, opt
 
 
 def _count_decoded(monkeypatch) -> list[int]:
-    """Spy on the decoder generator: how many frames did a read really decode?"""
+    """Spy on the decoder generators: how many frames did a read really decode?"""
     counter = [0]
-    real = decode_mod._decoded
 
-    def spy(*args, **kwargs):
-        for frame in real(*args, **kwargs):
-            counter[0] += 1
-            yield frame
+    def spy(real):
+        def wrapped(*args, **kwargs):
+            for frame in real(*args, **kwargs):
+                counter[0] += 1
+                yield frame
+        return wrapped
 
-    monkeypatch.setattr(decode_mod, "_decoded", spy)
+    for name in ("_decoded", "_decoded_sparse"):
+        monkeypatch.setattr(decode_mod, name, spy(getattr(decode_mod, name)))
     return counter
 
 
@@ -118,6 +121,26 @@ def test_h264_mp4_seeks_to_keyframe_and_stays_exact(tmp_path, monkeypatch):
     assert np.array_equal(got.numpy(), ref[[1, 55]])
     assert counter[0] < 30  # frames 2..49 were skipped by seeking to the keyframe at 50
     assert decode_mod._index(path, scan=False).seekable  # no fallback happened
+
+
+def test_unwanted_b_frames_are_not_decoded(tmp_path, monkeypatch):
+    path = make_video(tmp_path / "v.mp4", num_frames=48, options={"g": "48", "bf": "2"})  # one keyframe: no seeking
+    ref = naive_decode(path)
+    count_frames(path)
+    counter = _count_decoded(monkeypatch)
+    assert np.array_equal(read_frames(path, [5, 30, 47]).numpy(), ref[[5, 30, 47]])
+    assert counter[0] < 40  # non-reference B-frames that were not asked for were skipped by the decoder
+
+
+def test_iter_frames_memory_stays_flat(tmp_path):
+    import tracemalloc
+
+    path = make_video(tmp_path / "long.mp4", num_frames=150, size=(128, 128))  # 7 MB of RGB if all were kept
+    tracemalloc.start()
+    count = sum(1 for _ in iter_frames(path))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == 150 and peak < 1_500_000
 
 
 def test_avi_is_never_seeked(clips_dir, monkeypatch):

@@ -144,7 +144,6 @@ def _scan(path: Path) -> _Index:
         and not errors
         and exact_pts
         and len(pts) == nonempty_packets
-        and len(keyframes) > 1
     )
     if errors:
         log.debug("%s: %d packets failed to decode (first: %s)", path, len(errors), errors[0])
