@@ -149,6 +149,16 @@ def test_pointing_chance_is_the_fraction_of_cell_centres_in_the_box():
         assert pointing_chance(h, w, box) == pytest.approx(inside / (h * w))
 
 
+def test_mass_in_box():
+    from istpan.viz.synth_eval import mass_in_box
+
+    box = (0.25, 0.5, 0.75, 1.0)  # a quarter of the frame
+    assert mass_in_box(torch.ones(7, 7), box, 64) == pytest.approx(0.25)  # a blind map: the area share
+    peaked = torch.zeros(4, 4)
+    peaked[3, 1:3] = 1.0  # the two cells that make up the box's lower half
+    assert mass_in_box(peaked, box, 64) > 0.8
+
+
 def test_evaluate_localization_on_untrimmed_synthetic_videos(tmp_path, tiny_model):
     from istpan.data.synth import generate, load_ground_truth
     from istpan.viz.synth_eval import evaluate_localization
@@ -168,4 +178,5 @@ def test_evaluate_localization_on_untrimmed_synthetic_videos(tmp_path, tiny_mode
     expected_frames = sum(v["boxes"][t] is not None for v in videos for t in pre.indices(v["num_frames"]))
     assert report["frames"] == expected_frames
     assert 0.0 <= report["pointing_game"] <= 100.0 and 0.0 < report["pointing_chance"] < 100.0
+    assert 0.0 < report["mass_in_box"] < 100.0 and 0.0 < report["box_area_share"] < 100.0
     assert 0.0 < report["frame_mAP"] <= 100.0 and 0.0 < report["video_mAP"] <= 100.0
