@@ -58,12 +58,18 @@ def test_options_change_the_layer():
         ("istpan_tiny", {"fuse": "product"}, "fuse='product' is not one of sum, mean, max, learned"),
         ("istpan_tiny", {"num_scales": 5}, r"num_scales must be in 1\.\.4"),
         ("istpan_single_tiny", {"num_scales": 2}, "single-scale model takes num_scales=1"),
-        ("tsn_tiny", {"fuse": "sum"}, r"unknown option\(s\) fuse"),
+        ("tsn_tiny", {"fuse": "sum", "heads": 2}, r"unknown option\(s\) heads"),
     ],
 )
 def test_bad_names_and_options_are_user_errors(name, options, match):
     with pytest.raises(UserError, match=match):
         create_model(name, num_classes=3, **options)
+
+
+def test_tsn_ignores_attention_options_so_one_config_serves_both():
+    model = create_model("tsn_tiny", num_classes=3, fuse="learned", num_scales=2, dropout=0.3)
+    assert model.model_options == {"input_size": 112, "dropout": 0.3, "multi_label": False}
+    assert model.attention is None
 
 
 def test_tsn_is_average_consensus_of_per_frame_scores():

@@ -12,6 +12,7 @@ Every model carries `model_name`, `model_options` (all options resolved, default
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from istpan.models.pyramid_attention import FUSIONS, POOL_WEIGHTS, REDUCTIONS, P
 __all__ = ["DEFAULT_OPTIONS", "create_model", "list_models", "register_model"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_log = logging.getLogger(__name__)
 
 # Defaults for the options each choice the paper leaves open; docs/models.md says which are ours and why.
 DEFAULT_OPTIONS: dict[str, Any] = dict(
@@ -84,6 +86,13 @@ def _build(
     name: str, backbone_name: str, *, attention: bool, num_classes: int, pretrained: str | Path | None, **options: Any
 ) -> VideoClassifier:
     single = name.startswith("istpan_single_")
+    if not attention:
+        # A TSN baseline run with the same config as its IST-PAN run: attention options are known but mean nothing
+        # here, so they are dropped (and not recorded in model_options) rather than refused.
+        ignored = sorted(set(options) & (set(DEFAULT_OPTIONS) - set(_TSN_OPTIONS)))
+        if ignored:
+            _log.info("%s: ignoring attention option(s) %s (TSN has no attention)", name, ", ".join(ignored))
+        options = {k: v for k, v in options.items() if k not in ignored}
     allowed = tuple(DEFAULT_OPTIONS) if attention else _TSN_OPTIONS
     opts = _resolve(name, allowed, options, **({"num_scales": 1} if single else {}))
     backbone = build_backbone(backbone_name, pretrained=pretrained)
