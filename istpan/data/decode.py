@@ -50,7 +50,7 @@ __all__ = [
 BACKENDS = ("pyav", "opencv", "frames")
 _SEEKABLE_CODECS = {"h264", "hevc"}
 _SEEKABLE_FORMATS = ("mov", "mp4", "m4a", "matroska")  # containers that store real presentation timestamps
-_CACHE_SIZE = 8192
+_CACHE_SIZE = 2048  # full indexes kept per process (a few KB each); plain frame counts are kept for every file
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,14 @@ class _Index:
     """Result of one full decode without RGB conversion: the truth about a file, cached per (path, size, mtime)."""
 
     num_frames: int
-    pts: tuple[int, ...]  # presentation timestamp of every output frame, in output order
+    pts: np.ndarray  # int64 (num_frames,) presentation timestamp of every output frame, in output order
     keyframes: tuple[int, ...]  # sorted pts of keyframe packets
     seekable: bool
     errors: tuple[str, ...] = ()  # packets that failed to decode (a damaged or truncated file)
 
 
 _index_cache: OrderedDict[tuple, _Index] = OrderedDict()
+_counts: dict[tuple, int] = {}  # (path, size, mtime) -> frames that decode; survives eviction from _index_cache
 
 
 def _cache_key(path: Path) -> tuple:
@@ -147,7 +148,7 @@ def _scan(path: Path) -> _Index:
     )
     if errors:
         log.debug("%s: %d packets failed to decode (first: %s)", path, len(errors), errors[0])
-    clean_pts = tuple(p for p in pts if p is not None) if exact_pts else ()
+    clean_pts = np.array(pts if exact_pts else [], dtype=np.int64)
     return _Index(len(pts), clean_pts, tuple(sorted(keyframes)), seekable, tuple(errors))
 
 
@@ -161,6 +162,7 @@ def _index(path: Path, *, scan: bool) -> _Index | None:
         return None
     index = _scan(path)
     _index_cache[key] = index
+    _counts[key] = index.num_frames
     if len(_index_cache) > _CACHE_SIZE:
         _index_cache.popitem(last=False)
     return index
@@ -205,16 +207,17 @@ def _decoded_sparse(container, stream, keep_pts: set[int]) -> Iterator[av.VideoF
 
 
 def _read_seeking(path: Path, index: _Index, wanted: list[int], short_side: int | None) -> dict[int, np.ndarray]:
-    position = {p: i for i, p in enumerate(index.pts)}
+    pts = index.pts.tolist()
+    position = {p: i for i, p in enumerate(pts)}
     want, out = set(wanted), {}
-    keep_pts = {index.pts[i] for i in wanted}
+    keep_pts = {pts[i] for i in wanted}
     container, stream = _open(path)
     with container:
         frames, current = None, -1  # `current`: index of the last frame the decoder gave us
         for target in wanted:
             if target <= current:
                 continue
-            k = bisect.bisect_right(index.keyframes, index.pts[target]) - 1
+            k = bisect.bisect_right(index.keyframes, pts[target]) - 1
             key_pts = index.keyframes[max(k, 0)]
             if frames is None or position.get(key_pts, -1) > current + 1:
                 if frames is not None or position.get(key_pts, 0) > 0:
@@ -244,15 +247,15 @@ def _read_seeking(path: Path, index: _Index, wanted: list[int], short_side: int 
 
 def _read_pyav(path: Path, wanted: list[int], short_side: int | None) -> dict[int, np.ndarray]:
     index = _index(path, scan=False)
-    if index is not None:
-        if wanted[-1] >= index.num_frames:
-            raise VideoError(path, f"frame {wanted[-1]} requested but only {index.num_frames} frames decode")
-        if index.seekable:
-            try:
-                return _read_seeking(path, index, wanted, short_side)
-            except _NotExact:
-                log.debug("%s: seek was not frame-exact, decoding sequentially from now on", path)
-                _index_cache[_cache_key(path)] = dataclasses.replace(index, seekable=False)
+    known = _counts.get(_cache_key(path))
+    if known is not None and wanted[-1] >= known:
+        raise VideoError(path, f"frame {wanted[-1]} requested but only {known} frames decode")
+    if index is not None and index.seekable:
+        try:
+            return _read_seeking(path, index, wanted, short_side)
+        except _NotExact:
+            log.debug("%s: seek was not frame-exact, decoding sequentially from now on", path)
+            _index_cache[_cache_key(path)] = dataclasses.replace(index, seekable=False)
     return _read_sequential(path, wanted, short_side)
 
 
@@ -270,7 +273,9 @@ def count_frames(path: str | Path, *, backend: str = "pyav") -> int:
         return len(_backends.frame_files(path))
     if backend == "opencv":
         return _backends.opencv_count(path)
-    return _index(path, scan=True).num_frames
+    _backends.check_file(path)
+    known = _counts.get(_cache_key(path))
+    return known if known is not None else _index(path, scan=True).num_frames
 
 
 def read_frames(
