@@ -77,6 +77,7 @@ def test_resize_on_the_way_out_matches_full_decode(clips_dir):
     (".mkv", "libx264", {"g": "7", "bf": "3"}),
     (".mp4", "libx264", {"x264-params": "bframes=3:b-pyramid=normal:keyint=12:open-gop=1"}),  # B-frames as references
     (".avi", "mpeg4", {"bf": "2", "g": "6"}),
+    (".mp4", "libx265", {"x265-params": "keyint=10:min-keyint=10:bframes=3:log-level=error"}),
 ])
 def test_generated_videos_exact_with_many_keyframes(tmp_path, suffix, codec, options):
     path = make_video(tmp_path / f"v{suffix}", num_frames=60, codec=codec, options=options)
