@@ -82,6 +82,15 @@ def test_clean_dataset_exits_zero(tmp_path, clips_dir):
     assert report["clean"] and report["splits"]["train"]["ok"] == len(names)
 
 
+def test_damaged_video_is_reported(tmp_path):
+    data = bytearray(make_video(tmp_path / "ok.mp4", num_frames=64, options={"g": "16"}).read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 300] = np.random.default_rng(1).integers(0, 256, 300, dtype=np.uint8).tobytes()
+    (tmp_path / "damaged.mp4").write_bytes(bytes(data))
+    result = check_video(str(tmp_path / "damaged.mp4"))
+    assert result.status == "damaged" and "fail to decode" in result.reason and result.frames < 64
+
+
 def test_hmdb51_claimed_frame_too_many_is_not_a_problem(clips_dir):
     result = check_video(str(clips_dir / "6arrowswithin30seconds_shoot_bow_f_nm_np1_fr_med_3.avi"))
     assert result.status == "ok" and (result.frames, result.claimed_frames) == (81, 82)

@@ -258,6 +258,23 @@ def test_truncated_avi_decodes_what_is_there(tmp_path):
         read_frames(path, [n])
 
 
+def test_damaged_packet_mid_file_is_skipped_not_fatal(tmp_path):
+    data = bytearray(make_video(tmp_path / "ok.mp4", num_frames=64, options={"g": "16"}).read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 300] = np.random.default_rng(1).integers(0, 256, 300, dtype=np.uint8).tobytes()
+    path = tmp_path / "damaged.mp4"
+    path.write_bytes(bytes(data))
+    with pytest.raises(av.error.InvalidDataError), av.open(str(path)) as container:
+        for _ in container.decode(video=0):  # what a naive loader does: one bad packet ends the run
+            pass
+    n = count_frames(path)
+    assert 0 < n < 64 and decode_mod.decode_errors(path)
+    assert not decode_mod._index(path, scan=False).seekable  # never seek in a file that had decode errors
+    ref = naive_decode(tmp_path / "ok.mp4")
+    assert np.array_equal(read_frames(path, [0, 5]).numpy(), ref[[0, 5]])  # before the damage: untouched
+    assert read_frames(path, [n - 1]).shape == (1, 64, 64, 3)
+
+
 def test_single_frame_and_odd_names(tmp_path):
     path = make_video(tmp_path / "sub dir" / "Golf !!! 300+ (yards) & más.mp4", num_frames=1)
     assert count_frames(path) == 1

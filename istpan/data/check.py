@@ -27,7 +27,7 @@ from istpan.data.decode import VideoError, count_frames, decode_errors, video_in
 __all__ = ["VideoCheck", "check_dataset", "check_video", "write_report"]
 
 # How many fewer frames than the container claims still count as healthy: HMDB51's AVIs claim one frame too many.
-_TRUNCATION_SLACK = 0.05
+_MISSING_FRAMES_OK = 1
 
 
 @dataclass
@@ -53,7 +53,7 @@ def check_video(path: str, backend: str = "pyav") -> VideoCheck:
         return VideoCheck(path, "unreadable", f"{type(err).__name__}: {err}")
     if frames == 0:
         return VideoCheck(path, "no_frames", "no frame decodes", frames, claimed)
-    if claimed - frames >= 2 and frames < (1 - _TRUNCATION_SLACK) * claimed:
+    if claimed - frames > _MISSING_FRAMES_OK:
         return VideoCheck(path, "truncated", f"container claims {claimed} frames, only {frames} decode", frames,
                           claimed)
     if errors:

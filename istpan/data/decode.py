@@ -104,18 +104,22 @@ def _open(path: Path) -> tuple[av.container.InputContainer, av.video.stream.Vide
     return container, container.streams.video[0]
 
 
+def _packets(container, stream, errors: list[str]) -> Iterator[av.Packet]:
+    """Demuxed packets until the end or until the demuxer gives up (truncated file: what came before is all)."""
+    try:
+        yield from container.demux(stream)
+    except av.error.FFmpegError as err:
+        errors.append(str(err))
+
+
 def _decoded(container, stream, errors: list[str] | None = None) -> Iterator[av.VideoFrame]:
     """Every frame the decoder outputs, in order. A packet that fails to decode is skipped (as ffmpeg does), so a
     file with one damaged packet still yields its other frames; `errors` collects what went wrong."""
-    try:
-        for packet in container.demux(stream):
-            try:
-                yield from packet.decode()
-            except av.error.FFmpegError as err:
-                if errors is not None:
-                    errors.append(str(err))
-    except av.error.FFmpegError as err:  # demuxer gave up (truncated file): the frames so far are all there is
-        if errors is not None:
+    errors = [] if errors is None else errors
+    for packet in _packets(container, stream, errors):
+        try:
+            yield from packet.decode()
+        except av.error.FFmpegError as err:
             errors.append(str(err))
 
 
@@ -127,7 +131,7 @@ def _scan(path: Path) -> _Index:
         # Decode without converting: cheap compared to RGB conversion, and the only honest frame count.
         errors: list[str] = []
         pts: list[int | None] = []
-        for packet in container.demux(stream):
+        for packet in _packets(container, stream, errors):
             if packet.size:
                 nonempty_packets += 1
                 if packet.is_keyframe and packet.pts is not None:
@@ -202,6 +206,8 @@ def _decoded_sparse(container, stream, keep_pts: set[int]) -> Iterator[av.VideoF
         for packet in container.demux(stream):
             ctx.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in keep_pts else "NONREF"
             yield from packet.decode()
+    except av.error.FFmpegError as err:  # this file decoded cleanly in `count_frames`: something changed
+        raise _NotExact from err
     finally:
         ctx.skip_frame = "DEFAULT"
 
