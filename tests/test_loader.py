@@ -144,3 +144,20 @@ def test_other_samplings_give_k_frames(tmp_path, sampling):
     cfg.sampling, cfg.clip_len, cfg.frame_stride = sampling, 3, 2
     ds = build_dataset(cfg, split="train", train=True)
     assert ds[0]["video"].shape == ((3 if sampling == "dense" else 4), 3, 32, 32)
+
+
+def test_extracted_frame_folders_as_a_dataset(tmp_path):
+    from PIL import Image
+    from videos import make_frames
+
+    for v in range(2):
+        folder = tmp_path / "frames" / f"v_Jump_g0{v}_c01"
+        folder.mkdir(parents=True)
+        for i, frame in enumerate(make_frames(6 + v, (48, 64), seed=v)):
+            Image.fromarray(frame).save(folder / f"img_{i + 1:05d}.jpg")
+    (tmp_path / "list.txt").write_text("frames/v_Jump_g00_c01 0\nframes/v_Jump_g01_c01 1\nframes/nothing_here 1\n")
+    cfg = DataConfig(format="list", root=str(tmp_path), train_annotations=str(tmp_path / "list.txt"),
+                     backend="frames", test_segments=4, input_size=32, short_side=36)
+    ds = build_dataset(cfg, split="train", train=False)
+    assert [ds[i]["video"].shape for i in range(2)] == [(4, 3, 32, 32)] * 2
+    assert ds[2] is None  # the missing folder is skipped, not fatal
