@@ -25,10 +25,11 @@ __all__ = [
 SAMPLING_METHODS = ("segment", "dense", "uniform")
 
 
-def clip_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+def clip_generator(seed: int, epoch: int, index: int, stream: int = 0) -> torch.Generator:
     """A generator seeded from (seed, epoch, index) through NumPy's SeedSequence (well-mixed, no collisions between
-    e.g. (epoch 1, video 0) and (epoch 0, video 1))."""
-    state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
+    e.g. (epoch 1, video 0) and (epoch 0, video 1)). `stream` gives independent generators for the same clip (frame
+    choice, augmentation, ...)."""
+    state = np.random.SeedSequence([seed, epoch, index, stream]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 

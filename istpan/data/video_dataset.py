@@ -27,6 +27,7 @@ __all__ = ["VideoDataset", "build_dataset", "load_split"]
 log = logging.getLogger(__name__)
 _reported: set[str] = set()  # paths already logged in this process
 _MAX_REPLACEMENTS = 10
+_FRAMES, _AUGMENT, _REPLACEMENT = 0, 1, 2  # independent random streams per (seed, epoch, index)
 
 
 class VideoDataset(torch.utils.data.Dataset):
@@ -83,7 +84,7 @@ class VideoDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict | None:
         candidates = [index]
         if self.replace_failed and len(self) > 1:
-            g = clip_generator(self.seed, self.epoch, index + len(self))
+            g = self._rng(index, _REPLACEMENT)
             candidates += torch.randint(len(self), (_MAX_REPLACEMENTS,), generator=g).tolist()
         for attempt, i in enumerate(candidates):
             try:
@@ -105,7 +106,7 @@ class VideoDataset(torch.utils.data.Dataset):
         video = frames.permute(0, 3, 1, 2)  # (V·K, 3, H, W)
         if self.train:
             with torch.random.fork_rng(devices=[]):  # augmentation from (seed, epoch, index), global RNG untouched
-                torch.manual_seed(int(torch.randint(2**62, (1,), generator=self._rng(index, salt=1))))
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=self._rng(index, _AUGMENT))))
                 video = self.transform(video)  # (K, 3, h, w)
         else:
             clips = video.unflatten(0, (self.views[0], -1))  # (clips, K, 3, H, W)
@@ -115,8 +116,8 @@ class VideoDataset(torch.utils.data.Dataset):
                 video = video[0]  # (K, 3, h, w)
         return {"video": video, "label": self._label(record), "index": index}
 
-    def _rng(self, index: int, salt: int = 0) -> torch.Generator:
-        return clip_generator(self.seed * 2 + salt, self.epoch, index)
+    def _rng(self, index: int, stream: int = 0) -> torch.Generator:
+        return clip_generator(self.seed, self.epoch, index, stream)
 
     def _frames(self, record: VideoRecord, index: int) -> torch.Tensor:
         n = count_frames(record.path, backend=self.backend)
@@ -124,7 +125,7 @@ class VideoDataset(torch.utils.data.Dataset):
             raise VideoError(record.path, "no frame decodes")
         opts = dict(method=self.sampling, length=self.num_frames, stride=self.stride)
         if self.train:
-            idx = sample_indices(n, **opts, rng=self._rng(index))  # (K,)
+            idx = sample_indices(n, **opts, rng=self._rng(index, _FRAMES))  # (K,)
         else:
             idx = view_indices(n, **opts, clips=self.views[0]).flatten()  # (clips·K,)
         return read_frames(record.path, idx, backend=self.backend, short_side=self.short_side)
@@ -164,6 +165,10 @@ def build_dataset(
     if parsed.problems:
         log.warning("%s split: %d annotation lines skipped, first: %s (run `istpan data check`)", split,
                     len(parsed.problems), parsed.problems[0])
+    multi_label = d.multi_label or d.format == "charades"
+    if not multi_label and any(isinstance(r.label, list) and len(r.label) > 1 for r in parsed.records):
+        log.warning("%s split: some videos have several labels but data.multi_label is false: only the first "
+                    "label of each is used (set data.multi_label=true for a sigmoid head)", split)
     mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
     if train:
         transform = train_transform(input_size=d.input_size, mean=mean, std=std, crop=d.train_crop, flip=d.flip)
@@ -180,7 +185,7 @@ def build_dataset(
         stride=d.frame_stride if dense else 1,
         train=train,
         views=views,
-        multi_label=d.multi_label or d.format == "charades",
+        multi_label=multi_label,
         backend=d.backend,
         short_side=d.short_side or None,
         seed=seed,
