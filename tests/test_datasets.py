@@ -98,6 +98,7 @@ def test_kinetics_csv_label_folders_and_shared_class_order(tmp_path):
     root = tmp_path / "videos"
     (root / "arm wrestling").mkdir(parents=True)
     (root / "abseiling").mkdir()
+    (root / "abseiling" / "-xyz_9_000000_000010.webm").write_bytes(b"x")  # a download that is not .mp4
     train = write(tmp_path / "train.csv", "label,youtube_id,time_start,time_end,split,is_cc\n"
                                           "arm wrestling,a1b2c3,10,20,train,0\nabseiling,-xyz_9,0,10,train,0\n"
                                           "zumba,q,5,15,train,0\n")
@@ -106,7 +107,7 @@ def test_kinetics_csv_label_folders_and_shared_class_order(tmp_path):
     ann = parse_annotations("kinetics", train, root=root)
     assert ann.class_names == ["abseiling", "arm wrestling", "zumba"]
     paths = [Path(r.path).relative_to(root).as_posix() for r in ann.records]
-    assert paths == ["arm wrestling/a1b2c3_000010_000020.mp4", "abseiling/-xyz_9_000000_000010.mp4",
+    assert paths == ["arm wrestling/a1b2c3_000010_000020.mp4", "abseiling/-xyz_9_000000_000010.webm",
                      "q_000005_000015.mp4"]  # no zumba folder: flat layout
     assert ann.records[0].meta == {"youtube_id": "a1b2c3", "time_start": 10.0, "time_end": 20.0}
     v = parse_annotations("kinetics", val, root=root, subset="val", class_source=train)

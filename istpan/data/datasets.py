@@ -10,6 +10,7 @@ not fatal: it is skipped and described in `Annotations.problems`, which `istpan 
 from __future__ import annotations
 
 import csv
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,7 +165,8 @@ def _charades(ann: Path, root: Path, *, subset: str, split: int, classes: Path |
 # ---------------------------------------------------------------------------------------------------- Kinetics
 def _kinetics(ann: Path, root: Path, *, subset: str, split: int, classes: Path | None, names: list[str] | None):
     """`label,youtube_id,time_start,time_end,split`; videos at `<root>/<label>/<id>_<start:06d>_<end:06d>.mp4` (the
-    downloader's layout; `<label>` with spaces or underscores) or flat in `<root>`."""
+    downloader's layout; `<label>` with spaces or underscores) or flat in `<root>`. Downloads are often .mkv or .webm
+    too: each folder is listed once and the file with the expected stem is used whatever its suffix."""
     if not ann.is_file():
         raise UserError(f"{ann}: annotation file not found")
     with ann.open(newline="", encoding="utf-8") as fh:
@@ -175,15 +177,26 @@ def _kinetics(ann: Path, root: Path, *, subset: str, split: int, classes: Path |
         names = read_class_names(classes) if classes else sorted({r["label"] for r in rows if r.get("label")})
     lookup = {n: i for i, n in enumerate(names)}
     folders = {p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
+    by_stem: dict[Path, dict[str, str]] = {}  # folder -> {stem: file name}, filled on first use
+
+    def locate(folder: Path, stem: str) -> Path:
+        if folder not in by_stem:
+            files = os.listdir(folder) if folder.is_dir() else []
+            by_stem[folder] = {}
+            for f in sorted(files, key=lambda f: (not f.endswith(".mp4"), f)):  # .mp4 wins when both exist
+                if f.lower().endswith(VIDEO_SUFFIXES):
+                    by_stem[folder].setdefault(f.rsplit(".", 1)[0], f)
+        return folder / by_stem[folder].get(stem, f"{stem}.mp4")
+
     records, problems = [], []
     for n, r in enumerate(rows, 2):
         label = r.get("label") or ""
         if label not in lookup:
             problems.append(f"{ann}:{n}: unknown label '{label}'")
             continue
-        name = f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}.mp4"
+        stem = f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}"
         folder = next((f for f in (label, label.replace(" ", "_")) if f in folders), None)
-        path = root / folder / name if folder else root / name
+        path = locate(root / folder if folder else root, stem)
         meta = {"youtube_id": r["youtube_id"], "time_start": float(r["time_start"]), "time_end": float(r["time_end"])}
         records.append(VideoRecord(str(path), lookup[label], meta))
     return Annotations(records, names, problems)
