@@ -263,7 +263,10 @@ def _class_of(index: int) -> str:
 def _is_val(index: int, spec: SynthSpec) -> bool:
     """Balanced split: within each class, the first val_fraction of its videos go to val."""
     per_class = math.ceil(spec.num_videos / len(CLASSES))
-    return index // len(CLASSES) < round(per_class * spec.val_fraction)
+    n_val = round(per_class * spec.val_fraction)
+    if 0 < spec.val_fraction < 1:  # keep both splits non-empty for every class
+        n_val = min(max(n_val, 1), per_class - 1)
+    return index // len(CLASSES) < n_val
 
 
 def load_ground_truth(root: str | Path) -> dict:

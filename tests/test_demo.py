@@ -1,0 +1,51 @@
+"""`istpan demo --quick` end to end: synthetic data, IST-PAN and TSN trained, results.json and the picture written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from istpan.cli.main import main
+from istpan.data import synth
+from istpan.experiments.runs import pair_merged_top1
+
+
+@pytest.mark.slow
+def test_demo_quick_writes_well_formed_results(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+
+    assert set(results["variants"]) == {"istpan_tiny", "tsn_tiny"}
+    for name, v in results["variants"].items():
+        assert name in printed
+        assert 0.0 <= v["top1"] <= v["top1_pairs_merged"] <= 100.0
+        assert v["num_videos"] == len((out / "data" / "val.txt").read_text().splitlines()) and v["skipped"] == 0
+        assert v["params"] > 1000 and v["flops"] > 0 and v["clips_per_s"] > 0
+        assert Path(v["checkpoint"]).is_file()
+    # same backbone: attention adds few parameters, and TSN has no attention to localise
+    assert results["variants"]["istpan_tiny"]["params"] > results["variants"]["tsn_tiny"]["params"]
+
+    loc = results["localisation"]
+    assert loc["model"] == "istpan_tiny" and loc["frames"] > 0
+    for key in ("pointing_game", "pointing_chance", "mass_in_box", "box_area_share"):
+        assert 0.0 <= loc[key] <= 100.0
+    assert 0.0 <= loc["untrimmed"]["temporal_iou"] <= 1.0
+    assert results["order_blind_ceiling"] == pytest.approx(100 * (8 - 3) / 8)
+
+    picture = Image.open(results["picture"])
+    assert picture.width > picture.height > 0  # one row per val video, one column per sampled frame
+
+
+def test_pair_merged_top1_counts_a_reversed_prediction_as_right() -> None:
+    import torch
+
+    idx = {c: i for i, c in enumerate(synth.CLASSES)}
+    labels = torch.tensor([idx["grow"], idx["grow"], idx["blink"], idx["rotate_cw"]])
+    pred = [idx["shrink"], idx["grow"], idx["flash"], idx["rotate_ccw"]]
+    scores = torch.nn.functional.one_hot(torch.tensor(pred), len(synth.CLASSES)).float()
+    assert pair_merged_top1(scores, labels) == pytest.approx(75.0)  # all but blink -> flash
