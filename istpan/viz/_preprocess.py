@@ -3,6 +3,8 @@
 The heatmaps must be drawn on exactly the pixels the model saw, so frames are kept in two forms: the uint8 "view"
 (decoded at the checkpoint's short side, centre-cropped to its input size), which is what the overlays are drawn on,
 and the normalised float tensor made from that view, which is what the model gets.
+
+`istpan.experiments.demo` draws its attention picture with `Preprocessing` too: keep its method names stable.
 """
 
 from __future__ import annotations
