@@ -63,14 +63,16 @@ def attention_losses(out: Any) -> dict[str, torch.Tensor]:
     if out.attn is None:
         zero = out.logits.new_zeros(())
         return dict(interactive=zero, attn=zero)
-    a = out.attn.flatten(2)  # (B, d, P)
-    X = out.features  # (B, P, C)
+    # float32 at least: under bf16/fp16 autocast, sums over K·h·w·C products lose the small terms that matter here.
+    dtype = torch.promote_types(out.attn.dtype, torch.float32)
+    a = out.attn.flatten(2).to(dtype)  # (B, d, P)
+    X = out.features.to(dtype)  # (B, P, C)
     d = a.shape[1]
     A = F.normalize(a, dim=-1)
     energy, off_diag = _gram_terms(A, X)
     # ‖A_m X‖² <= ‖X‖²_F for a unit row A_m, so the energy term lies in [−1, 0]; d(d−1) off-diagonal entries <= 1 each.
     interactive = -energy / (d * X.pow(2).sum((1, 2)).clamp_min(1e-12)) + off_diag / max(d * (d - 1), 1)
     # ‖p − q‖²₂ <= 2 for two probability rows: a budget of 2 per row replaces the per-entry 1 of the raw loss.
-    dist = sum((a - s.flatten(2)).pow(2).sum((1, 2)) for s in out.scale_attn)  # (B,)
+    dist = sum((a - s.flatten(2).to(dtype)).pow(2).sum((1, 2)) for s in out.scale_attn)  # (B,)
     attn = torch.sqrt((1 - dist / (2 * len(out.scale_attn) * d)).clamp_min(1e-12))
     return dict(interactive=interactive.mean(), attn=attn.mean())
