@@ -167,3 +167,34 @@ def test_attention_maps_are_distributions_per_video():
     torch.testing.assert_close(maps.sum((1, 2, 3)), torch.ones(3))
     assert attention_maps(out, level=0).shape == maps.shape
     assert not math.isclose(attention_maps(out, level=0).std().item(), maps.std().item(), rel_tol=1e-9)
+
+
+def test_training_steps_fit_a_batch_and_lower_the_attention_losses():
+    """End to end through backbone, layer, head and both normalised losses: a few Adam steps fit 4 random videos,
+    and optimising the attention losses alone lowers each of them (they are trainable, not constants)."""
+    torch.manual_seed(6)
+    video, label = torch.randn(4, 2, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    model = create_model("istpan_tiny", num_classes=4, input_size=32, dropout=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(40):
+        out = model(video)
+        ce = classification_loss(out.logits, label, multi_label=False)
+        att = attention_losses(out)
+        opt.zero_grad()
+        (ce + 0.1 * att["interactive"] + 0.01 * att["attn"]).backward()
+        opt.step()
+        first = ce.item() if first is None else first
+    assert ce.item() < first / 4
+
+    for key in ("interactive", "attn"):
+        model = create_model("istpan_tiny", num_classes=4, input_size=32)
+        opt = torch.optim.Adam(model.attention.parameters(), lr=1e-2)
+        values = []
+        for _ in range(30):
+            loss = attention_losses(model(video))[key]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            values.append(loss.item())
+        assert values[-1] < values[0] - 1e-3, (key, values[0], values[-1])

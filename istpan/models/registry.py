@@ -34,7 +34,7 @@ _log = logging.getLogger(__name__)
 DEFAULT_OPTIONS: dict[str, Any] = dict(
     reduce="avg",  # R: area averaging keeps every position's evidence (strided sampling aliases)
     fuse="mean",  # F: parameter-free and keeps the score scale independent of N
-    num_scales=3,  # N: the last three stages (clamped to the backbone's stage count)
+    num_scales=3,  # N: the last three stages (every backbone here has 4 or 5)
     d=None,  # glimpses; None -> h·w of the top map at input_size (the paper's figure)
     input_size=None,  # None -> the backbone's usual size (224; 112 for tiny)
     pool_weights="softmax",  # M = a·X (rows sum to 1) rather than A·X, whose scale grows with sqrt(K·h·w)
@@ -106,6 +106,8 @@ def _build(
             raise UserError(f"{name}: num_scales must be in 1..{stages} for backbone {backbone_name}")
         top = backbone.feature_info[-1]
         opts["d"] = int(opts["d"] or math.ceil(opts["input_size"] / top.reduction) ** 2)
+        if opts["d"] < 1:
+            raise UserError(f"{name}: d (number of glimpses) must be >= 1, got {opts['d']}")
         scales = list(range(stages - int(opts["num_scales"]), stages))
         attn_module = PyramidAttention(
             [backbone.feature_info[i].num_chs for i in scales],
