@@ -89,7 +89,8 @@ def _step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
 
 def _set_epoch(loader, epoch: int) -> None:
     """Tell the sampler / batch sampler / dataset which epoch it is: data order and augmentation depend on it."""
-    for obj in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None), loader.dataset):
+    for obj in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None),
+                getattr(loader, "dataset", None)):
         if hasattr(obj, "set_epoch"):
             obj.set_epoch(epoch)
 

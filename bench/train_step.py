@@ -1,0 +1,138 @@
+"""Training-step cost of istpan's loop, measured in one run (ratios, not absolute times, are the result).
+
+    .venv/bin/python bench/train_step.py                  # istpan_tiny, 64 px, K=8, batch 8, 1 thread + 1 worker
+    .venv/bin/python bench/train_step.py --model istpan_mobilenetv2 --size 112 --threads 2 --amp-too
+
+1. loop_overhead   = step time of `istpan.engine.train.train_one_epoch` / step time of a bare 20-line torch loop,
+                     same model, same in-memory batch, same loss (CE + beta·l_interactive + gamma·l_attn) and
+                     gradient clipping; what remains is the loop's own machinery (seeding, schedule, logging,
+                     progress, finiteness check). Goal <= 1.05.
+2. loader_overhead = step time of istpan's loop fed by the real loader (PyAV decode of MP4s written here by the
+                     synthetic-data generator, sampling, transforms, workers) / the same loop on in-memory batches.
+                     Goal <= 1.15 (decode must hide behind compute).
+
+Rounds alternate the variants so that drift in machine load hits all of them alike; the median step time per
+variant is reported. Last line: `loop_overhead=<x> loader_overhead=<y>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from istpan.config import config_from_dict
+from istpan.data import build_dataset, build_loader
+from istpan.data.synth import generate
+from istpan.engine.amp import make_grad_scaler
+from istpan.engine.optim import build_optimizer, build_scheduler
+from istpan.engine.run_log import RunLog
+from istpan.engine.train import train_one_epoch
+from istpan.models import create_model
+
+
+class Endless:
+    """A long epoch's steady state: timed chunks continue one iterator, so the workers' pipeline never drains."""
+
+    def __init__(self, loader) -> None:
+        self._it = self._forever(loader)
+
+    @staticmethod
+    def _forever(loader):
+        while True:
+            yield from loader
+
+    def __iter__(self):
+        return self._it
+
+
+def bare_loop(model, batches, optimizer, *, beta: float, gamma: float, clip: float) -> None:
+    """The reference: the 20 lines anyone would write."""
+    from istpan.losses import attention_losses
+
+    model.train()
+    for batch in batches:
+        out = model(batch["video"])
+        att = attention_losses(out)
+        loss = torch.nn.functional.cross_entropy(out.logits, batch["label"])
+        loss = loss + beta * att["interactive"] + gamma * att["attn"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="istpan_tiny")
+    parser.add_argument("--size", type=int, default=64, help="input crop size")
+    parser.add_argument("--segments", type=int, default=8, help="K")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant and round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (1: the worker gets a core)")
+    parser.add_argument("--amp-too", action="store_true", help="also time istpan's loop with train.amp=bf16")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    tmp = Path(tempfile.mkdtemp(prefix="istpan_bench_"))
+    data = generate(tmp / "synth", num_videos=4 * args.batch * (args.steps + 2), size=max(96, args.size + 16),
+                    num_frames=32, val_fraction=0.0, reuse=True)
+    cfg = config_from_dict({
+        "data": dict(format="synthetic", root=str(data), num_segments=args.segments, input_size=args.size,
+                     short_side=args.size + 16, num_workers=args.workers),
+        "model": dict(name=args.model, options={"input_size": args.size}),
+        "optim": dict(name="sgd", lr=0.001, warmup_epochs=0, clip_grad_norm=20.0),
+        "train": dict(batch_size=args.batch, partial_bn=False, log_every=10, tensorboard=False, epochs=1000,
+                      out_dir=str(tmp / "run")),
+    })
+    dataset = build_dataset(cfg.data, split="train", train=True)
+    loader = build_loader(dataset, batch_size=args.batch, train=True, num_workers=args.workers, seed=0)
+    batch = next(iter(loader))  # one real batch, kept in memory
+    batch.pop("skipped")
+    memory = [batch] * args.steps
+    torch.manual_seed(0)
+    model = create_model(args.model, num_classes=len(dataset.class_names), input_size=args.size)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=args.steps, epochs=1000)
+    endless = Endless(loader)
+    log = RunLog(tmp / "run", enabled=False, tensorboard=False, resume_step=None)
+    device = torch.device("cpu")
+
+    def istpan_loop(source, amp: str = "none") -> None:
+        cfg.train.amp = amp
+        train_one_epoch(model, source, optimizer, scheduler, make_grad_scaler(amp, device), cfg=cfg, epoch=0,
+                        steps=args.steps, device=device, log=log, progress=False)
+
+    variants = {
+        "bare": lambda: bare_loop(model, memory, optimizer, beta=cfg.train.beta, gamma=cfg.train.gamma,
+                                  clip=cfg.optim.clip_grad_norm),
+        "istpan": lambda: istpan_loop(memory),
+        "istpan+loader": lambda: istpan_loop(endless),
+    }
+    if args.amp_too:
+        variants["istpan bf16"] = lambda: istpan_loop(memory, "bf16")
+    for run in variants.values():  # warm-up: allocator, oneDNN primitives, loader workers
+        run()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - start) / args.steps)
+    step = {name: statistics.median(t) for name, t in times.items()}
+    print(f"model {args.model}  input {args.size}px  K={args.segments}  batch {args.batch}  threads {args.threads}  "
+          f"workers {args.workers}  device cpu (no GPU lent to this run)")
+    for name, t in step.items():
+        print(f"{name:>14}: {1000 * t:8.1f} ms/step  {args.batch / t:7.2f} clips/s")
+    loop, loader_ratio = step["istpan"] / step["bare"], step["istpan+loader"] / step["istpan"]
+    print(f"loop_overhead={loop:.3f} loader_overhead={loader_ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
