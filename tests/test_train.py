@@ -202,3 +202,26 @@ def test_evaluate_counts_each_video_once_and_averages_views(run, dataset):
     assert out["top1"] == pytest.approx(100 * (expected.argmax(1) == labels).float().mean().item())
     _, probs = video_scores(model, videos[:1, 0])  # a 5-D batch is one view
     assert torch.allclose(probs[0], model(videos[:1, 0]).logits.softmax(-1)[0].detach(), atol=1e-6)
+
+
+def test_multilabel_run_reports_map_and_wap(tmp_path):
+    data = make_list_dataset(tmp_path / "data", train=4, val=3)
+    for split, rows in (("train", ["train_0.mp4 left,still", "train_1.mp4 right", "train_2.mp4 still,right",
+                                   "train_3.mp4 left"]),
+                        ("val", ["val_0.mp4 left", "val_1.mp4 right,still", "val_2.mp4 still"])):
+        (data / f"{split}.txt").write_text("\n".join(rows) + "\n")
+    cfg = tiny_config(data, tmp_path / "ml", data={"multi_label": True}, train={"epochs": 1})
+    result = train(cfg, progress=False)
+    assert result["metric"] == "mAP" and 0 <= result["best"] <= 100
+    assert {"mAP", "wAP", "classes_without_positives"} <= set(result["final"])
+    model, meta = load_model(result["last_checkpoint"])
+    assert meta["multi_label"] and model.multi_label
+
+
+def test_unreadable_validation_video_is_counted_as_skipped(tmp_path):
+    data = make_list_dataset(tmp_path / "data", train=4, val=3)
+    (data / "broken.mp4").write_bytes(b"not a video" * 50)
+    with (data / "val.txt").open("a") as f:
+        f.write("broken.mp4 left\n")
+    result = train(tiny_config(data, tmp_path / "run", train={"epochs": 1}), progress=False)
+    assert result["final"]["num_videos"] == 3 and result["final"]["skipped"] == 1
