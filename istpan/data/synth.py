@@ -11,7 +11,7 @@ Why it is built like this (each ingredient of the paper has to matter):
   frame *sets*, so any model that is blind to frame order (TSN's average consensus, and an attention layer that
   treats the K·h·w positions as a set) is at chance within each pair. `REVERSAL_PAIRS` names them so that scores can
   also be reported with each pair merged.
-- The actor (a bar with a white cap) is small, at a scale that varies 3.5× between videos and up to 3× within the
+- The actor (a bar with a white cap) is small, at a scale that varies 2.3× between videos and up to 3× within the
   grow/shrink classes, at a random place, among moving distractors (discs, squares, triangles in the same colours)
   and static clutter: attending to the right place matters and one fixed scale is not enough.
 - `untrimmed=True` writes longer videos in which the action fills only one random span, with the actor idling
@@ -81,8 +81,8 @@ class SynthSpec:
     untrimmed: bool = False
     untrimmed_factor: int = 3  # untrimmed videos are this many times longer than the action
     val_fraction: float = 0.25
-    num_distractors: tuple[int, int] = (2, 5)  # inclusive range per video
-    version: int = 1  # bump when the drawing changes, so old datasets are not silently reused
+    num_distractors: tuple[int, int] = (2, 4)  # inclusive range per video
+    version: int = 2  # bump when the drawing changes, so old datasets are not silently reused
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ def _actor_pose(cls: str, t: float, p: dict) -> dict:
 
 def _actor_params(cls: str, rng: np.random.Generator, size: int) -> dict:
     """Random per-video actor parameters, chosen so the whole motion stays inside the frame."""
-    length = rng.uniform(0.11, 0.38) * size
+    length = rng.uniform(0.18, 0.42) * size
     p = dict(length=length, angle=0.0, small=0.5, big=1.5, travel=0.0, turn=0.0, cycles=0.0, phase=0.0)
     if cls in ("rotate_cw", "rotate_ccw"):
         p["angle"] = rng.uniform(0, 2 * math.pi)  # random start, so the two senses see the same set of angles
