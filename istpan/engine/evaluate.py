@@ -7,6 +7,8 @@ from the same full set. Videos that fail to decode are counted in `skipped` (sum
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,7 +66,8 @@ def evaluate(
     model.eval()
     scores, labels, indices = [], [], []
     skipped = 0
-    bar = tqdm(loader, desc="eval", leave=False, disable=not progress or not is_main_process(), dynamic_ncols=True)
+    show = progress and is_main_process() and sys.stderr.isatty()  # no bar in logs, CI or notebooks' captured output
+    bar = tqdm(loader, desc="eval", leave=False, disable=not show, dynamic_ncols=True)
     for batch in bar:
         skipped += int(batch.get("skipped", 0))
         if batch["video"].shape[0] == 0:  # every clip of this batch failed to decode
