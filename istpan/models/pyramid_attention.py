@@ -98,14 +98,15 @@ class PyramidAttention(nn.Module):
         """feats: N maps (B·K, C_j, h_j, w_j), shallow -> deep, frames of one video contiguous; batch: B."""
         top = feats[-1]
         size = (int(top.shape[-2]), int(top.shape[-1]))  # plain ints: spatial size is fixed per export, K is not
+        # The top map is laid out position-major once (it is pooled and returned); its scores come from that copy, so
+        # the widest map is read once. Shallower maps are scored in place with a 1x1 convolution (no copy).
+        x_top = top.flatten(2).unflatten(0, (batch, -1)).transpose(2, 3).flatten(1, 2)  # (B, K·h·w, C_top)
         scores = []
-        for f, proj in zip(feats, self.proj):
-            f = resize_map(f, size, self.reduce)  # (B·K, C_j, h, w)
-            # W_j X_jᵀ + b_j at every position of every frame is a 1x1 convolution: no copy of the C_j-wide map.
+        for f, proj in zip(feats[:-1], self.proj[:-1]):
+            f = resize_map(f, size, self.reduce)  # (B·K, C_j, h, w): W_j X_jᵀ + b_j at every position = 1x1 conv
             y = F.conv2d(f, proj.weight[:, :, None, None], proj.bias).flatten(2)  # (B·K, d, h·w)
             scores.append(y.unflatten(0, (batch, -1)).transpose(1, 2).flatten(2))  # (B, d, K·h·w)
-        # Only the top level is pooled, so only its (larger, C_top-wide) map is laid out position-major.
-        x_top = top.flatten(2).unflatten(0, (batch, -1)).transpose(2, 3).flatten(1, 2)  # (B, K·h·w, C_top)
+        scores.append(self.proj[-1](x_top).transpose(1, 2))  # (B, d, K·h·w)
         attn = self._fuse(scores).softmax(-1)  # (B, d, P)
         weights = F.normalize(attn, dim=-1) if self.pool_weights == "l2" else attn
         pooled = weights @ x_top  # (B, d, C_top)
