@@ -181,6 +181,11 @@ def test_wrong_dataset_path_and_wrong_checkpoint_are_user_errors(dataset, tmp_pa
     with pytest.raises(UserError, match=r"checkpoint is for model 'istpan_tiny' with 3 classes, but this run uses "
                                          r"'tsn_tiny'"):
         train(other, resume=result["last_checkpoint"], progress=False)
+    renamed = tmp_path / "classes.txt"
+    renamed.write_text("left\nstill\nright\n")  # same count, other order: labels would silently change meaning
+    reordered = tiny_config(dataset, tmp_path / "z", data={"classes": str(renamed)})
+    with pytest.raises(UserError, match=r"checkpoint's class 1 is 'right' but this dataset's is 'still'"):
+        train(reordered, resume=result["last_checkpoint"], progress=False)
 
 
 def test_evaluate_counts_each_video_once_and_averages_views(run, dataset):

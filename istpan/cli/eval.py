@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = build_dataset(cfg.data, split="val", train=False, views=views, mean=pre["mean"], std=pre["std"],
                                 seed=cfg.train.seed)
         check_compatible(meta, model_name=meta["model_name"], num_classes=len(dataset.class_names),
-                         source=args.checkpoint)
+                         source=args.checkpoint, class_names=list(dataset.class_names))
         loader = build_loader(dataset, batch_size=args.batch_size or cfg.train.batch_size, train=False,
                               num_workers=cfg.data.num_workers, seed=cfg.train.seed, distributed=distributed)
         result = evaluate(model, loader, multi_label=bool(meta.get("multi_label")), device=device,

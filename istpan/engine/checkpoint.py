@@ -83,12 +83,21 @@ def build_meta(model: nn.Module, *, class_names: list[str], data_cfg: Any) -> di
     }
 
 
-def check_compatible(meta: dict[str, Any], *, model_name: str, num_classes: int, source: str | Path) -> None:
-    """Refuse, with what to do, weights of another model or class count (instead of a size-mismatch traceback)."""
+def check_compatible(
+    meta: dict[str, Any], *, model_name: str, num_classes: int, source: str | Path, class_names: list[str] | None = None
+) -> None:
+    """Refuse, with what to do, weights of another model, class count or class list (instead of a size-mismatch
+    traceback, or worse, silently relabelled classes)."""
     if meta.get("model_name") != model_name or int(meta.get("num_classes", -1)) != num_classes:
         raise UserError(
             f"{source}: checkpoint is for model '{meta.get('model_name')}' with {meta.get('num_classes')} classes, "
             f"but this run uses '{model_name}' with {num_classes} classes; use a new train.out_dir or matching weights"
+        )
+    if class_names is not None and list(meta.get("class_names", [])) != list(class_names):
+        first = next(i for i, (a, b) in enumerate(zip(meta["class_names"], class_names)) if a != b)
+        raise UserError(
+            f"{source}: checkpoint's class {first} is '{meta['class_names'][first]}' but this dataset's is "
+            f"'{class_names[first]}'; use a new train.out_dir or the dataset the checkpoint was trained on"
         )
 
 

@@ -45,7 +45,15 @@ from istpan.engine.optim import apply_partial_bn, build_optimizer, build_schedul
 from istpan.engine.run_log import RunLog
 from istpan.errors import UserError
 
-__all__ = ["check_data_paths", "compute_losses", "parse_views", "pick_device", "train", "train_one_epoch"]
+__all__ = [
+    "check_data_paths",
+    "compute_losses",
+    "is_multi_label",
+    "parse_views",
+    "pick_device",
+    "train",
+    "train_one_epoch",
+]
 
 
 def pick_device(name: str) -> torch.device:
@@ -67,6 +75,11 @@ def parse_views(text: str) -> tuple[int, int]:
     except ValueError:
         raise UserError(f"views '{text}': expected CLIPSxCROPS with CROPS 1, 3 or 10, e.g. 1x1, 2x3, 10x1") from None
     return clips, crops
+
+
+def is_multi_label(cfg: Config) -> bool:
+    """Charades is multi-label whatever data.multi_label says (the data pipeline builds multi-hot targets for it)."""
+    return bool(cfg.data.multi_label or cfg.data.format == "charades")
 
 
 def compute_losses(out: Any, target: torch.Tensor, *, multi_label: bool, beta: float, gamma: float) -> dict:
@@ -117,7 +130,7 @@ def train_one_epoch(
     Ctrl-C: the loop ends between two optimiser steps, so the state it leaves is a consistent one to save).
     """
     tcfg = cfg.train
-    multi_label = cfg.data.multi_label
+    multi_label = is_multi_label(cfg)
     model.train()
     if tcfg.partial_bn:
         apply_partial_bn(model)
@@ -313,7 +326,8 @@ def train(cfg: Config, *, resume: str | bool | None = "auto", progress: bool = T
     class_names = _class_names(cfg, parse_annotations)
     torch.manual_seed(tcfg.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
     options = dict(cfg.model.options)
-    if cfg.data.multi_label:
+    multi_label = is_multi_label(cfg)
+    if multi_label:
         options.setdefault("multi_label", True)
     model = create_model(cfg.model.name, num_classes=len(class_names), pretrained=cfg.model.pretrained or None,
                          **options)
@@ -338,14 +352,16 @@ def train(cfg: Config, *, resume: str | bool | None = "auto", progress: bool = T
     ckpt = _resume_path(resume, run_dir)
     if ckpt is not None:
         state = load_checkpoint(ckpt, device="cpu")
-        check_compatible(state["meta"], model_name=cfg.model.name, num_classes=len(class_names), source=ckpt)
+        check_compatible(state["meta"], model_name=cfg.model.name, num_classes=len(class_names), source=ckpt,
+                         class_names=class_names)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, start_step = int(state["epoch"]), int(state.get("step_in_epoch", 0))
         best, best_epoch, history = state.get("best_metric"), state.get("best_epoch"), list(state.get("history", []))
-        say(f"resuming from {ckpt} at epoch {start_epoch + 1}" + (f" step {start_step + 1}" if start_step else ""))
+        say(f"resuming from {ckpt} at epoch {start_epoch + 1}" + (f" step {start_step + 1}" if start_step else ""),
+            file=sys.stderr)
 
     model_without_ddp = model
     if distributed:
@@ -359,7 +375,7 @@ def train(cfg: Config, *, resume: str | bool | None = "auto", progress: bool = T
         save_config(cfg, run_dir / "config.yaml")
     log = RunLog(run_dir, enabled=main, tensorboard=tcfg.tensorboard,
                  resume_step=start_epoch * steps + start_step if ckpt is not None else None)
-    metric_name = "mAP" if cfg.data.multi_label else "top1"
+    metric_name = "mAP" if multi_label else "top1"
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
     def checkpoint(epoch: int, step_in_epoch: int) -> dict:
@@ -397,7 +413,7 @@ def train(cfg: Config, *, resume: str | bool | None = "auto", progress: bool = T
                 # -- validate, keep last and best
                 val = {}
                 if val_loader is not None and ((epoch + 1) % max(tcfg.eval_every, 1) == 0 or epoch + 1 == tcfg.epochs):
-                    val = evaluate(model, val_loader, multi_label=cfg.data.multi_label, device=device, amp=tcfg.amp,
+                    val = evaluate(model, val_loader, multi_label=multi_label, device=device, amp=tcfg.amp,
                                    progress=progress)
                 value = val.get(metric_name)
                 is_best = value is not None and (best is None or value > best)
