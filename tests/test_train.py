@@ -230,3 +230,26 @@ def test_unreadable_validation_video_is_counted_as_skipped(tmp_path):
         f.write("broken.mp4 left\n")
     result = train(tiny_config(data, tmp_path / "run", train={"epochs": 1}), progress=False)
     assert result["final"]["num_videos"] == 3 and result["final"]["skipped"] == 1
+
+
+def test_predict_sees_what_eval_sees(run, dataset):
+    """`istpan predict` on a file gives the very probabilities `istpan eval` (1x1 view) computes for it."""
+    from istpan.data import build_dataset, build_loader
+    from istpan.engine.predict import predict_videos
+
+    cfg, result = run
+    model, meta = load_model(result["last_checkpoint"])
+    val = build_dataset(cfg.data, split="val", train=False)
+    loader = build_loader(val, batch_size=2, train=False, num_workers=0, seed=0)
+    scores = evaluate(model, loader, multi_label=False, device="cpu", return_scores=True)["scores"]  # (N, C)
+    predicted = predict_videos(model, meta, [r.path for r in val.records], topk=3)
+    for row, pred in zip(scores, predicted):
+        by_class = {t["index"]: t["score"] for t in pred["top"]}
+        assert torch.allclose(torch.tensor([by_class[i] for i in range(3)]), row, atol=1e-6)
+
+
+def test_resuming_a_finished_run_reports_its_results(run):
+    cfg, result = run
+    again = train(cfg, resume="auto", progress=False)
+    assert again["final"]["top1"] == result["final"]["top1"] and again["best"] == result["best"]
+    assert len(read_records(result["run_dir"], "epoch")) == 2  # nothing trained, nothing logged twice

@@ -446,6 +446,10 @@ def train(cfg: Config, *, resume: str | bool | None = "auto", progress: bool = T
         finally:
             log.close()
 
+    final = {k: v for k, v in val.items() if k not in ("confusion", "per_class_ap")}
+    if not final and history:  # nothing left to train (resumed a finished run): report its last validation
+        final = {k[len("val_"):]: v for k, v in history[-1].items() if k.startswith("val_")}
+        say(f"{run_dir}: already trained for {tcfg.epochs} epochs (resume=never starts over)", file=sys.stderr)
     return {
         "run_dir": str(run_dir),
         "last_checkpoint": str(last_path),
@@ -453,7 +457,7 @@ def train(cfg: Config, *, resume: str | bool | None = "auto", progress: bool = T
         "metric": metric_name,
         "best": best,
         "best_epoch": best_epoch,
-        "final": {k: v for k, v in val.items() if k not in ("confusion", "per_class_ap")},
+        "final": final,
         "history": history,
         "steps_per_epoch": steps,
         "class_names": class_names,
