@@ -11,7 +11,8 @@
                      synthetic-data generator, sampling, transforms, workers) / the same loop on in-memory batches.
                      Goal <= 1.15 (decode must hide behind compute).
 
-Rounds alternate the variants so that drift in machine load hits all of them alike; the median step time per
+Rounds alternate the variants (rotating their order, pausing between them so the loader's background prefetch never
+overlaps another variant's timing) so that drift in machine load hits all of them alike; the median step time per
 variant is reported. Last line: `loop_overhead=<x> loader_overhead=<y>`.
 """
 
@@ -120,10 +121,12 @@ def main() -> None:
     for run in variants.values():  # warm-up: allocator, oneDNN primitives, loader workers
         run()
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.rounds):
-        for name, run in variants.items():
+    names = list(variants)
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate: no variant always follows another
+            time.sleep(0.5)  # let the loader worker finish its prefetch: it must not run during the next timing
             start = time.perf_counter()
-            run()
+            variants[name]()
             times[name].append((time.perf_counter() - start) / args.steps)
     step = {name: statistics.median(t) for name, t in times.items()}
     print(f"model {args.model}  input {args.size}px  K={args.segments}  batch {args.batch}  threads {args.threads}  "
