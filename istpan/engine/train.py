@@ -150,6 +150,10 @@ def train_one_epoch(
             continue
         # -- inputs
         skipped += int(batch.get("skipped", 0))
+        if batch["video"].shape[0] == 0:  # every clip of the batch failed to decode (already logged by the dataset)
+            steps_done = step + 1
+            bar.update(1)
+            continue
         video = batch["video"].to(device, non_blocking=True)  # (B, K, 3, h, w)
         target = batch["label"].to(device, non_blocking=True)  # (B,) or (B, classes)
         torch.manual_seed(_step_seed(tcfg.seed, epoch, step, get_rank()))  # dropout etc., resumable
