@@ -96,3 +96,15 @@ def test_errors_are_one_line_without_traceback(trained, argv, needle, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and needle in err and "\n" not in err and "Traceback" not in err
+
+
+def test_predict_delegates_explain_and_sliding_windows(trained, tmp_path, capsys):
+    data, run = trained
+    video = str(data / "val_1.mp4")
+    assert main(["predict", video, "--checkpoint", str(run / "last.pt"), "--explain", str(tmp_path / "x")]) == 0
+    assert (tmp_path / "x" / "index.html").is_file()
+    capsys.readouterr()
+    assert main(["predict", video, "--checkpoint", str(run / "last.pt"), "--window", "4", "--stride", "2",
+                 "--unit", "frames", "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert len(result["windows"]) >= 2 and len(result["scores"]) == 3
