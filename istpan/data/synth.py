@@ -326,7 +326,7 @@ def generate(
     gt_path.unlink(missing_ok=True)  # written last: its presence means the dataset is complete
 
     videos, lines = {}, {"train": [], "val": []}
-    for index in tqdm(range(num_videos), desc="synth videos", disable=not progress, unit="video"):
+    for index in tqdm(range(num_videos), desc="synth videos", disable=None if progress else True, unit="video"):
         cls = _class_of(index)
         frames, boxes, span = _render_video(spec, index, cls)
         rel = f"videos/{cls}/{index:05d}.mp4"

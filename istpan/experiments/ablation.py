@@ -32,7 +32,7 @@ from istpan.experiments.runs import Budget, synth_config, test_model, train_vari
 
 __all__ = ["ABLATION", "QUICK_ABLATION", "Row", "format_markdown", "rows", "run_ablation"]
 
-ABLATION = Budget(num_videos=480, size=64, num_frames=32, epochs=6)
+ABLATION = Budget(num_videos=384, size=64, num_frames=32, epochs=6)
 QUICK_ABLATION = Budget(num_videos=24, size=32, num_frames=8, epochs=1, batch_size=4, segments=4, num_workers=0)
 TEST_K = (3, 8, 16, 25)
 

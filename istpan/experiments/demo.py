@@ -50,12 +50,14 @@ def _generate(out: Path, budget: Budget, *, seed: int, progress: bool) -> tuple[
     return trimmed, untrimmed
 
 
-def _localisation(model: nn.Module, meta: dict, trimmed: Path, untrimmed: Path) -> dict[str, Any]:
+def _localisation(
+    model: nn.Module, meta: dict, trimmed: Path, untrimmed: Path, *, max_videos: int | None = None
+) -> dict[str, Any]:
     """Spatial scores on the trimmed val set, temporal ones on the untrimmed set (istpan.viz.synth_eval)."""
     from istpan.viz.synth_eval import evaluate_localization
 
-    spatial = evaluate_localization(model, meta, trimmed, split="val")
-    temporal = evaluate_localization(model, meta, untrimmed, split="val")
+    spatial = evaluate_localization(model, meta, trimmed, split="val", max_videos=max_videos)
+    temporal = evaluate_localization(model, meta, untrimmed, split="val", max_videos=max_videos)
     keys = ("pointing_game", "pointing_chance", "mass_in_box", "box_area_share")
     out: dict[str, Any] = {k: spatial[k] for k in keys}
     out["frames"] = spatial["frames"]
@@ -193,7 +195,8 @@ def run_demo(
         speed = measure_speed(model, segments=budget.segments, size=budget.size)
         results["variants"][name] = {**metrics, **speed, "train_s": seconds, "checkpoint": str(out / name / "last.pt")}
         if getattr(model, "attention", None) is not None and results["localisation"] is None:
-            results["localisation"] = {"model": name, **_localisation(model, meta, trimmed, untrimmed)}
+            loc = _localisation(model, meta, trimmed, untrimmed, max_videos=4 if quick else None)
+            results["localisation"] = {"model": name, **loc}
             results["picture"] = str(attention_picture(model, meta, trimmed, out / "attention.png"))
     results["elapsed_s"] = time.perf_counter() - start
     (out / "results.json").write_text(json.dumps(results, indent=2))
