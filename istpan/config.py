@@ -91,6 +91,7 @@ class TrainConfig:
     tensorboard: bool = True
     out_dir: str = "runs/default"
     device: str = "auto"  # auto | cpu | cuda
+    num_threads: int = 0  # CPU intra-op threads for this run; 0 = torch's default (one per core)
 
 
 @dataclass

@@ -313,6 +313,17 @@ def train(cfg: Config, *, resume: str | bool | None = "auto", progress: bool = T
     checkpoint. progress=False prints nothing (for programmatic use, e.g. many short ablation runs).
     """
     tcfg = cfg.train
+    threads_before = torch.get_num_threads()
+    if tcfg.num_threads > 0:  # small models on busy CPUs: fewer threads can be much faster (docs/training.md)
+        torch.set_num_threads(tcfg.num_threads)
+    try:
+        return _train(cfg, resume=resume, progress=progress)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
+    tcfg = cfg.train
     device = pick_device(tcfg.device)
     distributed = init_distributed(device)
     if distributed and device.type == "cuda":
