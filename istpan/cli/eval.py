@@ -34,6 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from istpan.config import apply_overrides, config_from_dict
     from istpan.data import build_dataset, build_loader
     from istpan.engine import distributed as dist
@@ -49,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = apply_overrides(config_from_dict(state["config"]), args.overrides)  # stored config, then key=value
     device = pick_device(cfg.train.device)
     distributed = dist.init_distributed(device)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (LOCAL_RANK)
     try:
         check_data_paths(cfg)
         model, meta = load_model(args.checkpoint, device=device)
