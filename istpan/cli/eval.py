@@ -39,9 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from istpan.config import apply_overrides, config_from_dict
     from istpan.data import build_dataset, build_loader
     from istpan.engine import distributed as dist
+    from istpan.engine.builders import check_data_paths, parse_views, pick_device
     from istpan.engine.checkpoint import check_compatible, load_checkpoint, load_model
     from istpan.engine.evaluate import evaluate
-    from istpan.engine.train import check_data_paths, parse_views, pick_device
     from istpan.errors import UserError
 
     views = parse_views(args.views)

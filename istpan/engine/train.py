@@ -17,9 +17,7 @@ resumed from a checkpoint takes exactly the steps the uninterrupted run would ha
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from tqdm.auto import tqdm
 from istpan import __version__
 from istpan.config import Config, config_to_dict, save_config
 from istpan.engine.amp import autocast, check_amp, make_grad_scaler
+from istpan.engine.builders import build_data, check_data_paths, class_names_of, is_multi_label, pick_device
 from istpan.engine.checkpoint import build_meta, check_compatible, load_checkpoint, save_checkpoint
 from istpan.engine.distributed import (
     barrier,
@@ -41,45 +40,12 @@ from istpan.engine.distributed import (
     reduce_sum,
 )
 from istpan.engine.evaluate import evaluate
+from istpan.engine.interrupt import StopFlag
 from istpan.engine.optim import apply_partial_bn, build_optimizer, build_scheduler
 from istpan.engine.run_log import RunLog
 from istpan.errors import UserError
 
-__all__ = [
-    "check_data_paths",
-    "compute_losses",
-    "is_multi_label",
-    "parse_views",
-    "pick_device",
-    "train",
-    "train_one_epoch",
-]
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("train.device=cuda but no CUDA device is visible; use train.device=cpu")
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device(name)
-
-
-def parse_views(text: str) -> tuple[int, int]:
-    """'2x3' -> (2 clips, 3 crops)."""
-    try:
-        clips, crops = (int(v) for v in str(text).lower().split("x"))
-        if clips < 1 or crops not in (1, 3, 10):
-            raise ValueError
-    except ValueError:
-        raise UserError(f"views '{text}': expected CLIPSxCROPS with CROPS 1, 3 or 10, e.g. 1x1, 2x3, 10x1") from None
-    return clips, crops
-
-
-def is_multi_label(cfg: Config) -> bool:
-    """Charades is multi-label whatever data.multi_label says (the data pipeline builds multi-hot targets for it)."""
-    return bool(cfg.data.multi_label or cfg.data.format == "charades")
+__all__ = ["compute_losses", "train", "train_one_epoch"]
 
 
 def compute_losses(out: Any, target: torch.Tensor, *, multi_label: bool, beta: float, gamma: float) -> dict:
@@ -122,7 +88,7 @@ def train_one_epoch(
     device: torch.device,
     log: RunLog,
     progress: bool,
-    stop: _StopFlag | None = None,
+    stop: StopFlag | None = None,
 ) -> dict:
     """One pass over `loader` (at most `steps` batches, skipping the first `start_step` when resuming mid-epoch).
 
@@ -210,83 +176,6 @@ def train_one_epoch(
     return stats
 
 
-class _StopFlag:
-    """Ctrl-C asks the loop to stop after the current step (a second Ctrl-C stops at once, without saving).
-
-    Why not just catch KeyboardInterrupt: it can land inside `optimizer.step()`, leaving half-updated weights that
-    would be saved as if they were a real state. Under DDP every rank must stop at the same step, so the flag is
-    OR-reduced over ranks.
-    """
-
-    def __init__(self) -> None:
-        self._flag = False
-        self._previous = None
-
-    def __enter__(self) -> _StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def _handle(self, signum, frame) -> None:
-        self._flag = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl-C interrupts immediately
-        if is_main_process():
-            print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit now)",
-                  file=sys.stderr)
-
-    def requested(self, device: torch.device) -> bool:
-        if get_world_size() > 1:
-            return reduce_sum([float(self._flag)], device)[0] > 0
-        return self._flag
-
-
-def check_data_paths(cfg: Config) -> None:
-    """Fail before building anything when a dataset path is missing."""
-    d = cfg.data
-    for key in ("root", "train_annotations", "val_annotations", "classes"):
-        value = getattr(d, key)
-        if value and not Path(value).exists():
-            raise UserError(f"data.{key}: '{value}' does not exist; fix the path in the config or with data.{key}=...")
-
-
-def _build_data(cfg: Config, *, distributed: bool, class_names: list[str], mean, std):
-    """Train loader (sharded under DDP) and val loader (each rank a disjoint, unpadded shard), or None without val."""
-    from istpan.data import build_dataset, build_loader
-
-    opts = {"mean": mean, "std": std, "seed": cfg.train.seed}
-    train_set = build_dataset(cfg.data, split="train", train=True, **opts)
-    has_val = bool(cfg.data.val_annotations) or cfg.data.format == "synthetic"
-    val_set = None
-    if has_val:
-        val_set = build_dataset(cfg.data, split="val", train=False, views=parse_views(cfg.train.eval_views), **opts)
-        if list(val_set.class_names) != list(class_names):
-            raise UserError(f"data.val_annotations: {len(val_set.class_names)} classes but the training split has "
-                            f"{len(class_names)}; give both splits the same data.classes file")
-    common = {"batch_size": cfg.train.batch_size, "num_workers": cfg.data.num_workers, "seed": cfg.train.seed}
-    train_loader = build_loader(train_set, train=True, distributed=distributed, **common)
-    val_loader = None
-    if val_set is not None and len(val_set) > 0:
-        # Each rank scores a disjoint, unpadded shard: every validation video is counted exactly once.
-        val_loader = build_loader(val_set, train=False, distributed=distributed, **common)
-    return train_loader, val_loader
-
-
-def _class_names(cfg: Config, parse_annotations) -> list[str]:
-    d = cfg.data
-    ann = d.train_annotations or (f"{d.root}/train.txt" if d.format == "synthetic" else "")
-    classes = d.classes or (f"{d.root}/classes.txt" if d.format == "synthetic" and d.root else "")
-    if not ann:
-        raise UserError(f"data.train_annotations: not set; point it at the {d.format} annotations for 'train'")
-    parsed = parse_annotations(d.format, ann, root=d.root, subset="train", split=d.split, classes=classes or None)
-    if not parsed.records:
-        raise UserError(f"{ann}: the training split has no usable videos (run `istpan data check` to see why)")
-    return list(parsed.class_names)
-
-
 def _resume_path(resume: str | bool | None, run_dir: Path) -> Path | None:
     if resume in (None, False, "never", "no", ""):
         return None
@@ -334,11 +223,10 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
     say = print if (progress and main) else (lambda *a, **k: None)
 
     # -- classes (parsing the annotations only), then the model: its preprocessing decides the data transforms
-    from istpan.data.datasets import parse_annotations
     from istpan.models import create_model
 
     check_data_paths(cfg)
-    class_names = _class_names(cfg, parse_annotations)
+    class_names = class_names_of(cfg)
     torch.manual_seed(tcfg.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
     options = dict(cfg.model.options)
     multi_label = is_multi_label(cfg)
@@ -352,7 +240,7 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
 
     # -- data
     pre = getattr(model, "pretrained_cfg", {}) or {}
-    train_loader, val_loader = _build_data(cfg, distributed=distributed, class_names=class_names,
+    train_loader, val_loader = build_data(cfg, distributed=distributed, class_names=class_names,
                                            mean=pre.get("mean"), std=pre.get("std"))
     steps = len(train_loader) if tcfg.max_steps_per_epoch <= 0 else min(len(train_loader), tcfg.max_steps_per_epoch)
 
@@ -411,7 +299,7 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
 
     # -- epochs
     val: dict = {}
-    with _StopFlag() as stop:
+    with StopFlag() as stop:
         try:
             for epoch in range(start_epoch, tcfg.epochs):
                 stats = train_one_epoch(

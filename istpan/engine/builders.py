@@ -1,0 +1,87 @@
+"""What a run is built from: device, data (classes, loaders) and checks of the config, before any training.
+
+Kept apart from the loop (`train.py`) so that `istpan eval` and the benchmark build data exactly as training does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from istpan.config import Config
+from istpan.errors import UserError
+
+__all__ = ["build_data", "check_data_paths", "class_names_of", "is_multi_label", "parse_views", "pick_device"]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("train.device=cuda but no CUDA device is visible; use train.device=cpu")
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device(name)
+
+
+def parse_views(text: str) -> tuple[int, int]:
+    """'2x3' -> (2 clips, 3 crops)."""
+    try:
+        clips, crops = (int(v) for v in str(text).lower().split("x"))
+        if clips < 1 or crops not in (1, 3, 10):
+            raise ValueError
+    except ValueError:
+        raise UserError(f"views '{text}': expected CLIPSxCROPS with CROPS 1, 3 or 10, e.g. 1x1, 2x3, 10x1") from None
+    return clips, crops
+
+
+def is_multi_label(cfg: Config) -> bool:
+    """Charades is multi-label whatever data.multi_label says (the data pipeline builds multi-hot targets for it)."""
+    return bool(cfg.data.multi_label or cfg.data.format == "charades")
+
+
+def check_data_paths(cfg: Config) -> None:
+    """Fail before building anything when a dataset path is missing."""
+    d = cfg.data
+    for key in ("root", "train_annotations", "val_annotations", "classes"):
+        value = getattr(d, key)
+        if value and not Path(value).exists():
+            raise UserError(f"data.{key}: '{value}' does not exist; fix the path in the config or with data.{key}=...")
+
+
+def build_data(cfg: Config, *, distributed: bool, class_names: list[str], mean, std):
+    """Train loader (sharded under DDP) and val loader (each rank a disjoint, unpadded shard), or None without val."""
+    from istpan.data import build_dataset, build_loader
+
+    opts = {"mean": mean, "std": std, "seed": cfg.train.seed}
+    train_set = build_dataset(cfg.data, split="train", train=True, **opts)
+    has_val = bool(cfg.data.val_annotations) or cfg.data.format == "synthetic"
+    val_set = None
+    if has_val:
+        val_set = build_dataset(cfg.data, split="val", train=False, views=parse_views(cfg.train.eval_views), **opts)
+        if list(val_set.class_names) != list(class_names):
+            raise UserError(f"data.val_annotations: {len(val_set.class_names)} classes but the training split has "
+                            f"{len(class_names)}; give both splits the same data.classes file")
+    common = {"batch_size": cfg.train.batch_size, "num_workers": cfg.data.num_workers, "seed": cfg.train.seed}
+    train_loader = build_loader(train_set, train=True, distributed=distributed, **common)
+    val_loader = None
+    if val_set is not None and len(val_set) > 0:
+        # Each rank scores a disjoint, unpadded shard: every validation video is counted exactly once.
+        val_loader = build_loader(val_set, train=False, distributed=distributed, **common)
+    return train_loader, val_loader
+
+
+def class_names_of(cfg: Config) -> list[str]:
+    """Class names of the training split (parsing the annotations only, no video is opened)."""
+    from istpan.data.datasets import parse_annotations
+
+    d = cfg.data
+    ann = d.train_annotations or (f"{d.root}/train.txt" if d.format == "synthetic" else "")
+    classes = d.classes or (f"{d.root}/classes.txt" if d.format == "synthetic" and d.root else "")
+    if not ann:
+        raise UserError(f"data.train_annotations: not set; point it at the {d.format} annotations for 'train'")
+    parsed = parse_annotations(d.format, ann, root=d.root, subset="train", split=d.split, classes=classes or None)
+    if not parsed.records:
+        raise UserError(f"{ann}: the training split has no usable videos (run `istpan data check` to see why)")
+    return list(parsed.class_names)
