@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         stride = args.stride if args.stride is not None else args.window / 2
         windows = [sliding(model, meta, path, window=args.window, stride=stride, unit=args.unit, reduce=args.reduce,
                            outdir=args.explain) for path in args.videos]
+        if args.explain:
+            _viz("istpan.viz.report", "write_report")(args.explain, windows)
         if args.json:
             print(json.dumps(windows, indent=1, default=str))
             return 0

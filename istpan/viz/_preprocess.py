@@ -34,6 +34,7 @@ class Preprocessing:
     input_size: int
     short_side: int
     num_segments: int
+    resize: int = 0  # short side before the centre crop at test time (0: test_transform's default)
     sampling: str = "segment"
     clip_len: int = 0
     frame_stride: int = 1
@@ -49,14 +50,11 @@ class Preprocessing:
             input_size=input_size,
             short_side=int(pre.get("short_side") or round(input_size * 256 / 224)),
             num_segments=int(pre.get("num_segments") or 8),
+            resize=int(pre.get("resize") or round(input_size * 256 / 224)),
             sampling=str(pre.get("sampling") or "segment"),
             clip_len=int(pre.get("clip_len") or 0),
             frame_stride=int(pre.get("frame_stride") or 1),
         )
-
-    @property
-    def resize(self) -> int:
-        return round(self.input_size * 256 / 224)  # test_transform's default short side before the centre crop
 
     def indices(self, num_frames: int, start: int = 0) -> list[int]:
         """The frames the model sees among `num_frames` frames starting at `start` (test-time sampling)."""
