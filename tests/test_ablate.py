@@ -19,9 +19,13 @@ FULL = "N=3 + l_interactive + l_attn (full)"
 @pytest.mark.slow
 def test_quick_ablation_writes_markdown_and_json(tmp_path: Path, capsys) -> None:
     out = tmp_path / "abl"
-    argv = ["ablate", "--quick", "--seeds", "2", "--out", str(out), "--only", "TSN", FULL]
-    assert main(argv) == 0
+    common = ["ablate", "--quick", "--seeds", "2", "--out", str(out), "--only"]
+    assert main([*common, "TSN"]) == 0
+    first = json.loads((out / "ablation.json").read_text())
+    # a second run into the same folder trains only what is missing: TSN's results are kept as they were
+    assert main([*common, "TSN", FULL]) == 0
     result = json.loads((out / "ablation.json").read_text())
+    assert result["rows"][0]["per_seed"] == first["rows"][0]["per_seed"]
     markdown = (out / "ablation.md").read_text()
     assert markdown == format_markdown(result) and markdown in capsys.readouterr().out
 

@@ -9,6 +9,7 @@ Rows (mean ± std over seeds; every row is trained from scratch with the same da
     + l_attn  (the full model)                  N = 3, β, γ
     R = max / bilinear / strided                full model, other down-sampling (avg is the full model's)
     F = sum / max / learned                     full model, other fusion (mean is the full model's)
+    d = 4, β × 10, γ × 10                       full model, fewer glimpses (default d = h·w), heavier losses
     trained K = 8, tested K = 3 / 8 / 16 / 25   the full model's checkpoints, re-tested (no retraining)
     untrimmed: TSN / full model                 trained and tested on the untrimmed variant
 
@@ -64,6 +65,9 @@ def rows(*, beta: float = 0.1, gamma: float = 0.01) -> list[Row]:
             for r in ("max", "bilinear", "strided")
         ],
         *[Row(f"full, F={f}", options={**full, "fuse": f}, beta=beta, gamma=gamma) for f in ("sum", "max", "learned")],
+        Row("full, d=4", options={**full, "d": 4}, beta=beta, gamma=gamma),
+        Row(f"full, β={beta * 10:g}", options=full, beta=beta * 10, gamma=gamma),
+        Row(f"full, γ={gamma * 10:g}", options=full, beta=beta, gamma=gamma * 10),
         Row("untrimmed: TSN", model="tsn_tiny", beta=0.0, gamma=0.0, untrimmed=True),
         Row("untrimmed: full", options=full, beta=beta, gamma=gamma, untrimmed=True),
     ]
@@ -94,6 +98,25 @@ def _datasets(out: Path, budget: Budget, seed: int, *, progress: bool) -> dict[b
     }
 
 
+def _previous_runs(path: Path, *, budget: Budget, beta: float, gamma: float) -> dict[str, list[dict[str, Any]]]:
+    """Per-seed results of an earlier run of the same budget in the same folder (to resume or add rows)."""
+    if not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}
+    same = old.get("budget") == json.loads(json.dumps(budget.__dict__)) and (old.get("beta"), old.get("gamma")) == (
+        beta,
+        gamma,
+    )
+    return {r["name"]: list(r.get("per_seed", [])) for r in old.get("rows", [])} if same else {}
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_").lower()
+
+
 def run_ablation(
     out_dir: str | Path,
     *,
@@ -107,24 +130,28 @@ def run_ablation(
     """Train every row for every seed into out_dir; write ablation.json and ablation.md there and return the json.
 
     Each seed has its own generated dataset (so the spread covers data as well as initialisation). Results are
-    written after every run, so an interrupted ablation keeps what it measured. `only` selects rows by name prefix.
+    written after every run, and a rerun into the same folder with the same budget skips the (row, seed) pairs
+    already measured: an interrupted ablation resumes, and new rows can be added. `only` selects rows by name prefix.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = [r for r in rows(beta=beta, gamma=gamma) if not only or any(r.name.startswith(o) for o in only)]
+    every = rows(beta=beta, gamma=gamma)
+    table = [r for r in every if not only or any(r.name.startswith(o) for o in only)]
     if not table:
         raise UserError(f"--only {' '.join(only or [])}: no ablation row starts with that")
-    runs: dict[str, list[dict[str, Any]]] = {r.name: [] for r in table}
-    result: dict[str, Any] = {}
+    previous = _previous_runs(out / "ablation.json", budget=budget, beta=beta, gamma=gamma)
+    runs: dict[str, list[dict[str, Any]]] = {r.name: previous.get(r.name, [])[:seeds] for r in every}
+    result = _summarise(every, runs, budget=budget, seeds=seeds, beta=beta, gamma=gamma)
     for seed in range(seeds):
-        data = _datasets(out, budget, seed, progress=progress)
-        for i, row in enumerate(table):
+        todo = [r for r in table if len(runs[r.name]) <= seed]
+        data = _datasets(out, budget, seed, progress=progress) if todo else {}
+        for i, row in enumerate(todo):
             if progress:
-                print(f"== seed {seed + 1}/{seeds}, row {i + 1}/{len(table)}: {row.name} ==", flush=True)
+                print(f"== seed {seed + 1}/{seeds}, row {i + 1}/{len(todo)}: {row.name} ==", flush=True)
             cfg = synth_config(
                 data[row.untrimmed],
                 model=row.model,
-                out_dir=out / "runs" / f"seed{seed}" / f"row{i}",
+                out_dir=out / "runs" / f"seed{seed}" / _slug(row.name),
                 budget=budget,
                 seed=seed,
                 options=row.options,
@@ -137,7 +164,7 @@ def run_ablation(
             for k in row.test_k:
                 metrics[f"top1_test_k{k}"] = test_model(model, cfg, test_segments=k)["top1"]
             runs[row.name].append(metrics)
-            result = _summarise(table, runs, budget=budget, seeds=seeds, beta=beta, gamma=gamma)
+            result = _summarise(every, runs, budget=budget, seeds=seeds, beta=beta, gamma=gamma)
             (out / "ablation.json").write_text(json.dumps(result, indent=2))
             (out / "ablation.md").write_text(format_markdown(result))
     return result
@@ -149,6 +176,8 @@ def _summarise(
     summary = []
     for row in table:
         got = runs[row.name]
+        if not got:
+            continue
         keys = sorted({k for m in got for k in m if isinstance(m[k], (int, float))})
         summary.append(
             {

@@ -66,7 +66,7 @@ def _localisation(
 
 
 @torch.no_grad()
-def attention_picture(model: nn.Module, meta: dict, root: Path, path: Path, *, videos: int = 4) -> Path:
+def attention_picture(model: nn.Module, meta: dict, root: Path, path: Path, *, videos: int = 8) -> Path:
     """Fused attention over the K sampled frames of a few val videos (one per class), ground-truth box in yellow."""
     from istpan.data import read_frames, video_info
     from istpan.models import attention_maps
