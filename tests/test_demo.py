@@ -37,8 +37,10 @@ def test_demo_quick_writes_well_formed_results(tmp_path: Path, capsys) -> None:
     assert 0.0 <= loc["untrimmed"]["temporal_iou"] <= 1.0
     assert results["order_blind_ceiling"] == pytest.approx(100 * (8 - 3) / 8)
 
+    # one row per class (a val video each), one column per sampled frame, drawn at twice the frame size
     picture = Image.open(results["picture"])
-    assert picture.width > picture.height > 0  # one row per val video, one column per sampled frame
+    size, k = results["dataset"]["size"], results["dataset"]["segments"]
+    assert picture.height >= len(synth.CLASSES) * size * 2 and picture.width >= k * size * 2
 
 
 def test_pair_merged_top1_counts_a_reversed_prediction_as_right() -> None:

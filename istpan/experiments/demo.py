@@ -30,7 +30,7 @@ from istpan.experiments.runs import Budget, measure_speed, synth_config, test_mo
 __all__ = ["FULL", "QUICK", "VARIANTS", "attention_picture", "format_table", "run_demo"]
 
 VARIANTS = ("istpan_tiny", "tsn_tiny")
-FULL = Budget(num_videos=640, size=64, num_frames=32, epochs=8, untrimmed_videos=24)
+FULL = Budget(num_videos=640, size=64, num_frames=32, epochs=10, untrimmed_videos=24)
 QUICK = Budget(
     num_videos=24, size=48, num_frames=8, epochs=1, batch_size=4, segments=4, num_workers=0, untrimmed_videos=8
 )
