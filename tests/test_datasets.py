@@ -159,6 +159,18 @@ def test_build_dataset_errors_name_the_missing_thing(tmp_path):
         build_dataset(DataConfig(format="list", train_annotations=str(lst)), split="val", train=False)
 
 
+def test_build_dataset_folder_defaults_to_root_train_and_val(tmp_path):
+    for rel in ("train/walk/a.mp4", "train/run/b.mp4", "val/walk/c.mp4", "val/run/d.mp4", "val/run/e.mp4"):
+        write(tmp_path / rel, "x")
+    cfg = DataConfig(format="folder", root=str(tmp_path))
+    train = build_dataset(cfg, split="train", train=True)
+    val = build_dataset(cfg, split="val", train=False)
+    assert train.class_names == val.class_names == ["run", "walk"]
+    assert sorted(Path(r.path).name for r in val.records) == ["c.mp4", "d.mp4", "e.mp4"]
+    with pytest.raises(UserError, match=r"data\.val_annotations: '.*val' does not exist"):
+        build_dataset(DataConfig(format="folder", root=str(tmp_path / "train")), split="val", train=False)
+
+
 def test_build_dataset_charades_is_multi_hot(tmp_path):
     classes = write(tmp_path / "classes.txt", "c000 a\nc001 b\nc002 c\n")
     csv_path = write(tmp_path / "train.csv", CHARADES_CSV)

@@ -213,12 +213,14 @@ def _exists(path: str) -> bool:
 
 
 def _annotation_paths(d: DataConfig, split: str) -> tuple[str, str]:
-    """(annotations, classes) for a split, with the synthetic dataset's fixed layout as defaults."""
+    """(annotations, classes) for a split; the synthetic and folder layouts default to fixed places under the root."""
     ann = d.train_annotations if split == "train" else d.val_annotations
     classes = d.classes
     if d.format == "synthetic" and d.root:
         ann = ann or f"{d.root}/{split}.txt"
         classes = classes or f"{d.root}/classes.txt"
+    if d.format == "folder" and d.root:
+        ann = ann or f"{d.root}/{split}"  # <root>/train/<class>/*.mp4 and <root>/val/<class>/*.mp4
     if not ann:
         raise UserError(f"data.{split}_annotations: not set; point it at the {d.format} annotations for '{split}'")
     if not _exists(ann):
