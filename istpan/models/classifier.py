@@ -1,9 +1,15 @@
 """Video classifiers built from the same parts: backbone on every frame, then IST-PAN or TSN consensus, then a head.
 
     video (B, K, 3, H, W) -> frames (B·K, 3, H, W) -> backbone -> N maps (B·K, C_j, h_j, w_j)
-      IST-PAN: pyramid attention over the K·h·w positions -> M (B, d, C_top) -> mean over glimpses -> (B, C_top)
+      IST-PAN: pyramid attention over the K·h·w positions -> M (B, d, C) -> mean over glimpses -> (B, C)
       TSN:     global average pool per frame -> (B, K, C_top) -> average consensus over K -> (B, C_top)
     -> dropout -> linear -> logits (B, classes)
+
+    head="glimpse" (ours, opt-in, IST-PAN only) keeps the glimpses apart instead of averaging them:
+      M (B, d, C) -> dropout -> shared linear C -> r per glimpse -> flatten (B, d·r) -> linear -> logits (B, classes)
+    d is fixed at construction, so the head's size still does not depend on K. It is what lets an order-aware layer
+    (time_encoding="fourier") compare glimpses: "the early glimpse looked left, the late one right" is a difference
+    between two rows, which the mean over rows erases.
 
 TSN averages class scores over segments; with a linear head that equals the head of the averaged features, which is
 what we compute. The loss (softmax or sigmoid) lives outside the model (istpan/losses.py).
@@ -20,7 +26,10 @@ from istpan.errors import UserError
 from istpan.models.backbones import Backbone
 from istpan.models.pyramid_attention import AttentionResult, PyramidAttention
 
-__all__ = ["ModelOutput", "VideoClassifier", "attention_maps"]
+__all__ = ["HEADS", "ModelOutput", "VideoClassifier", "attention_maps"]
+
+HEADS = ("mean", "glimpse")
+GLIMPSE_DIM = 16  # r: per-glimpse reduction of the glimpse head (small: the head sees d·r features)
 
 
 @dataclass
@@ -37,7 +46,7 @@ class VideoClassifier(nn.Module):
     """Backbone + (IST-PAN | TSN average consensus) + dropout + linear head, on (B, K, 3, H, W) videos of any K.
 
     `attention=None` gives TSN. `scales` picks which backbone stages feed the attention (their indices, shallow ->
-    deep, the last being the top map).
+    deep, the last being the top map). `head`: "mean" over glimpses (the paper) or "glimpse" (see the module doc).
     """
 
     def __init__(
@@ -49,20 +58,32 @@ class VideoClassifier(nn.Module):
         scales: list[int],
         dropout: float = 0.5,
         multi_label: bool = False,
+        head: str = "mean",
     ) -> None:
         super().__init__()
+        if head not in HEADS or (head == "glimpse" and attention is None):
+            raise ValueError(f"bad head {head!r}: one of {', '.join(HEADS)}; 'glimpse' needs attention")
         self.backbone = backbone
         self.attention = attention
         self.scales = scales
         self.num_classes = num_classes
         self.multi_label = multi_label
+        self.head_type = head
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(backbone.feature_info[scales[-1]].num_chs, num_classes)
+        channels = backbone.feature_info[scales[-1]].num_chs + (attention.extra_channels() if attention else 0)
+        self.glimpse_reduce = None
+        if head == "glimpse":
+            self.glimpse_reduce = nn.Linear(channels, GLIMPSE_DIM)
+            channels = attention.d * GLIMPSE_DIM
+        self.head = nn.Linear(channels, num_classes)
         nn.init.normal_(self.head.weight, std=0.001)  # TSN's head init: starts near uniform scores
         nn.init.zeros_(self.head.bias)
 
     def forward_features(self, video: torch.Tensor) -> tuple[torch.Tensor, AttentionResult | None]:
-        """video (B, K, 3, H, W) -> pooled video feature (B, C_top) and the attention result (None for TSN)."""
+        """video (B, K, 3, H, W) -> pooled video feature and the attention result (None for TSN).
+
+        The feature is (B, C) (TSN, head="mean") or the glimpses themselves (B, d, C) for head="glimpse".
+        """
         if video.dim() != 5:
             raise ValueError(f"expected video of shape (B, K, 3, H, W), got {tuple(video.shape)}")
         batch = video.shape[0]
@@ -71,10 +92,16 @@ class VideoClassifier(nn.Module):
         if self.attention is None:
             return feats[-1].mean((-2, -1)).unflatten(0, (batch, -1)).mean(1), None  # (B, C_top): TSN consensus
         res = self.attention(feats, batch)
-        return res.pooled.mean(1), res  # mean over the d glimpses: (B, C_top)
+        if self.glimpse_reduce is not None:
+            return res.pooled, res  # (B, d, C): the head keeps the glimpses apart
+        return res.pooled.mean(1), res  # mean over the d glimpses: (B, C)
 
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(pooled))  # (B, num_classes)
+        """(B, C) or, for head="glimpse", (B, d, C) -> logits (B, num_classes)."""
+        x = self.dropout(pooled)
+        if self.glimpse_reduce is not None:
+            x = self.glimpse_reduce(x).flatten(1)  # (B, d, C) -> (B, d, r) -> (B, d·r)
+        return self.head(x)  # (B, num_classes)
 
     def forward(self, video: torch.Tensor) -> ModelOutput:
         pooled, res = self.forward_features(video)

@@ -22,8 +22,8 @@ from torch import nn
 
 from istpan.errors import UserError
 from istpan.models.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbone
-from istpan.models.classifier import VideoClassifier
-from istpan.models.pyramid_attention import FUSIONS, POOL_WEIGHTS, REDUCTIONS, PyramidAttention
+from istpan.models.classifier import HEADS, VideoClassifier
+from istpan.models.pyramid_attention import FUSIONS, POOL_WEIGHTS, REDUCTIONS, TIME_ENCODINGS, PyramidAttention
 
 __all__ = ["DEFAULT_OPTIONS", "create_model", "list_models", "register_model"]
 
@@ -40,6 +40,8 @@ DEFAULT_OPTIONS: dict[str, Any] = dict(
     pool_weights="softmax",  # M = a·X (rows sum to 1) rather than A·X, whose scale grows with sqrt(K·h·w)
     dropout=0.5,
     multi_label=False,
+    time_encoding="none",  # ours, opt-in: "fourier" makes the attention order-aware (docs/models.md)
+    head="mean",  # "glimpse" keeps the d glimpses apart in the head instead of averaging them
 )
 _TSN_OPTIONS = ("input_size", "dropout", "multi_label")
 
@@ -74,7 +76,8 @@ def _resolve(name: str, allowed: tuple[str, ...], options: dict[str, Any], **ove
     if unknown:
         raise UserError(f"{name}: unknown option(s) {', '.join(unknown)} (known: {', '.join(allowed)})")
     resolved = {k: DEFAULT_OPTIONS[k] for k in allowed} | overrides | options
-    for key, choices in (("reduce", REDUCTIONS), ("fuse", FUSIONS), ("pool_weights", POOL_WEIGHTS)):
+    for key, choices in (("reduce", REDUCTIONS), ("fuse", FUSIONS), ("pool_weights", POOL_WEIGHTS),
+                         ("time_encoding", TIME_ENCODINGS), ("head", HEADS)):
         if key in resolved and resolved[key] not in choices:
             raise UserError(f"{name}: {key}={resolved[key]!r} is not one of {', '.join(choices)}")
     if not 0.0 <= float(resolved["dropout"]) < 1.0:
@@ -112,10 +115,12 @@ def _build(
         attn_module = PyramidAttention(
             [backbone.feature_info[i].num_chs for i in scales],
             d=opts["d"], reduce=opts["reduce"], fuse=opts["fuse"], pool_weights=opts["pool_weights"],
+            time_encoding=opts["time_encoding"],
         )
     model = VideoClassifier(
         backbone, num_classes=num_classes, attention=attn_module, scales=scales,
         dropout=float(opts["dropout"]), multi_label=bool(opts["multi_label"]),
+        head=opts["head"] if attention else "mean",
     )
     model.model_options = opts
     model.pretrained_cfg = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=opts["input_size"])
