@@ -12,15 +12,6 @@ from istpan.models import attention_maps, create_model
 from istpan.models.pyramid_attention import FUSIONS, PyramidAttention, resize_map
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small CPU models on a shared 2-core machine: one intra-op thread avoids stalls on descheduled workers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _naive_resize(x: torch.Tensor, s: int, mode: str) -> torch.Tensor:
     """Block reductions by explicit loops over output positions (integer ratio s)."""
     N, C, H, W = x.shape

@@ -13,15 +13,6 @@ from istpan.models.backbones import build_backbone
 from istpan.models.bninception import BNInception
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small CPU models on a shared 2-core machine: one intra-op thread avoids stalls on descheduled workers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("name", ["tiny", "bninception"])
 def test_feature_info_matches_forward(name):
     """Our own backbones (the others are checked stage by stage in test_models.py::test_output_shapes)."""

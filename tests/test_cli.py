@@ -7,7 +7,6 @@ import json
 import pytest
 from test_train import (
     make_list_dataset,
-    one_thread,  # noqa: F401  (autouse fixture: one intra-op thread)
     tiny_config,
 )
 

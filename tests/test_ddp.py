@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from test_train import (
     make_list_dataset,
-    one_thread,  # noqa: F401  (autouse fixture: one intra-op thread)
     read_records,
     tiny_config,
 )

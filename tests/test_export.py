@@ -7,7 +7,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from test_train import one_thread  # noqa: F401  (autouse fixture: one intra-op thread)
 
 from istpan.config import DataConfig
 from istpan.engine.checkpoint import build_meta, load_checkpoint, load_model, save_checkpoint

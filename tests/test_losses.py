@@ -11,15 +11,6 @@ from istpan.losses import attention_losses, classification_loss, l_attn, l_inter
 from istpan.models import ModelOutput
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small CPU models on a shared 2-core machine: one intra-op thread avoids stalls on descheduled workers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _rand_attention(B: int, d: int, P: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return (3 * torch.randn(B, d, P, generator=g, dtype=torch.float64)).softmax(-1)

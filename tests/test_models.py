@@ -11,15 +11,6 @@ from istpan.errors import UserError
 from istpan.models import ModelOutput, create_model, list_models
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small CPU models on a shared 2-core machine: one intra-op thread avoids stalls on descheduled workers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_registry_has_every_family_for_every_backbone():
     names = set(list_models())
     for bb in ("tiny", "mobilenetv2", "bninception", "resnet50", "mobilenetv2_100", "efficientnet_b0", "convnext_tiny"):

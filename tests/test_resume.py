@@ -15,7 +15,6 @@ import pytest
 import torch
 from test_train import (
     make_list_dataset,
-    one_thread,  # noqa: F401  (autouse fixture: one intra-op thread)
     step_values,
     tiny_config,
 )

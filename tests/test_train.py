@@ -67,16 +67,6 @@ def read_records(run_dir: Path, kind: str) -> list[dict]:
     return [r for r in map(json.loads, lines) if r["type"] == kind]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on this shared 2-core machine: one intra-op thread is ~10x faster than two competing ones.
-    (Imported by the other engine test modules; restores the previous setting afterwards.)"""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return make_list_dataset(tmp_path_factory.mktemp("data"))
