@@ -244,7 +244,15 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast", "threads": "1", "g": str(2 * fps)}
+        # one encoder thread and no threaded lookahead: x264's output is then a pure function of the frames
+        stream.codec_context.thread_count = 1
+        stream.options = {
+            "crf": "18",
+            "preset": "veryfast",
+            "threads": "1",
+            "g": str(2 * fps),
+            "x264-params": "threads=1:lookahead-threads=1:sync-lookahead=0",
+        }
         for array in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
                 container.mux(packet)

@@ -193,6 +193,7 @@ def run_demo(
         model, meta, seconds = train_variant(cfg, progress=progress)
         metrics = test_model(model, cfg)
         speed = measure_speed(model, segments=budget.segments, size=budget.size)
+        results["budget"].update(beta=cfg.train.beta, gamma=cfg.train.gamma)
         results["variants"][name] = {**metrics, **speed, "train_s": seconds, "checkpoint": str(out / name / "last.pt")}
         if getattr(model, "attention", None) is not None and results["localisation"] is None:
             loc = _localisation(model, meta, trimmed, untrimmed, max_videos=4 if quick else None)

@@ -57,8 +57,8 @@ def synth_config(
     budget: Budget,
     seed: int = 0,
     options: dict[str, Any] | None = None,
-    beta: float = 0.1,
-    gamma: float = 0.01,
+    beta: float | None = None,
+    gamma: float | None = None,
     device: str = "auto",
 ) -> Config:
     """The training config of one variant on a synthetic dataset at data_root.
@@ -82,7 +82,10 @@ def synth_config(
     o.name, o.lr, o.weight_decay, o.schedule = "adamw", budget.lr, 0.01, "cosine"
     o.warmup_epochs, o.clip_grad_norm = 1.0, 5.0
     t = cfg.train
-    t.epochs, t.batch_size, t.beta, t.gamma, t.seed = budget.epochs, budget.batch_size, beta, gamma, seed
+    t.epochs, t.batch_size, t.seed = budget.epochs, budget.batch_size, seed
+    # β, γ: the training defaults (istpan.config.TrainConfig) unless a row of the ablation sets them
+    t.beta = t.beta if beta is None else beta
+    t.gamma = t.gamma if gamma is None else gamma
     t.partial_bn, t.tensorboard, t.out_dir, t.device = False, False, str(out_dir), device
     t.max_steps_per_epoch = budget.max_steps_per_epoch
     return cfg
