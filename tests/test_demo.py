@@ -20,7 +20,8 @@ def test_demo_quick_writes_well_formed_results(tmp_path: Path, capsys) -> None:
     printed = capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
 
-    assert set(results["variants"]) == {"istpan_tiny", "tsn_tiny"}
+    assert set(results["variants"]) == {"istpan_tiny", "tsn_tiny", "istpan_tiny+time (ours)"}
+    assert results["variants"]["istpan_tiny+time (ours)"]["options"] == {"time_encoding": "fourier", "head": "glimpse"}
     for name, v in results["variants"].items():
         assert name in printed
         assert 0.0 <= v["top1"] <= v["top1_pairs_merged"] <= 100.0
