@@ -1,7 +1,7 @@
 """`istpan demo`: the synthetic dataset, IST-PAN vs TSN trained on it, a results table and an attention picture.
 
 examples:
-  istpan demo                      # about ten minutes on 2 CPU cores; writes runs/demo/results.json
+  istpan demo                      # ~4 minutes on 2 shared CPU cores; writes runs/demo/results.json
   istpan demo --quick --out /tmp/d # one-minute smoke run of the same path (numbers meaningless)
 """
 
