@@ -55,7 +55,8 @@ def tiny_config(data: Path, out: Path, /, **sections) -> Config:
                      num_segments=3, test_segments=3, input_size=32, short_side=36, num_workers=0),
         "model": dict(name="istpan_tiny", options={"input_size": 32, "dropout": 0.3}),
         "optim": dict(name="sgd", lr=0.05, warmup_epochs=0.5, clip_grad_norm=5.0),
-        "train": dict(epochs=2, batch_size=2, partial_bn=False, log_every=1, tensorboard=False, out_dir=str(out)),
+        "train": dict(epochs=2, batch_size=2, beta=0.1, gamma=0.01, partial_bn=False, log_every=1, tensorboard=False,
+                      out_dir=str(out)),
     }
     for section, values in sections.items():
         cfg[section].update(values)

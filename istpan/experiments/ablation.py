@@ -53,6 +53,7 @@ class Row:
 
 def rows(*, beta: float = 0.1, gamma: float = 0.01) -> list[Row]:
     full = dict(num_scales=3, reduce="avg", fuse="mean")
+    ours = {**full, "time_encoding": "fourier", "head": "glimpse"}
     return [
         Row("TSN average consensus", model="tsn_tiny", beta=0.0, gamma=0.0),
         Row("single-scale attention (N=1)", model="istpan_single_tiny", beta=0.0, gamma=0.0),
@@ -70,6 +71,10 @@ def rows(*, beta: float = 0.1, gamma: float = 0.01) -> list[Row]:
         Row(f"full, γ={gamma * 10:g}", options=full, beta=beta, gamma=gamma * 10),
         Row("untrimmed: TSN", model="tsn_tiny", beta=0.0, gamma=0.0, untrimmed=True),
         Row("untrimmed: full", options=full, beta=beta, gamma=gamma, untrimmed=True),
+        Row("untrimmed: N=3", options=full, beta=0.0, gamma=0.0, untrimmed=True),
+        # Ours, not the paper's: order-aware scores + a head that keeps the glimpses apart (docs/models.md).
+        Row("N=3 + time order (ours)", options=ours, beta=0.0, gamma=0.0, test_k=TEST_K),
+        Row("untrimmed: N=3 + time order (ours)", options=ours, beta=0.0, gamma=0.0, untrimmed=True),
     ]
 
 
