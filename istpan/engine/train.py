@@ -352,7 +352,8 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
     final = {k: v for k, v in val.items() if k not in ("confusion", "per_class_ap")}
     if not final and history:  # nothing left to train (resumed a finished run): report its last validation
         final = {k[len("val_"):]: v for k, v in history[-1].items() if k.startswith("val_")}
-        say(f"{run_dir}: already trained for {tcfg.epochs} epochs (resume=never starts over)", file=sys.stderr)
+        if start_epoch >= tcfg.epochs:
+            say(f"{run_dir}: already trained for {tcfg.epochs} epochs (resume=never starts over)", file=sys.stderr)
     return {
         "run_dir": str(run_dir),
         "last_checkpoint": str(last_path),

@@ -74,6 +74,7 @@ def rows(*, beta: float = 0.1, gamma: float = 0.01) -> list[Row]:
         Row("untrimmed: N=3", options=full, beta=0.0, gamma=0.0, untrimmed=True),
         # Ours, not the paper's: order-aware scores + a head that keeps the glimpses apart (docs/models.md).
         Row("N=3 + time order (ours)", options=ours, beta=0.0, gamma=0.0, test_k=TEST_K),
+        Row("N=3 + time order + l_interactive + l_attn (ours)", options=ours, beta=beta, gamma=gamma),
         Row("untrimmed: N=3 + time order (ours)", options=ours, beta=0.0, gamma=0.0, untrimmed=True),
     ]
 
