@@ -245,6 +245,8 @@ def test_explain_writes_every_file(tmp_path, tiny_model):
         assert Image.open(entry["timeline"]).width > 100
         video = _decode(entry["video"])
         assert video.shape == (total, 64, 64, 3)
+    six = explain_videos(tiny_model, META, [a], tmp_path / "k6", num_segments=6)[0]  # any K, as predict allows
+    assert six["frame_indices"] == segment_indices(30, 6).tolist() and len(six["attention_mass"]) == 6
     html = (out / "index.html").read_text()
     for entry in (entries[0], entries[2]):
         for key in ("grid", "levels_grid", "video", "timeline"):

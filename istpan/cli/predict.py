@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.explain:
         explain = _viz("istpan.viz.explain", "explain_videos")
         readable = [r["path"] for r in results if "error" not in r]
-        explain(model, meta, readable, args.explain, levels=args.levels, topk=args.topk)
+        explain(model, meta, readable, args.explain, levels=args.levels, topk=args.topk, num_segments=args.num_segments)
     failed = [r for r in results if "error" in r]
     if args.json:
         print(json.dumps(results, indent=1))

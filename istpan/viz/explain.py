@@ -119,8 +119,10 @@ def explain_video(model: nn.Module, meta: dict[str, Any], path: str | Path, vdir
 
 
 def explain_videos(model: nn.Module, meta: dict[str, Any], paths: Sequence[str | Path], outdir: str | Path, *,
-                   levels: bool = False, topk: int = 5) -> list[dict[str, Any]]:
+                   levels: bool = False, topk: int = 5, num_segments: int | None = None) -> list[dict[str, Any]]:
     """Explain each video and write OUTDIR/index.html (offline) and OUTDIR/results.json; returns one dict per video.
+
+    `num_segments` overrides the checkpoint's K (the model takes any K), as `istpan predict --num-segments` does.
 
     Entry keys: path, name, fps, num_frames, frame_indices (the K sampled frames), topk ([{label, index, score}]),
     attention_mass ([K] or None for TSN), grid / levels_grid / video / timeline (file paths or None), error (None,
@@ -128,6 +130,8 @@ def explain_videos(model: nn.Module, meta: dict[str, Any], paths: Sequence[str |
     """
     from istpan.viz.report import write_report
 
+    if num_segments is not None:
+        meta = {**meta, "preprocessing": {**(meta.get("preprocessing") or {}), "num_segments": int(num_segments)}}
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     entries = []
