@@ -15,7 +15,7 @@ from PIL import Image
 from videos import make_frames, make_video
 
 from istpan.data import read_frames
-from istpan.data.sampling import segment_indices
+from istpan.data.sampling import sample_indices, segment_indices
 from istpan.engine.predict import predict_videos
 from istpan.models import attention_maps, create_model
 from istpan.viz._preprocess import Preprocessing
@@ -316,3 +316,13 @@ def test_explain_real_hmdb51_clip(tmp_path, tiny_model, clips_dir):
     assert entry["error"] is None and entry["num_frames"] == 89
     assert _decode(entry["video"]).shape == (89, 64, 64, 3)
     assert Image.open(entry["grid"]).width > 4 * 64
+
+
+def test_explain_num_segments_override_matches_predict_for_dense_checkpoints(tmp_path, tiny_model):
+    """--num-segments is the K of a dense checkpoint too: explain must sample what predict_videos samples."""
+    meta = {**META, "preprocessing": {**META["preprocessing"], "sampling": "dense", "clip_len": 8}}
+    path = make_video(tmp_path / "a.mp4", num_frames=40, size=(72, 96))
+    entry = explain_videos(tiny_model, meta, [path], tmp_path / "out", topk=3, num_segments=5)[0]
+    predicted = predict_videos(tiny_model, meta, [path], topk=3, num_segments=5)[0]
+    assert entry["frame_indices"] == sample_indices(40, method="dense", length=5).tolist()
+    assert [t["score"] for t in entry["topk"]] == pytest.approx([t["score"] for t in predicted["top"]], abs=1e-6)

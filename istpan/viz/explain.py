@@ -130,8 +130,9 @@ def explain_videos(model: nn.Module, meta: dict[str, Any], paths: Sequence[str |
     """
     from istpan.viz.report import write_report
 
-    if num_segments is not None:
-        meta = {**meta, "preprocessing": {**(meta.get("preprocessing") or {}), "num_segments": int(num_segments)}}
+    if num_segments is not None:  # K of segment sampling and of a dense clip alike, as in `load_clip`
+        k = int(num_segments)
+        meta = {**meta, "preprocessing": {**(meta.get("preprocessing") or {}), "num_segments": k, "clip_len": k}}
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     entries = []
