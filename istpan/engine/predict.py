@@ -36,8 +36,7 @@ def load_clip(path: str | Path, meta: dict[str, Any], *, num_segments: int | Non
     method = pre.get("sampling", "segment")
     length = int(pre.get("clip_len", k)) if method == "dense" and num_segments is None else k
     indices = sample_indices(n, method=method, length=length, stride=int(pre.get("frame_stride", 1)))  # (K,)
-    unique, inverse = torch.unique(indices, return_inverse=True)  # read each frame once, in order
-    frames = read_frames(path, unique.tolist(), short_side=int(pre["short_side"]))[inverse]  # (K, H, W, 3) uint8
+    frames = read_frames(path, indices, short_side=int(pre["short_side"]))  # (K, H, W, 3) uint8; repeats read once
     transform = test_transform(input_size=int(pre["input_size"]), resize=pre.get("resize"), mean=pre["mean"],
                                std=pre["std"], crops=1)
     return transform(frames.permute(0, 3, 1, 2)), n  # (K, 3, S, S)
