@@ -244,3 +244,18 @@ def test_resuming_a_finished_run_reports_its_results(run):
     again = train(cfg, resume="auto", progress=False)
     assert again["final"]["top1"] == result["final"]["top1"] and again["best"] == result["best"]
     assert len(read_records(result["run_dir"], "epoch")) == 2  # nothing trained, nothing logged twice
+
+
+def test_folder_dataset_trains_from_root_alone(dataset, tmp_path):
+    """configs/folder.yaml sets only data.root: <root>/train/<class>/*.mp4 and <root>/val/<class>/*.mp4."""
+    root = tmp_path / "videos"
+    for split, rows in (("train", (dataset / "train.txt").read_text().split("\n")),
+                        ("val", (dataset / "val.txt").read_text().split("\n"))):
+        for name, label in (row.split() for row in rows if row):
+            (root / split / label).mkdir(parents=True, exist_ok=True)
+            (root / split / label / name).symlink_to(dataset / name)
+    cfg = tiny_config(dataset, tmp_path / "run", train={"epochs": 1},
+                      data=dict(format="folder", root=str(root), train_annotations="", val_annotations="", classes=""))
+    result = train(cfg, progress=False)
+    assert result["class_names"] == sorted(CLASSES)
+    assert result["final"]["num_videos"] == 5  # <root>/val is validated without data.val_annotations

@@ -56,7 +56,10 @@ def build_data(cfg: Config, *, distributed: bool, class_names: list[str], mean, 
 
     opts = {"mean": mean, "std": std, "seed": cfg.train.seed}
     train_set = build_dataset(cfg.data, split="train", train=True, **opts)
-    has_val = bool(cfg.data.val_annotations) or cfg.data.format == "synthetic"
+    # Without data.val_annotations, the synthetic and folder layouts have their val split under the root (load_split).
+    d = cfg.data
+    folder_val = d.format == "folder" and Path(d.root, "val").is_dir()
+    has_val = bool(d.val_annotations) or d.format == "synthetic" or folder_val
     val_set = None
     if has_val:
         val_set = build_dataset(cfg.data, split="val", train=False, views=parse_views(cfg.train.eval_views), **opts)
@@ -74,14 +77,10 @@ def build_data(cfg: Config, *, distributed: bool, class_names: list[str], mean, 
 
 def class_names_of(cfg: Config) -> list[str]:
     """Class names of the training split (parsing the annotations only, no video is opened)."""
-    from istpan.data.datasets import parse_annotations
+    from istpan.data.video_dataset import load_split
 
-    d = cfg.data
-    ann = d.train_annotations or (f"{d.root}/train.txt" if d.format == "synthetic" else "")
-    classes = d.classes or (f"{d.root}/classes.txt" if d.format == "synthetic" and d.root else "")
-    if not ann:
-        raise UserError(f"data.train_annotations: not set; point it at the {d.format} annotations for 'train'")
-    parsed = parse_annotations(d.format, ann, root=d.root, subset="train", split=d.split, classes=classes or None)
+    parsed = load_split(cfg.data, "train")
     if not parsed.records:
-        raise UserError(f"{ann}: the training split has no usable videos (run `istpan data check` to see why)")
+        where = cfg.data.train_annotations or cfg.data.root
+        raise UserError(f"{where}: the training split has no usable videos (run `istpan data check` to see why)")
     return list(parsed.class_names)
