@@ -29,7 +29,7 @@ from typing import Any
 
 from istpan.data import synth
 from istpan.errors import UserError
-from istpan.experiments.runs import Budget, synth_config, test_model, train_variant
+from istpan.experiments.runs import Budget, order_blind_ceiling, synth_config, test_model, train_variant
 
 __all__ = ["ABLATION", "QUICK_ABLATION", "Row", "format_markdown", "rows", "run_ablation"]
 
@@ -205,7 +205,7 @@ def _summarise(
         "gamma": gamma,
         "classes": synth.CLASSES,
         "chance": 100.0 / len(synth.CLASSES),
-        "order_blind_ceiling": 100.0 * (len(synth.CLASSES) - len(synth.REVERSAL_PAIRS)) / len(synth.CLASSES),
+        "order_blind_ceiling": order_blind_ceiling(),
         "rows": summary,
     }
 

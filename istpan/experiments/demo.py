@@ -25,7 +25,14 @@ from PIL import ImageDraw
 from torch import nn
 
 from istpan.data import synth
-from istpan.experiments.runs import Budget, measure_speed, synth_config, test_model, train_variant
+from istpan.experiments.runs import (
+    Budget,
+    measure_speed,
+    order_blind_ceiling,
+    synth_config,
+    test_model,
+    train_variant,
+)
 
 __all__ = ["FULL", "QUICK", "VARIANTS", "attention_picture", "format_table", "run_demo"]
 
@@ -160,12 +167,6 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "-" for c in name).strip("-").replace("--", "-")
 
 
-def _order_blind_ceiling() -> float:
-    """Best top-1 of a model that cannot see frame order: perfect everywhere except 50 % within each reversal pair."""
-    paired = 2 * len(synth.REVERSAL_PAIRS)
-    return 100.0 * (len(synth.CLASSES) - paired / 2) / len(synth.CLASSES)
-
-
 def run_demo(
     out_dir: str | Path,
     *,
@@ -192,7 +193,7 @@ def run_demo(
             **{k: getattr(budget, k) for k in ("num_videos", "size", "num_frames", "segments")},
         },
         "budget": {k: getattr(budget, k) for k in ("epochs", "batch_size", "lr", "max_steps_per_epoch")},
-        "order_blind_ceiling": _order_blind_ceiling(),
+        "order_blind_ceiling": order_blind_ceiling(),
         "variants": {},
         "localisation": None,
         "machine": {

@@ -20,12 +20,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from istpan.config import Config
-from istpan.data.synth import CLASSES, pair_of
+from istpan.data.synth import CLASSES, REVERSAL_PAIRS, pair_of
 
 __all__ = [
     "Budget",
     "glimpse_redundancy",
     "measure_speed",
+    "order_blind_ceiling",
     "pair_merged_top1",
     "synth_config",
     "test_model",
@@ -123,6 +124,11 @@ def pair_merged_top1(scores: torch.Tensor, labels: torch.Tensor) -> float:
     pred = scores.argmax(1).tolist()
     hits = sum(groups[p] == groups[y] for p, y in zip(pred, labels.tolist()))
     return 100.0 * hits / max(1, len(pred))
+
+
+def order_blind_ceiling() -> float:
+    """Best top-1 (percent) of a model that cannot see frame order: perfect except 50 % within each reversal pair."""
+    return 100.0 * (len(CLASSES) - len(REVERSAL_PAIRS)) / len(CLASSES)
 
 
 @torch.no_grad()
