@@ -173,7 +173,7 @@ def run_demo(
     quick: bool = False,
     seed: int = 0,
     progress: bool = True,
-    variants: dict[str, tuple[str, dict[str, Any]]] | None = None,
+    variants: dict[str, tuple[str, dict[str, Any], dict[str, float]]] | None = None,
     budget: Budget | None = None,
 ) -> dict[str, Any]:
     """Run the whole demo into out_dir and return what it writes to out_dir/results.json."""
@@ -181,7 +181,6 @@ def run_demo(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     budget = budget or (QUICK if quick else FULL)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     trimmed, untrimmed = _generate(out, budget, seed=seed, progress=progress)
 
     results: dict[str, Any] = {
