@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("ISTPAN_SHARED", REPO.parent / "shared"))  # real clips + weights, beside the repo
 CLIPS = SHARED / "clips"
 WEIGHTS = SHARED / "weights"
 
