@@ -259,3 +259,15 @@ def test_folder_dataset_trains_from_root_alone(dataset, tmp_path):
     result = train(cfg, progress=False)
     assert result["class_names"] == sorted(CLASSES)
     assert result["final"]["num_videos"] == 5  # <root>/val is validated without data.val_annotations
+
+
+def test_checkpoint_of_an_unknown_model_names_the_file(run, tmp_path):
+    """A checkpoint from another istpan version (model or option unknown here) says which file and what to do."""
+    from istpan.engine.checkpoint import save_checkpoint
+
+    _, result = run
+    state = load_checkpoint(result["last_checkpoint"])
+    for key, value in (("model_name", "istpan_future"), ("model_options", {"warp": 3})):
+        path = save_checkpoint({**state, "meta": {**state["meta"], key: value}}, tmp_path / f"{key}.pt")
+        with pytest.raises(UserError, match=rf"{path}: checkpoint needs model .* unknown to this istpan"):
+            load_model(path)

@@ -107,12 +107,11 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple
 
     state = load_checkpoint(path, device="cpu")
     meta = state["meta"]
-    options = dict(meta.get("model_options", {}))
-    options.pop("pretrained", None)  # the weights come from this checkpoint, not from the backbone file
-    try:
-        model = create_model(meta["model_name"], num_classes=int(meta["num_classes"]), **options)
-    except KeyError as err:
-        raise UserError(f"{path}: checkpoint needs model {meta.get('model_name')!r}, unknown to this istpan") from err
+    try:  # the weights come from this checkpoint: no `pretrained` backbone file
+        model = create_model(meta["model_name"], num_classes=int(meta["num_classes"]), **meta.get("model_options", {}))
+    except (KeyError, UserError) as err:  # incomplete meta, or a model name / option of another istpan version
+        name = meta.get("model_name")
+        raise UserError(f"{path}: checkpoint needs model {name!r}, unknown to this istpan ({err})") from err
     try:
         missing, unexpected = model.load_state_dict(state["model"], strict=False)
     except RuntimeError as err:  # same keys, other shapes (e.g. a changed option)
