@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import ImageDraw
+from PIL import Image, ImageDraw
 from torch import nn
 
 from istpan.data import synth
@@ -86,10 +86,10 @@ def _localisation(
 @torch.no_grad()
 def attention_picture(model: nn.Module, meta: dict, root: Path, path: Path, *, videos: int = 8) -> Path:
     """Fused attention over the K sampled frames of a few val videos (one per class), ground-truth box in yellow."""
-    from istpan.data import read_frames, video_info
     from istpan.models import attention_maps
     from istpan.viz._preprocess import Preprocessing
     from istpan.viz.overlay import frame_grid, overlay_heatmap
+    from istpan.viz.synth_eval import model_view
 
     gt = synth.load_ground_truth(root)
     pre = Preprocessing.from_meta(model, meta)
@@ -99,20 +99,13 @@ def attention_picture(model: nn.Module, meta: dict, root: Path, path: Path, *, v
             chosen[video["label"]] = (rel, video)
     tiles, labels = [], []
     for rel, video in [chosen[k] for k in sorted(chosen)][:videos]:
-        info = video_info(root / rel)
-        indices = pre.indices(int(video["num_frames"]))
-        views = pre.view(read_frames(root / rel, indices, short_side=pre.short_side))  # (K, s, s, 3) uint8
-        out = model(pre.to_input(views)[None])
-        heat = attention_maps(out)[0]  # (K, h, w)
+        views, out, boxes = model_view(model, pre, root / rel, video)  # (K, s, s, 3) uint8, output, K boxes
+        heat = attention_maps(out)[0].cpu()  # (K, h, w)
         frames = overlay_heatmap(views, heat, alpha=0.45)
         pred = gt["classes"][int(out.logits.argmax())]
-        for k, t in enumerate(indices):
-            box = video["boxes"][t]
-            box = pre.box_to_view(box, info.height, info.width) if box is not None else None
+        for k, box in enumerate(boxes):
             img = frames[k].copy()
             if box is not None:
-                from PIL import Image
-
                 im = Image.fromarray(img)
                 s = img.shape[0]
                 ImageDraw.Draw(im).rectangle(

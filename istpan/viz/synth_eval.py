@@ -25,7 +25,7 @@ from torch import nn
 
 from istpan.viz._preprocess import Preprocessing, device_of
 
-__all__ = ["evaluate_localization", "mass_in_box", "pointing_chance"]
+__all__ = ["evaluate_localization", "mass_in_box", "model_view", "pointing_chance"]
 
 log = logging.getLogger(__name__)
 
@@ -53,25 +53,33 @@ def mass_in_box(heat: torch.Tensor, box: tuple[float, ...], size: int) -> float:
 
 
 @torch.no_grad()
-def _pointing(model: nn.Module, pre: Preprocessing, path: Path, video: dict[str, Any], tolerance: float
-              ) -> dict[str, float]:
-    """Sums over the model's K sampled frames of one video: hits, frames, chance, mass in box, box area share."""
+def model_view(model: nn.Module, pre: Preprocessing, path: Path, video: dict[str, Any]
+               ) -> tuple[torch.Tensor, Any, list[tuple[float, ...] | None]]:
+    """One synthetic video as the model sees it: uint8 views (K, s, s, 3), the model's output on them, and the
+    actor's box on each sampled frame in view coordinates (None: actor invisible (blink) or cropped away)."""
     from istpan.data import read_frames, video_info
-    from istpan.models import attention_maps
-    from istpan.viz.localization import pointing_game
 
-    sums = dict(hits=0.0, frames=0.0, chance=0.0, mass=0.0, area=0.0)
     info = video_info(path)
     indices = pre.indices(int(video["num_frames"]))
     views = pre.view(read_frames(path, indices, short_side=pre.short_side))  # (K, s, s, 3)
     out = model(pre.to_input(views)[None].to(device_of(model)))
+    boxes = [video["boxes"][t] for t in indices]
+    return views, out, [pre.box_to_view(b, info.height, info.width) if b is not None else None for b in boxes]
+
+
+def _pointing(model: nn.Module, pre: Preprocessing, path: Path, video: dict[str, Any], tolerance: float
+              ) -> dict[str, float]:
+    """Sums over the model's K sampled frames of one video: hits, frames, chance, mass in box, box area share."""
+    from istpan.models import attention_maps
+    from istpan.viz.localization import pointing_game
+
+    sums = dict(hits=0.0, frames=0.0, chance=0.0, mass=0.0, area=0.0)
+    _, out, boxes = model_view(model, pre, path, video)
     if out.attn is None:  # TSN: no attention to score
         return sums
     heat = attention_maps(out)[0].float().cpu()  # (K, h, w)
-    for k, t in enumerate(indices):
-        box = video["boxes"][t]
-        box = pre.box_to_view(box, info.height, info.width) if box is not None else None
-        if box is None:  # actor invisible (blink) or cropped away
+    for k, box in enumerate(boxes):
+        if box is None:
             continue
         sums["hits"] += pointing_game(heat[k], box, tolerance=tolerance)
         sums["frames"] += 1
