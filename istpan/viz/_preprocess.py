@@ -16,9 +16,6 @@ from typing import Any
 import torch
 from torch import nn
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -41,12 +38,14 @@ class Preprocessing:
 
     @classmethod
     def from_meta(cls, model: nn.Module, meta: dict[str, Any]) -> Preprocessing:
+        from istpan.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
         pre = dict(meta.get("preprocessing") or {})
         cfg = dict(getattr(model, "pretrained_cfg", None) or {})
         input_size = int(pre.get("input_size") or cfg.get("input_size") or 224)
         return cls(
-            mean=tuple(float(v) for v in pre.get("mean", cfg.get("mean", _IMAGENET_MEAN))),
-            std=tuple(float(v) for v in pre.get("std", cfg.get("std", _IMAGENET_STD))),
+            mean=tuple(float(v) for v in pre.get("mean", cfg.get("mean", IMAGENET_MEAN))),
+            std=tuple(float(v) for v in pre.get("std", cfg.get("std", IMAGENET_STD))),
             input_size=input_size,
             short_side=int(pre.get("short_side") or round(input_size * 256 / 224)),
             num_segments=int(pre.get("num_segments") or 8),
