@@ -11,10 +11,10 @@ Exit status: 0 when everything is usable, 1 when a problem was found (report in 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
+from istpan.data import synth
 from istpan.errors import UserError
 
 __all__ = ["add_parser", "run"]
@@ -40,15 +40,9 @@ def add_parser(subparsers) -> None:
     c.add_argument("--out", default="data_check", help="folder for report.json and summary.txt (default data_check)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    try:  # the synthetic dataset generator is optional: register it only if its module exists
-        synth = importlib.import_module("istpan.data.synth")
-    except ModuleNotFoundError as err:
-        if err.name != "istpan.data.synth":
-            raise
-    else:
-        s = sub.add_parser("synth", help="generate the synthetic action dataset (real H.264 videos, list files)")
-        synth.add_arguments(s)
-        s.set_defaults(_data_run=synth.run)
+    s = sub.add_parser("synth", help="generate the synthetic action dataset (real H.264 videos, list files)")
+    synth.add_arguments(s)
+    s.set_defaults(_data_run=synth.run)
 
 
 def _data_config(args):
@@ -82,7 +76,7 @@ def run_check(args) -> int:
     splits = {}
     for split in ("train", "val"):
         given = cfg.train_annotations if split == "train" else cfg.val_annotations
-        if given or (cfg.format == "synthetic" and cfg.root):
+        if given or (cfg.format in ("synthetic", "folder") and cfg.root):  # layouts with defaults under root
             splits[split] = load_split(cfg, split)
     if not splits:
         raise UserError("data check: no annotations to check; set data.train_annotations / --annotations")

@@ -1,0 +1,50 @@
+"""The README's quick start, end to end through the CLI: a folder-per-class dataset, `data check`, `train` from the
+real ImageNet MobileNetV2 weights, `eval`, `predict --explain`. Small sizes, same commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from videos import make_video
+
+from istpan.cli.main import main
+
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture(scope="module")
+def folder_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mine")
+    for split, n in (("train", 3), ("val", 2)):
+        for label in ("wave", "jump"):
+            for i in range(n):
+                make_video(root / split / label / f"{label} {i}.mp4", num_frames=12, size=(48, 64))
+    return root
+
+
+def test_readme_quick_start(folder_dataset, tmp_path, capsys, mobilenet_v2_weights):
+    small = ["data.input_size=32", "data.short_side=36", "data.num_segments=2", "data.test_segments=2",
+             "data.num_workers=0", "model.options.input_size=32", "train.epochs=1", "train.batch_size=2",
+             "train.tensorboard=false"]
+    common = ["--config", str(REPO_CONFIGS / "folder.yaml"), f"data.root={folder_dataset}"]
+    assert main(["data", "check", *common, "--out", str(tmp_path / "report")]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert json.dumps(report).count("jump") >= 1  # both splits found under <root>/train and <root>/val
+
+    run = tmp_path / "run"
+    assert main(["train", *common, f"model.pretrained={mobilenet_v2_weights}", f"train.out_dir={run}", *small]) == 0
+    assert (run / "last.pt").is_file() and (run / "config.yaml").is_file()
+
+    assert main(["eval", "--checkpoint", str(run / "last.pt"), "--json", str(tmp_path / "eval.json")]) == 0
+    metrics = json.loads((tmp_path / "eval.json").read_text())
+    assert metrics["num_videos"] == 4 and 0 <= metrics["top1"] <= 100
+    capsys.readouterr()
+
+    clip = folder_dataset / "val" / "wave" / "wave 0.mp4"
+    assert main(["predict", str(clip), "--checkpoint", str(run / "last.pt"), "--topk", "2", "--json",
+                 "--explain", str(tmp_path / "explain")]) == 0
+    result = json.loads(capsys.readouterr().out)[0]
+    assert {t["class"] for t in result["top"]} == {"jump", "wave"}
+    assert (tmp_path / "explain" / "index.html").is_file()
