@@ -39,13 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"istpan.cli.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"istpan.cli.{name}":
-                raise
-            continue  # sub-command not built yet
-        module.add_parser(sub)
+        importlib.import_module(f"istpan.cli.{name}").add_parser(sub)
     return parser
 
 
