@@ -68,7 +68,6 @@ class VideoClassifier(nn.Module):
         self.scales = scales
         self.num_classes = num_classes
         self.multi_label = multi_label
-        self.head_type = head
         self.dropout = nn.Dropout(dropout)
         channels = backbone.feature_info[scales[-1]].num_chs + (attention.extra_channels() if attention else 0)
         self.glimpse_reduce = None
