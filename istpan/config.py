@@ -154,6 +154,10 @@ def _merge(obj: Any, updates: dict[str, Any], where: str) -> None:
             if not isinstance(value, dict):
                 raise UserError(f"{dotted}: must be a mapping, got {value!r}")
             _merge(current, value, dotted)
+        elif isinstance(current, dict) and isinstance(value, dict):
+            # Free-form mappings (model.options) merge key by key, so `model.options.fuse=learned` on top of a
+            # config keeps its other options (dropout, ...).
+            setattr(obj, key, {**current, **value})
         else:
             setattr(obj, key, _coerce(value, current, dotted))
 

@@ -20,7 +20,7 @@ def test_yaml_then_overrides(tmp_path):
     assert cfg.optim.lr == 0.001 and isinstance(cfg.optim.lr, float)  # YAML reads 1e-3 as a string
     assert cfg.train.epochs == 3 and cfg.train.amp == "bf16"
     assert cfg.optim.step_epochs == [2, 4]
-    assert cfg.model.options == {"d": 9}  # a dict override replaces the whole mapping
+    assert cfg.model.options == {"dropout": 0.2, "d": 9}  # a dotted override adds to the file's options
 
 
 def test_resolved_config_round_trips(tmp_path):

@@ -32,7 +32,7 @@ def load_clip(path: str | Path, meta: dict[str, Any], *, num_segments: int | Non
     k = int(num_segments or pre["num_segments"])
     n = count_frames(path)
     if n <= 0:
-        raise VideoError(f"{path}: no frame could be decoded")
+        raise VideoError(path, "no frame could be decoded")
     method = pre.get("sampling", "segment")
     length = int(pre.get("clip_len", k)) if method == "dense" and num_segments is None else k
     indices = sample_indices(n, method=method, length=length, stride=int(pre.get("frame_stride", 1)))  # (K,)
