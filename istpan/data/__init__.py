@@ -1,27 +1,43 @@
 """The data path: annotation line -> frame count -> sampled indices -> decoded frames -> transforms -> batches.
 
 Each step lives in its own module (decode, sampling, transforms, datasets, video_dataset, loader); see docs/data.md.
+The names below are imported on first use (PEP 562), so `istpan --help` and `istpan data synth` don't pay for
+torch and PyAV start-up they never need.
 """
 
-from istpan.data.datasets import FORMATS, Annotations, VideoRecord, parse_annotations
-from istpan.data.decode import BACKENDS, VideoError, VideoInfo, count_frames, iter_frames, read_frames, video_info
-from istpan.data.loader import build_loader, collate_clips
-from istpan.data.video_dataset import VideoDataset, build_dataset
+from __future__ import annotations
 
-__all__ = [
-    "BACKENDS",
-    "FORMATS",
-    "Annotations",
-    "VideoDataset",
-    "VideoError",
-    "VideoInfo",
-    "VideoRecord",
-    "build_dataset",
-    "build_loader",
-    "collate_clips",
-    "count_frames",
-    "iter_frames",
-    "parse_annotations",
-    "read_frames",
-    "video_info",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FORMATS": "datasets",
+    "Annotations": "datasets",
+    "VideoRecord": "datasets",
+    "parse_annotations": "datasets",
+    "BACKENDS": "decode",
+    "VideoError": "decode",
+    "VideoInfo": "decode",
+    "count_frames": "decode",
+    "iter_frames": "decode",
+    "read_frames": "decode",
+    "video_info": "decode",
+    "build_loader": "loader",
+    "collate_clips": "loader",
+    "VideoDataset": "video_dataset",
+    "build_dataset": "video_dataset",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'istpan.data' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f"istpan.data.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
