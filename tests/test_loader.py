@@ -161,3 +161,21 @@ def test_extracted_frame_folders_as_a_dataset(tmp_path):
     ds = build_dataset(cfg, split="train", train=False)
     assert [ds[i]["video"].shape for i in range(2)] == [(4, 3, 32, 32)] * 2
     assert ds[2] is None  # the missing folder is skipped, not fatal
+
+
+def test_resumed_pass_starts_after_the_done_batches_without_reading_them(tmp_path):
+    cfg = list_dataset(tmp_path, n_good=6)
+    ds = build_dataset(cfg, split="train", train=True)
+    loader = build_loader(ds, batch_size=2, train=True, num_workers=0, seed=5)
+    (full,) = _epochs(loader, ds, epochs=(1,))
+
+    reads = []
+    get = type(ds).__getitem__
+    ds.__class__ = type("Counting", (type(ds),), {"__getitem__": lambda self, i: (reads.append(i), get(self, i))[1]})
+    loader.sampler.skip(2 * 2)  # resume at step 2 of a batch-2 epoch
+    (resumed,) = _epochs(loader, ds, epochs=(1,))
+    assert len(resumed) == len(full) - 2 and len(reads) == 2 * len(resumed)  # the done clips are never decoded
+    for (ia, va), (ib, vb) in zip(full[2:], resumed):
+        assert torch.equal(ia, ib) and torch.equal(va, vb)  # same clips, same augmentation
+    (again,) = _epochs(loader, ds, epochs=(1,))
+    assert len(again) == len(full)  # the skip applied to one pass only

@@ -7,13 +7,14 @@ shuffle is re-drawn per `set_epoch`, so a resumed run sees the same batches as a
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torch.utils.data._utils.collate import default_collate
 
-__all__ = ["EpochShuffleSampler", "ShardSampler", "build_loader", "collate_clips"]
+__all__ = ["EpochShuffleSampler", "ResumableSampler", "ShardSampler", "build_loader", "collate_clips"]
 
 
 def collate_clips(items: Sequence[dict | None]) -> dict:
@@ -43,6 +44,28 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.length
+
+
+class ResumableSampler(Sampler[int]):
+    """A training sampler whose next pass can start `skip(n)` indices in: resuming mid-epoch then neither decodes
+    nor transforms the clips the checkpoint has already trained on (the order is a function of (seed, epoch), and
+    each clip's augmentation of (seed, epoch, index), so what follows is unchanged)."""
+
+    def __init__(self, sampler: Sampler[int]):
+        self.sampler, self._skip = sampler, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+
+    def skip(self, n: int) -> None:
+        self._skip = n  # applies to the next pass only
+
+    def __iter__(self) -> Iterator[int]:
+        skip, self._skip = self._skip, 0
+        return itertools.islice(iter(self.sampler), skip, None)
+
+    def __len__(self) -> int:
+        return len(self.sampler)  # type: ignore[arg-type]
 
 
 class ShardSampler(Sampler[int]):
@@ -93,6 +116,8 @@ def build_loader(
             sampler = ShardSampler(n, rank=rank, world_size=world)
     else:
         sampler = EpochShuffleSampler(n, seed=seed) if train else ShardSampler(n, rank=0, world_size=1)
+    if train:
+        sampler = ResumableSampler(sampler)
     if drop_last is None:
         drop_last = train and len(sampler) >= batch_size  # a 1-clip batch breaks BatchNorm; never drop eval videos
     return DataLoader(

@@ -101,6 +101,11 @@ def train_one_epoch(
     if tcfg.partial_bn:
         apply_partial_bn(model)
     _set_epoch(loader, epoch)
+    if start_step and hasattr(loader.sampler, "skip"):  # resuming mid-epoch: start the pass after the done batches
+        loader.sampler.skip(start_step * loader.batch_size)
+        batches = enumerate(loader, start=start_step)
+    else:
+        batches = enumerate(loader)
     sums = {"loss": 0.0, "ce": 0.0, "interactive": 0.0, "attn": 0.0}
     clips = 0
     skipped = 0
@@ -109,10 +114,10 @@ def train_one_epoch(
                dynamic_ncols=True, leave=False)
     start = time.perf_counter()
     steps_done = start_step
-    for step, batch in enumerate(loader):
+    for step, batch in batches:
         if step >= steps:
             break
-        if step < start_step:  # resuming mid-epoch: same order, so skip what the checkpoint already contains
+        if step < start_step:  # a loader that cannot skip: same order, so drop what the checkpoint already contains
             continue
         # -- inputs
         skipped += int(batch.get("skipped", 0))
