@@ -6,24 +6,10 @@ import math
 
 import pytest
 import torch
+from references import charades_ap_loop
 from torchmetrics.functional.classification import multilabel_average_precision
 
 from istpan.engine.metrics import average_precision_charades, multilabel_metrics, single_label_metrics
-
-
-def _charades_ap_loop(conf: list[float], labels: list[int]) -> float:
-    """THUMOSeventclspr from Charades_v1_classify.m, line by line (sort is stable in MATLAB: ties keep input order)."""
-    order = sorted(range(len(conf)), key=lambda i: -conf[i])
-    tp = fp = 0
-    ap = 0.0
-    npos = sum(1 for v in labels if v == 1)
-    for i in order:
-        if labels[i] == 1:
-            tp += 1
-            ap += tp / (tp + fp)
-        else:
-            fp += 1
-    return ap / npos if npos else float("nan")
 
 
 def _random_multilabel(n: int, c: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +26,7 @@ def test_charades_ap_matches_naive_loop_including_ties():
     scores = (scores * 2).round() / 2  # coarse scores: many ties
     ap = average_precision_charades(scores, targets)
     for c in range(6):
-        expected = _charades_ap_loop(scores[:, c].tolist(), targets[:, c].int().tolist())
+        expected = charades_ap_loop(scores[:, c].tolist(), targets[:, c].int().tolist())
         if math.isnan(expected):
             assert math.isnan(ap[c].item())
         else:
@@ -50,7 +36,7 @@ def test_charades_ap_matches_naive_loop_including_ties():
 def test_map_wap_match_direct_formulas_and_torchmetrics_without_ties():
     scores, targets = _random_multilabel(50, 7, seed=1)
     out = multilabel_metrics(scores, targets)
-    aps = [_charades_ap_loop(scores[:, c].tolist(), targets[:, c].int().tolist()) for c in range(7)]
+    aps = [charades_ap_loop(scores[:, c].tolist(), targets[:, c].int().tolist()) for c in range(7)]
     npos = targets.sum(0).tolist()
     valid = [c for c in range(7) if not math.isnan(aps[c])]
     assert out["classes_without_positives"] == 1

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from references import charades_ap_loop
 from videos import make_frames, make_video
 
 from istpan.data import read_frames
@@ -178,18 +179,6 @@ def test_charades_timepoints_and_frame_targets():
     assert target[:, 2].sum() == 0
 
 
-def _official_ap(conf: np.ndarray, labels: np.ndarray) -> float:
-    """Charades_v1_localize's THUMOSeventclspr, written as the script does (loop over ranked items)."""
-    order = np.argsort(-conf, kind="stable")
-    tp = fp = 0
-    ap = 0.0
-    for i in order:
-        if labels[i] == 1:
-            tp += 1
-            ap += tp / (tp + fp)
-        else:
-            fp += 1
-    return ap / float(labels.sum())
 
 
 def test_localization_map_matches_the_official_per_frame_evaluation():
@@ -198,7 +187,7 @@ def test_localization_map_matches_the_official_per_frame_evaluation():
     targets = (torch.rand(6, 25, 5, generator=gen) > 0.7).float()
     targets[..., 4] = 0  # a class with no positive is left out of the mean
     flat_s, flat_t = scores.reshape(-1, 5).numpy(), targets.reshape(-1, 5).numpy()
-    expected = np.mean([_official_ap(flat_s[:, c], flat_t[:, c]) for c in range(4)])
+    expected = np.mean([charades_ap_loop(flat_s[:, c].tolist(), flat_t[:, c].astype(int).tolist()) for c in range(4)])
     got = localization_map(scores, targets)
     assert got["mAP"] == pytest.approx(100 * expected, abs=1e-6)
     assert got["classes_without_positives"] == 1
