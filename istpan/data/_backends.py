@@ -88,7 +88,8 @@ def _cv2():
     try:
         import cv2
     except ImportError as err:
-        raise UserError("backend 'opencv' needs OpenCV: pip install 'istpan[opencv]' (opencv-python-headless)") from err
+        raise UserError("OpenCV is not installed: pip install 'istpan[opencv]' "
+                        "(opencv-contrib-python-headless)") from err
     return cv2
 
 
