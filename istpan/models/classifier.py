@@ -13,6 +13,10 @@
 
 TSN averages class scores over segments; with a linear head that equals the head of the averaged features, which is
 what we compute. The loss (softmax or sigmoid) lives outside the model (istpan/losses.py).
+
+Split for streaming (a feature cache): `frame_features` is everything that sees one frame (backbone, R), cached per
+frame; `forward_clip` is everything that sees the K frames together (the layer, consensus, head). `forward` is their
+composition, so a ring buffer of the last K frames' features gives the same logits as recomputing the window.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from torch import nn
 
 from istpan.errors import UserError
 from istpan.models.backbones import Backbone
-from istpan.models.pyramid_attention import AttentionResult, PyramidAttention
+from istpan.models.pyramid_attention import AttentionResult, PyramidAttention, resize_map
 
 __all__ = ["HEADS", "ModelOutput", "VideoClassifier", "attention_maps"]
 
@@ -78,22 +82,51 @@ class VideoClassifier(nn.Module):
         nn.init.normal_(self.head.weight, std=0.001)  # TSN's head init: starts near uniform scores
         nn.init.zeros_(self.head.bias)
 
-    def forward_features(self, video: torch.Tensor) -> tuple[torch.Tensor, AttentionResult | None]:
-        """video (B, K, 3, H, W) -> pooled video feature and the attention result (None for TSN).
+    @property
+    def frame_channels(self) -> list[int]:
+        """Channels of each part of a frame's cached features: C_j of the N scales (IST-PAN) or [C_top] (TSN)."""
+        return [self.backbone.feature_info[i].num_chs for i in self.scales]
 
-        The feature is (B, C) (TSN, head="mean") or the glimpses themselves (B, d, C) for head="glimpse".
+    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """The per-frame half of the model: frames (N, 3, H, W) -> cached features (N, ΣC_j, h, w).
+
+        IST-PAN: the N scales' maps after the sampling function R (each frame's maps are resized on their own, so R
+        is per-frame work), concatenated along channels at the top map's h x w. TSN: the top map's global average
+        pool, (N, C_top, 1, 1). Everything that looks at more than one frame (the layer's projections, fusion,
+        softmax over K·h·w, time encoding, consensus) is in `forward_clip`, so a stream computes this once per frame.
         """
-        if video.dim() != 5:
-            raise ValueError(f"expected video of shape (B, K, 3, H, W), got {tuple(video.shape)}")
-        batch = video.shape[0]
-        maps = self.backbone(video.flatten(0, 1))  # N x (B·K, C_j, h_j, w_j)
+        maps = self.backbone(frames)  # N_stages x (N, C_j, h_j, w_j)
         feats = [maps[i] for i in self.scales]
         if self.attention is None:
-            return feats[-1].mean((-2, -1)).unflatten(0, (batch, -1)).mean(1), None  # (B, C_top): TSN consensus
-        res = self.attention(feats, batch)
+            return feats[-1].mean((-2, -1), keepdim=True)  # (N, C_top, 1, 1)
+        size = (int(feats[-1].shape[-2]), int(feats[-1].shape[-1]))
+        return torch.cat([resize_map(f, size, self.attention.reduce) for f in feats], dim=1)  # (N, ΣC_j, h, w)
+
+    def clip_features(
+        self, feats: torch.Tensor, *, times: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, AttentionResult | None]:
+        """Cached features of K frames (B, K, ΣC_j, h, w) -> pooled video feature and attention result (None: TSN).
+
+        The feature is (B, C) (TSN, head="mean") or the glimpses themselves (B, d, C) for head="glimpse". `times`
+        (K,) in (0, 1): each frame's normalised time for time_encoding="fourier" (default (k + 0.5) / K, the segment
+        centres a K-frame clip is sampled at); ignored by order-blind models.
+        """
+        if feats.dim() != 5:
+            raise ValueError(f"expected cached features of shape (B, K, C, h, w), got {tuple(feats.shape)}")
+        batch = feats.shape[0]
+        flat = feats.flatten(0, 1)  # (B·K, ΣC_j, h, w)
+        if self.attention is None:
+            return flat.flatten(1).unflatten(0, (batch, -1)).mean(1), None  # (B, C_top): TSN average consensus
+        res = self.attention(list(flat.split(self.frame_channels, dim=1)), batch, times=times)
         if self.glimpse_reduce is not None:
             return res.pooled, res  # (B, d, C): the head keeps the glimpses apart
         return res.pooled.mean(1), res  # mean over the d glimpses: (B, C)
+
+    def forward_features(self, video: torch.Tensor) -> tuple[torch.Tensor, AttentionResult | None]:
+        """video (B, K, 3, H, W) -> `clip_features` of its frames' `frame_features`."""
+        if video.dim() != 5:
+            raise ValueError(f"expected video of shape (B, K, 3, H, W), got {tuple(video.shape)}")
+        return self.clip_features(self.frame_features(video.flatten(0, 1)).unflatten(0, tuple(video.shape[:2])))
 
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, C) or, for head="glimpse", (B, d, C) -> logits (B, num_classes)."""
@@ -102,9 +135,20 @@ class VideoClassifier(nn.Module):
             x = self.glimpse_reduce(x).flatten(1)  # (B, d, C) -> (B, d, r) -> (B, d·r)
         return self.head(x)  # (B, num_classes)
 
+    def forward_clip(self, feats: torch.Tensor, *, times: torch.Tensor | None = None) -> ModelOutput:
+        """The K-frame half: cached features (B, K, ΣC_j, h, w) of `frame_features` -> ModelOutput.
+
+        `model(video)` is exactly `model.forward_clip(model.frame_features(frames).unflatten(0, (B, K)))`.
+        """
+        pooled, res = self.clip_features(feats, times=times)
+        return self._output(self.forward_head(pooled), res)
+
     def forward(self, video: torch.Tensor) -> ModelOutput:
         pooled, res = self.forward_features(video)
-        logits = self.forward_head(pooled)
+        return self._output(self.forward_head(pooled), res)
+
+    @staticmethod
+    def _output(logits: torch.Tensor, res: AttentionResult | None) -> ModelOutput:
         if res is None:
             return ModelOutput(logits=logits)
         h, w = res.size

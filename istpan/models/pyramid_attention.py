@@ -166,8 +166,12 @@ class PyramidAttention(nn.Module):
         weights = self.fuse_logits.softmax(0)  # (N,) convex
         return sum((wt * y for wt, y in zip(weights[1:], scores[1:])), weights[0] * scores[0])
 
-    def forward(self, feats: list[torch.Tensor], batch: int) -> AttentionResult:
-        """feats: N maps (B·K, C_j, h_j, w_j), shallow -> deep, frames of one video contiguous; batch: B."""
+    def forward(self, feats: list[torch.Tensor], batch: int, *, times: torch.Tensor | None = None) -> AttentionResult:
+        """feats: N maps (B·K, C_j, h_j, w_j), shallow -> deep, frames of one video contiguous; batch: B.
+
+        `times` (K,): the frames' normalised times in (0, 1) for time_encoding="fourier"; default (k + 0.5) / K. A
+        subset of a video's frames (anytime inference) passes where in the video they are, so frame k keeps its time.
+        """
         top = feats[-1]
         size = (int(top.shape[-2]), int(top.shape[-1]))  # plain ints: spatial size is fixed per export, K is not
         # The top map is laid out position-major once (it is pooled and returned); its scores come from that copy, so
@@ -181,7 +185,9 @@ class PyramidAttention(nn.Module):
         scores.append(self.proj[-1](x_top).transpose(1, 2))  # (B, d, K·h·w)
         phi = None
         if self.time_proj is not None:
-            phi = fourier_features(frame_times(top[:, 0, 0, 0].unflatten(0, (batch, -1))[0]))  # (K, E)
+            if times is None:
+                times = frame_times(top[:, 0, 0, 0].unflatten(0, (batch, -1))[0])  # (K,)
+            phi = fourier_features(times.to(top.dtype))  # (K, E)
             # U φ(t_k) is the same for the h·w positions of frame k; it is added to every scale's Y_j (not only to the
             # fused score), so softmax(Y_j), which l_attn compares with a, sees the same time preference.
             time_scores = self.time_proj(phi).t()[:, :, None].expand(-1, -1, size[0] * size[1])  # (d, K, h·w)
