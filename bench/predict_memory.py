@@ -55,8 +55,8 @@ def child(args: argparse.Namespace) -> None:
     """Predict one video with sliding windows; print peak RSS (MiB) as JSON."""
     import torch
 
+    from istpan.engine.windows import sliding_window_predict
     from istpan.models import create_model
-    from istpan.viz.untrimmed import sliding_window_predict
 
     torch.set_num_threads(2)
     torch.manual_seed(0)

@@ -20,10 +20,10 @@ import torch
 from PIL import Image
 from videos import make_video
 
+from istpan.engine.explain import explain_videos
+from istpan.engine.windows import sliding_window_predict
 from istpan.models import create_model
-from istpan.viz.explain import explain_videos
 from istpan.viz.report import write_report
-from istpan.viz.untrimmed import sliding_window_predict
 
 REPO = Path(__file__).resolve().parents[1]
 META = {"class_names": ["wave", "jump <b>", "run & walk"],

@@ -8,18 +8,18 @@ from PIL import Image
 from videos import make_video
 
 from istpan.data import read_frames
+from istpan.data.preprocess import Preprocessing
 from istpan.data.sampling import segment_indices
-from istpan.errors import UserError
-from istpan.models import create_model
-from istpan.viz._preprocess import Preprocessing
-from istpan.viz.localization import charades_timepoints
-from istpan.viz.untrimmed import (
+from istpan.engine.localization import charades_timepoints
+from istpan.engine.windows import (
     frame_scores,
     scores_at,
     segments_from_scores,
     sliding_window_predict,
     window_bounds,
 )
+from istpan.errors import UserError
+from istpan.models import create_model
 
 META = {"class_names": ["wave", "jump", "run"],
         "preprocessing": {"input_size": 64, "short_side": 72, "num_segments": 4}}
@@ -140,7 +140,7 @@ def test_user_errors(tmp_path, tiny_model):
 
 
 def test_pointing_chance_is_the_fraction_of_cell_centres_in_the_box():
-    from istpan.viz.synth_eval import pointing_chance
+    from istpan.experiments.synth_eval import pointing_chance
 
     box = (0.1, 0.2, 0.55, 0.9)
     for h, w in ((7, 7), (4, 6)):
@@ -150,7 +150,7 @@ def test_pointing_chance_is_the_fraction_of_cell_centres_in_the_box():
 
 
 def test_mass_in_box():
-    from istpan.viz.synth_eval import mass_in_box
+    from istpan.experiments.synth_eval import mass_in_box
 
     box = (0.25, 0.5, 0.75, 1.0)  # a quarter of the frame
     assert mass_in_box(torch.ones(7, 7), box, 64) == pytest.approx(0.25)  # a blind map: the area share
@@ -161,7 +161,7 @@ def test_mass_in_box():
 
 def test_evaluate_localization_on_untrimmed_synthetic_videos(tmp_path, tiny_model):
     from istpan.data.synth import generate, load_ground_truth
-    from istpan.viz.synth_eval import evaluate_localization
+    from istpan.experiments.synth_eval import evaluate_localization
 
     root = generate(tmp_path / "synth", num_videos=8, size=64, num_frames=8, fps=8, untrimmed=True, val_fraction=1.0)
     meta = {"class_names": [f"c{i}" for i in range(8)],

@@ -16,12 +16,10 @@ from references import charades_ap_loop
 from videos import make_frames, make_video
 
 from istpan.data import read_frames
+from istpan.data.preprocess import Preprocessing
 from istpan.data.sampling import sample_indices, segment_indices
-from istpan.engine.predict import predict_videos
-from istpan.models import attention_maps, create_model
-from istpan.viz._preprocess import Preprocessing
-from istpan.viz.explain import explain_videos
-from istpan.viz.localization import (
+from istpan.engine.explain import explain_videos
+from istpan.engine.localization import (
     charades_timepoints,
     frame_targets,
     localization_map,
@@ -31,6 +29,8 @@ from istpan.viz.localization import (
     segment_iou,
     temporal_iou,
 )
+from istpan.engine.predict import predict_videos
+from istpan.models import attention_maps, create_model
 from istpan.viz.overlay import colorize, frame_grid, overlay_heatmap, upsample_heat
 from istpan.viz.video import heat_at, write_video
 

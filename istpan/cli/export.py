@@ -31,19 +31,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from istpan.engine.checkpoint import load_model
     from istpan.engine.export import export_model
+    from istpan.errors import UserError
 
+    if args.num_segments is not None and args.num_segments < 1:
+        raise UserError(f"--num-segments must be >= 1, got {args.num_segments}")
     model, meta = load_model(args.checkpoint)
     out = args.out or str(Path(args.checkpoint).with_suffix(".onnx" if args.format == "onnx" else ".ts"))
     result = export_model(model, meta, out, format=args.format, num_segments=args.num_segments,
                           tolerance=args.tolerance)
-    meta_path = Path(out).with_suffix(Path(out).suffix + ".json")
-    meta_path.write_text(json.dumps({"input": "video (B, K, 3, S, S), normalised", "output": "logits (B, classes)",
-                                     **{k: meta[k] for k in ("class_names", "multi_label", "preprocessing")},
-                                     "input_shape": result["input_shape"]}, indent=1))
-    print(f"wrote {result['path']} ({args.format}, input {tuple(result['input_shape'])}) and {meta_path}")
+    print(f"wrote {result['path']} ({args.format}, input {tuple(result['input_shape'])}) and {result['sidecar']}")
     print(f"max_abs_diff={result['max_abs_diff']:.3g} (tolerance {args.tolerance:g}): ok")
     return 0

@@ -1,4 +1,9 @@
-"""`istpan predict`: class names and scores for video files, with optional attention overlays or sliding windows."""
+"""`istpan predict`: class names and scores for video files, with optional attention overlays or sliding windows.
+
+Parses and calls: whole-video prediction (and --explain) is `istpan.engine.predict.predict_videos`, sliding windows
+are `istpan.engine.windows.predict_windows`. In every mode a video that cannot be read is reported on its own line
+and the others are still predicted; the exit status is 1 when any video failed.
+"""
 
 from __future__ import annotations
 
@@ -26,75 +31,72 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("videos", nargs="+", metavar="VIDEO")
     p.add_argument("--checkpoint", required=True, help="a .pt file written by istpan train")
     p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--num-segments", type=int, default=None, help="K frames per video (default: the checkpoint's)")
+    p.add_argument("--num-segments", type=int, default=None,
+                   help="K frames per video, or per window with --window (default: the checkpoint's)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--explain", metavar="OUTDIR", help="write attention overlays and a report to OUTDIR")
     p.add_argument("--levels", action="store_true", help="with --explain: also each pyramid level's attention")
     p.add_argument("--window", type=float, help="sliding-window length for untrimmed videos (see --unit)")
-    p.add_argument("--stride", type=float, help="sliding-window step (default: half the window)")
+    p.add_argument("--stride", type=float, help="with --window: sliding-window step (default: half the window)")
     p.add_argument("--unit", choices=("frames", "seconds"), default="seconds")
     p.add_argument("--reduce", choices=("mean", "max"), default="mean", help="how window scores make a video score")
     p.set_defaults(run=run)
     return p
 
 
-def _viz(module: str, name: str):
-    """Functions of the visualisation package, imported only when asked for."""
-    import importlib
-
-    from istpan.errors import UserError
-
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise UserError(f"{module}.{name} is not available in this istpan installation ({err})") from err
+def _print_windows(results: list[dict], reduce: str, topk: int) -> None:
+    for w in results:
+        if "error" in w:
+            continue
+        top = "  ".join(f"{t['label']} {t['score']:.3f}" for t in w["topk"][:topk])
+        print(f"{w['path']}: {len(w['windows'])} windows ({reduce}): {top}")
+        for seg in w["segments"]:
+            print(f"  {seg['label']}: {seg['start_s']:.1f}s - {seg['end_s']:.1f}s (peak {seg['peak']:.3f})")
 
 
 def run(args: argparse.Namespace) -> int:
     from istpan.engine.checkpoint import load_model
-    from istpan.engine.predict import predict_videos
     from istpan.errors import UserError
 
     if args.topk < 1:
         raise UserError(f"--topk must be >= 1, got {args.topk}")
     if args.num_segments is not None and args.num_segments < 1:
         raise UserError(f"--num-segments must be >= 1, got {args.num_segments}")
+    if args.stride is not None and args.window is None:
+        raise UserError("--stride needs --window (sliding windows); without --window the whole video is one clip")
+    if args.window is not None:
+        from istpan.engine.windows import check_window_args
+
+        check_window_args(window=args.window, stride=args.stride, unit=args.unit, reduce=args.reduce)
     model, meta = load_model(args.checkpoint, device=args.device)
 
     if args.window is not None:
-        sliding = _viz("istpan.viz.untrimmed", "sliding_window_predict")
-        stride = args.stride if args.stride is not None else args.window / 2
-        windows = [sliding(model, meta, path, window=args.window, stride=stride, unit=args.unit, reduce=args.reduce,
-                           outdir=args.explain) for path in args.videos]
-        if args.explain:
-            _viz("istpan.viz.report", "write_report")(args.explain, windows)
-        if args.json:
-            print(json.dumps(windows, indent=1, default=str))
-            return 0
-        for w in windows:
-            top = "  ".join(f"{t['label']} {t['score']:.3f}" for t in w["topk"][: args.topk])
-            print(f"{w['path']}: {len(w['windows'])} windows ({args.reduce}): {top}")
-            for seg in w["segments"]:
-                print(f"  {seg['label']}: {seg['start_s']:.1f}s - {seg['end_s']:.1f}s (peak {seg['peak']:.3f})")
-        return 0
+        from istpan.engine.windows import predict_windows
 
-    results = predict_videos(model, meta, args.videos, topk=args.topk, num_segments=args.num_segments)
-    if args.explain:
-        explain = _viz("istpan.viz.explain", "explain_videos")
-        readable = [r["path"] for r in results if "error" not in r]
-        explain(model, meta, readable, args.explain, levels=args.levels, topk=args.topk, num_segments=args.num_segments)
-    failed = [r for r in results if "error" in r]
-    if args.json:
-        print(json.dumps(results, indent=1))
+        results = predict_windows(model, meta, args.videos, window=args.window, stride=args.stride, unit=args.unit,
+                                  reduce=args.reduce, topk=args.topk, num_segments=args.num_segments,
+                                  outdir=args.explain)
+        if args.json:
+            print(json.dumps(results, indent=1, default=str))
+        else:
+            _print_windows(results, args.reduce, args.topk)
     else:
-        for r in results:
-            if "error" in r:
-                continue
-            top = "  ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"])
-            print(f"{r['path']}: {top}")
+        from istpan.engine.predict import predict_videos
+
+        results = predict_videos(model, meta, args.videos, topk=args.topk, num_segments=args.num_segments,
+                                 explain=args.explain, levels=args.levels)
+        if args.json:
+            print(json.dumps(results, indent=1))
+        else:
+            for r in results:
+                if "error" not in r:
+                    print(f"{r['path']}: " + "  ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"]))
+    failed = [r for r in results if "error" in r]
     for r in failed:
         print(f"error: {r['error']}", file=sys.stderr)
     if args.explain:
-        print(f"attention overlays written to {args.explain}", file=sys.stderr)
+        print(f"report written to {args.explain}/index.html", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} of {len(results)} videos failed", file=sys.stderr)
     return 1 if failed else 0

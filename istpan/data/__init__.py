@@ -23,6 +23,7 @@ _EXPORTS = {
     "read_frames": "decode",
     "video_info": "decode",
     "build_loader": "loader",
+    "Preprocessing": "preprocess",
     "collate_clips": "loader",
     "VideoDataset": "video_dataset",
     "build_dataset": "video_dataset",

@@ -18,8 +18,9 @@ import torch
 from istpan.config import DataConfig
 from istpan.data.datasets import FORMATS, Annotations, VideoRecord, parse_annotations
 from istpan.data.decode import VideoError, count_frames, read_frames
+from istpan.data.preprocess import Preprocessing
 from istpan.data.sampling import clip_generator, sample_indices, view_indices
-from istpan.data.transforms import IMAGENET_MEAN, IMAGENET_STD, test_transform, train_transform
+from istpan.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform
 from istpan.errors import UserError
 
 __all__ = ["VideoDataset", "build_dataset", "load_split"]
@@ -172,17 +173,17 @@ def build_dataset(
     mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
     if train:
         transform = train_transform(input_size=d.input_size, mean=mean, std=std, crop=d.train_crop, flip=d.flip)
-    else:
-        transform = test_transform(input_size=d.input_size, resize=max(d.short_side, d.input_size), mean=mean,
-                                   std=std, crops=views[1])
-    dense = d.sampling == "dense"
+        num_frames = d.clip_len if d.sampling == "dense" else d.num_segments
+    else:  # test time: what the model sees is the checkpoint's Preprocessing, built from this same config
+        pre = Preprocessing.from_data_config(d, mean=mean, std=std)
+        transform, num_frames = pre.transform(crops=views[1]), pre.num_frames
     return VideoDataset(
         parsed.records,
         class_names=parsed.class_names,
         transform=transform,
-        num_frames=d.clip_len if dense else (d.num_segments if train else d.test_segments),
+        num_frames=num_frames,
         sampling=d.sampling,
-        stride=d.frame_stride if dense else 1,
+        stride=d.frame_stride if d.sampling == "dense" else 1,
         train=train,
         views=views,
         multi_label=multi_label,

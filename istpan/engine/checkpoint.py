@@ -4,7 +4,7 @@ A checkpoint is a plain dict of tensors and built-in types (nothing that needs p
 
     model      state dict of the bare model (never the DDP / compiled wrapper)
     meta       what is needed to use the weights without the config: class names, model name and options,
-               multi-label flag, preprocessing (mean, std, input size, short side, segments, sampling)
+               multi-label flag, preprocessing (`istpan.data.Preprocessing.to_dict()`: frames, resize, crop, mean/std)
     config     the resolved run config (dict), for resuming and for `istpan eval` to rebuild the val set
     epoch      number of finished epochs; optimizer / scheduler / scaler states; best metric so far
 
@@ -61,6 +61,8 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
 
 def build_meta(model: nn.Module, *, class_names: list[str], data_cfg: Any) -> dict[str, Any]:
     """Everything `predict`/`export` need besides the weights, in built-in types only."""
+    from istpan.data.preprocess import Preprocessing
+
     pre = dict(getattr(model, "pretrained_cfg", {}) or {})
     return {
         "model_name": model.model_name,
@@ -68,18 +70,8 @@ def build_meta(model: nn.Module, *, class_names: list[str], data_cfg: Any) -> di
         "num_classes": len(class_names),
         "class_names": list(class_names),
         "multi_label": bool(getattr(model, "multi_label", False)),
-        "preprocessing": {
-            "mean": [float(v) for v in pre.get("mean", (0.485, 0.456, 0.406))],
-            "std": [float(v) for v in pre.get("std", (0.229, 0.224, 0.225))],
-            "input_size": int(data_cfg.input_size),
-            "short_side": int(data_cfg.short_side),
-            # short side before the centre crop at test time: what build_dataset(train=False) uses
-            "resize": max(int(data_cfg.short_side), int(data_cfg.input_size)),
-            "num_segments": int(data_cfg.test_segments),
-            "sampling": str(data_cfg.sampling),
-            "clip_len": int(data_cfg.clip_len),
-            "frame_stride": int(data_cfg.frame_stride),
-        },
+        # what the model sees at test time, as a plain dict (weights_only loads it); Preprocessing.from_meta reads it
+        "preprocessing": Preprocessing.from_data_config(data_cfg, mean=pre.get("mean"), std=pre.get("std")).to_dict(),
     }
 
 

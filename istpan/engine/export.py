@@ -4,10 +4,14 @@ The exported graph maps a float video (B, K, 3, S, S), already normalised as the
 (B, classes). K is fixed to the checkpoint's test K unless given (`--num-segments`); the batch axis is dynamic for
 ONNX. The check runs the exported model (onnxruntime / torch.jit) and PyTorch on one random input and fails when the
 largest absolute difference of the logits exceeds the tolerance.
+
+Beside the export, `<file>.json` (the sidecar, `write_sidecar`) says how to feed it without istpan: class names,
+multi-label flag, input shape and the `Preprocessing` dict (frame sampling, resize, crop, mean/std) with the graph's K.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -16,9 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from istpan.data.preprocess import Preprocessing
 from istpan.errors import UserError
 
-__all__ = ["FORMATS", "export_model"]
+__all__ = ["FORMATS", "export_model", "sidecar_path", "write_sidecar"]
 
 FORMATS = ("onnx", "torchscript")
 log = logging.getLogger(__name__)
@@ -84,9 +89,8 @@ def export_model(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
-    pre = meta["preprocessing"]
-    k = int(num_segments or pre["num_segments"])
-    size = int(pre["input_size"])
+    pre = Preprocessing.from_meta(model, meta).with_frames(num_segments)
+    k, size = pre.num_frames, pre.input_size
     example = torch.randn(batch_size, k, 3, size, size, generator=torch.Generator().manual_seed(seed))
     wrapper = _Logits(model).eval()
     expected = wrapper(example)  # (B, classes)
@@ -97,4 +101,25 @@ def export_model(
               "tolerance": tolerance}
     if not diff <= tolerance:
         raise UserError(f"{out}: exported {format} model differs from PyTorch by {diff:.3g} > tolerance {tolerance:g}")
+    result["sidecar"] = str(write_sidecar(meta, pre, out, input_shape=result["input_shape"]))
     return result
+
+
+def sidecar_path(out: str | Path) -> Path:
+    """`model.onnx` -> `model.onnx.json`."""
+    out = Path(out)
+    return out.with_suffix(out.suffix + ".json")
+
+
+def write_sidecar(meta: dict[str, Any], pre: Preprocessing, out: str | Path, *, input_shape: list[int]) -> Path:
+    """Write what a deployment needs besides the graph: class names, multi-label flag, preprocessing, input shape."""
+    path = sidecar_path(out)
+    path.write_text(json.dumps({
+        "input": "video (B, K, 3, S, S), normalised",
+        "output": "logits (B, classes)",
+        "class_names": list(meta.get("class_names") or []),
+        "multi_label": bool(meta.get("multi_label", False)),
+        "preprocessing": pre.to_dict(),
+        "input_shape": list(input_shape),
+    }, indent=1))
+    return path

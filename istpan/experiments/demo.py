@@ -71,8 +71,8 @@ def _generate(out: Path, budget: Budget, *, seed: int, progress: bool) -> tuple[
 def _localisation(
     model: nn.Module, meta: dict, trimmed: Path, untrimmed: Path, *, max_videos: int | None = None
 ) -> dict[str, Any]:
-    """Spatial scores on the trimmed val set, temporal ones on the untrimmed set (istpan.viz.synth_eval)."""
-    from istpan.viz.synth_eval import evaluate_localization
+    """Spatial scores on the trimmed val set, temporal ones on the untrimmed set (istpan.experiments.synth_eval)."""
+    from istpan.experiments.synth_eval import evaluate_localization
 
     spatial = evaluate_localization(model, meta, trimmed, split="val", max_videos=max_videos)
     temporal = evaluate_localization(model, meta, untrimmed, split="val", max_videos=max_videos)
@@ -86,10 +86,10 @@ def _localisation(
 @torch.no_grad()
 def attention_picture(model: nn.Module, meta: dict, root: Path, path: Path, *, videos: int = 8) -> Path:
     """Fused attention over the K sampled frames of a few val videos (one per class), ground-truth box in yellow."""
+    from istpan.data.preprocess import Preprocessing
+    from istpan.experiments.synth_eval import model_view
     from istpan.models import attention_maps
-    from istpan.viz._preprocess import Preprocessing
     from istpan.viz.overlay import frame_grid, overlay_heatmap
-    from istpan.viz.synth_eval import model_view
 
     gt = synth.load_ground_truth(root)
     pre = Preprocessing.from_meta(model, meta)

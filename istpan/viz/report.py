@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["write_report"]
+__all__ = ["slug", "write_report"]
 
 _CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222; padding: 0 1em; }
@@ -27,6 +27,12 @@ img, video { max-width: 100%; border: 1px solid #ddd; }
 video { width: 320px; background: #000; }
 .error { color: #b00; } .meta { color: #666; } nav a { margin-right: 1em; }
 """
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A file-name-safe version of a video or class name (HMDB51 names carry '!', '+', spaces)."""
+    out = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:limit].strip("._")
+    return out or "video"
 
 
 def _src(path: str | Path, outdir: Path) -> str:

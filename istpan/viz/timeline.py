@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["plot_attention_mass", "plot_class_timeline"]
+__all__ = ["plot_attention_mass", "plot_class_timeline", "plot_window_timelines"]
 
 
 def _figure(width: float, height: float):
@@ -67,3 +68,24 @@ def plot_class_timeline(centres: Sequence[float] | torch.Tensor, scores: Sequenc
     path = Path(path)
     fig.savefig(path)
     return path
+
+
+def plot_window_timelines(result: dict[str, Any], scores: torch.Tensor, names: Sequence[str], outdir: Path
+                          ) -> dict[str, str]:
+    """One PNG per class worth looking at in a sliding-window result (top-k or with a segment), not 157 plots for
+    every Charades video. scores: (windows, C). Returns {class name: PNG path}."""
+    from istpan.viz.report import slug
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    wanted = [t["index"] for t in result["topk"]]
+    wanted += [s["index"] for s in result["segments"] if s["index"] not in wanted]
+    centres = [w["centre_s"] for w in result["windows"]]
+    stem = slug(Path(result["path"]).stem)
+    plots = {}
+    for c in wanted:
+        spans = [(s["start_s"], s["end_s"]) for s in result["segments"] if s["index"] == c]
+        file = outdir / f"{stem}_timeline_{c:03d}_{slug(names[c], 24)}.png"
+        plot_class_timeline(centres, scores[:, c], file, segments=spans, threshold=result["threshold"],
+                            duration=result["duration_s"], title=f"{names[c]}  ({Path(result['path']).name})")
+        plots[names[c]] = str(file)
+    return plots

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from istpan.viz._preprocess import Preprocessing, device_of
+from istpan.data.preprocess import Preprocessing
+from istpan.engine.predict import device_of
 
 __all__ = ["evaluate_localization", "mass_in_box", "model_view", "pointing_chance"]
 
@@ -61,7 +62,7 @@ def model_view(model: nn.Module, pre: Preprocessing, path: Path, video: dict[str
 
     info = video_info(path)
     indices = pre.indices(int(video["num_frames"]))
-    views = pre.view(read_frames(path, indices, short_side=pre.short_side))  # (K, s, s, 3)
+    views = pre.view(read_frames(path, indices, short_side=pre.decode_short_side))  # (K, s, s, 3)
     out = model(pre.to_input(views)[None].to(device_of(model)))
     boxes = [video["boxes"][t] for t in indices]
     return views, out, [pre.box_to_view(b, info.height, info.width) if b is not None else None for b in boxes]
@@ -70,8 +71,8 @@ def model_view(model: nn.Module, pre: Preprocessing, path: Path, video: dict[str
 def _pointing(model: nn.Module, pre: Preprocessing, path: Path, video: dict[str, Any], tolerance: float
               ) -> dict[str, float]:
     """Sums over the model's K sampled frames of one video: hits, frames, chance, mass in box, box area share."""
+    from istpan.engine.localization import pointing_game
     from istpan.models import attention_maps
-    from istpan.viz.localization import pointing_game
 
     sums = dict(hits=0.0, frames=0.0, chance=0.0, mass=0.0, area=0.0)
     _, out, boxes = model_view(model, pre, path, video)
@@ -101,9 +102,9 @@ def evaluate_localization(model: nn.Module, meta: dict[str, Any], root: str | Pa
     apply are None.
     """
     from istpan.data.synth import load_ground_truth
+    from istpan.engine.localization import frame_targets, localization_map, temporal_iou
     from istpan.engine.metrics import multilabel_metrics
-    from istpan.viz.localization import frame_targets, localization_map, temporal_iou
-    from istpan.viz.untrimmed import frame_scores, sliding_window_predict
+    from istpan.engine.windows import frame_scores, sliding_window_predict
 
     root = Path(root)
     gt = load_ground_truth(root)

@@ -10,6 +10,8 @@ Windows, for a video of T frames, window W and stride S (all in frames):
     plus [T - W, T) when those stop short of the end (the tail is never skipped),
     or the single window [0, T) when T < W.
 
+`stride` defaults to half the window, derived in frames after the window is converted (never below one frame).
+
 Decoding streams: frames pass through once, the last W cropped frames sit in a ring buffer (the end-aligned window
 needs them, and the frame count is only known at the end of the stream), and full windows are classified in small
 batches as soon as they complete. Memory depends on W and the crop size, not on the length or resolution of the video.
@@ -26,17 +28,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from istpan.data.preprocess import Preprocessing
+from istpan.engine.predict import class_names, device_of, is_multi_label, probabilities, topk_classes
 from istpan.errors import UserError
-from istpan.viz._preprocess import (
-    Preprocessing,
-    class_names,
-    device_of,
-    probabilities,
-    slug,
-    topk,
-)
 
-__all__ = ["frame_scores", "scores_at", "segments_from_scores", "sliding_window_predict", "window_bounds"]
+__all__ = [
+    "check_window_args",
+    "frame_scores",
+    "predict_windows",
+    "scores_at",
+    "segments_from_scores",
+    "sliding_window_predict",
+    "window_bounds",
+]
 
 
 def window_bounds(num_frames: int, window: int, stride: int) -> list[tuple[int, int]]:
@@ -93,22 +97,32 @@ def scores_at(times: Sequence[float] | torch.Tensor, centres: Sequence[float],
 
 def frame_scores(result: dict[str, Any], n: int = 25) -> torch.Tensor:
     """Scores (n, C) of a `sliding_window_predict` result at the Charades time points j / n · duration."""
-    from istpan.viz.localization import charades_timepoints
+    from istpan.engine.localization import charades_timepoints
 
     centres = [w["centre_s"] for w in result["windows"]]
     scores = torch.tensor([w["scores"] for w in result["windows"]])  # (W, C)
     return scores_at(charades_timepoints(result["duration_s"], n), centres, scores)
 
 
+def check_window_args(*, window: float, stride: float | None, unit: str, reduce: str = "mean") -> None:
+    """The checks that do not depend on a video (so a CLI can refuse bad arguments before reading any file)."""
+    if unit not in ("frames", "seconds"):
+        raise UserError(f"unit must be 'frames' or 'seconds', got {unit!r}")
+    if reduce not in ("mean", "max"):
+        raise UserError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+    if not window > 0:
+        raise UserError(f"--window must be > 0, got {window:g}")
+    if stride is not None and not stride > 0:
+        raise UserError(f"--stride must be > 0, got {stride:g}")
+
+
 def _to_frames(value: float, unit: str, fps: float, what: str, path: Path) -> int:
     if unit == "frames":
         frames = int(value)
-    elif unit == "seconds":
+    else:
         if fps <= 0:
             raise UserError(f"{path}: frame rate unknown, give --{what} in frames instead of seconds")
         frames = round(value * fps)
-    else:
-        raise UserError(f"unit must be 'frames' or 'seconds', got {unit!r}")
     if frames < 1:
         raise UserError(f"{path}: --{what} {value:g} {unit} is less than one frame; use a larger value")
     return frames
@@ -120,7 +134,7 @@ def _windows(path: Path, pre: Preprocessing, window: int, stride: int) -> Iterat
 
     buffer: deque[torch.Tensor] = deque(maxlen=window)  # the last `window` views (s, s, 3)
     next_start, last_end, t = 0, 0, -1
-    for t, frame in iter_frames(path, short_side=pre.short_side):
+    for t, frame in iter_frames(path, short_side=pre.decode_short_side):
         buffer.append(pre.view(frame).clone())  # clone: drop the reference to the full decoded frame
         if t + 1 - window == next_start:  # window [next_start, t + 1) just completed
             offset = t + 1 - len(buffer)  # frame index of buffer[0]
@@ -139,25 +153,27 @@ def _windows(path: Path, pre: Preprocessing, window: int, stride: int) -> Iterat
 
 @torch.no_grad()
 def sliding_window_predict(model: nn.Module, meta: dict[str, Any], path: str | Path, *, window: float,
-                           stride: float, unit: str = "frames", reduce: str = "mean", threshold: float = 0.5,
-                           outdir: str | Path | None = None, batch_size: int = 8, topk_classes: int = 5
-                           ) -> dict[str, Any]:
+                           stride: float | None = None, unit: str = "frames", reduce: str = "mean",
+                           threshold: float = 0.5, outdir: str | Path | None = None, batch_size: int = 8, topk: int = 5,
+                           num_segments: int | None = None) -> dict[str, Any]:
     """Classify every window of a video; return per-window scores, video-level scores and temporal segments.
 
     Returns a dict of built-in types: path, fps, num_frames, duration_s, window / stride (frames), reduce,
     windows = [{start, end, start_s, end_s, centre_s, scores: [C]}], scores = [C] (mean or max over windows),
     topk = [{label, index, score}], segments = [{label, index, start_s, end_s, peak}] sorted by start, and
     timelines = {class name: PNG path} (one plot per class in the top-k or with a segment) when `outdir` is given.
+    stride None: half the window (in frames, at least 1). num_segments: K frames per window (default: the
+    checkpoint's). Raises UserError (VideoError) naming the file.
     """
     from istpan.data import video_info
 
     path = Path(path)
-    if reduce not in ("mean", "max"):
-        raise UserError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+    check_window_args(window=window, stride=stride, unit=unit, reduce=reduce)
     info = video_info(path)
     win = _to_frames(window, unit, info.fps, "window", path)
-    step = _to_frames(stride, unit, info.fps, "stride", path)
-    pre = Preprocessing.from_meta(model, meta)
+    step = max(1, win // 2) if stride is None else _to_frames(stride, unit, info.fps, "stride", path)
+    pre = Preprocessing.from_meta(model, meta).with_frames(num_segments)
+    multi = is_multi_label(model, meta)
     device = device_of(model)
     model.eval()
 
@@ -167,7 +183,7 @@ def sliding_window_predict(model: nn.Module, meta: dict[str, Any], path: str | P
 
     def flush() -> None:
         x = pre.to_input(torch.stack(batch)).to(device)  # (B, K, 3, s, s)
-        chunks.append(probabilities(model, model(x).logits, meta).cpu())  # (B, C)
+        chunks.append(probabilities(model(x).logits, multi_label=multi).cpu())  # (B, C)
         batch.clear()
 
     for start, end, views in _windows(path, pre, win, step):
@@ -204,29 +220,37 @@ def sliding_window_predict(model: nn.Module, meta: dict[str, Any], path: str | P
             for (s, e), c, sc in zip(bounds, centres, scores.tolist())
         ],
         "scores": video_scores.tolist(),
-        "topk": topk(video_scores, names, topk_classes),
+        "topk": topk_classes(video_scores, names, topk),
         "segments": segments,
         "timelines": {},
     }
     if outdir is not None:
-        result["timelines"] = _plot_timelines(result, scores, names, Path(outdir))
+        from istpan.viz.timeline import plot_window_timelines
+
+        result["timelines"] = plot_window_timelines(result, scores, names, Path(outdir))
     return result
 
 
-def _plot_timelines(result: dict[str, Any], scores: torch.Tensor, names: list[str], outdir: Path) -> dict[str, str]:
-    """One PNG per class worth looking at (top-k or with a segment): not 157 plots for every Charades video."""
-    from istpan.viz.timeline import plot_class_timeline
+def predict_windows(model: nn.Module, meta: dict[str, Any], paths: Sequence[str | Path], *, window: float,
+                    stride: float | None = None, unit: str = "seconds", reduce: str = "mean", threshold: float = 0.5,
+                    topk: int = 5, num_segments: int | None = None, outdir: str | Path | None = None
+                    ) -> list[dict[str, Any]]:
+    """`sliding_window_predict` for each path, in order; a video that cannot be read (or is too short for the
+    window in seconds, or has no frame rate) gives {"path", "name", "error"} and the others still run.
 
-    outdir.mkdir(parents=True, exist_ok=True)
-    wanted = [t["index"] for t in result["topk"]]
-    wanted += [s["index"] for s in result["segments"] if s["index"] not in wanted]
-    centres = [w["centre_s"] for w in result["windows"]]
-    stem = slug(Path(result["path"]).stem)
-    plots = {}
-    for c in wanted:
-        spans = [(s["start_s"], s["end_s"]) for s in result["segments"] if s["index"] == c]
-        file = outdir / f"{stem}_timeline_{c:03d}_{slug(names[c], 24)}.png"
-        plot_class_timeline(centres, scores[:, c], file, segments=spans, threshold=result["threshold"],
-                            duration=result["duration_s"], title=f"{names[c]}  ({Path(result['path']).name})")
-        plots[names[c]] = str(file)
-    return plots
+    With `outdir`, per-class timelines and OUTDIR/index.html (failed videos listed with their reason) are written.
+    """
+    check_window_args(window=window, stride=stride, unit=unit, reduce=reduce)  # argument errors stop before any file
+    results: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            results.append(sliding_window_predict(model, meta, path, window=window, stride=stride, unit=unit,
+                                                  reduce=reduce, threshold=threshold, outdir=outdir, topk=topk,
+                                                  num_segments=num_segments))
+        except UserError as err:  # VideoError is a UserError: missing, unreadable, no decodable frame
+            results.append({"path": str(path), "name": Path(path).name, "error": str(err)})
+    if outdir is not None:
+        from istpan.viz.report import write_report
+
+        write_report(outdir, results)
+    return results

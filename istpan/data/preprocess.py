@@ -1,0 +1,207 @@
+"""What the model sees: one typed object for frame choice, resize, crop, normalisation and to-tensor at test time.
+
+Like timm's `PretrainedCfg` or torchvision's `weights.transforms()`, it is built once (from the run's DataConfig and
+the backbone's mean/std), saved with the weights (a plain dict: checkpoints load with `weights_only=True`), and every
+consumer takes it from there: evaluation (`build_dataset(train=False)`), `istpan predict`, `--explain`, sliding
+windows, streaming, `Predictor` and the export sidecar. Nobody else re-implements it or invents fallbacks.
+
+Test-time pipeline, for a video of n frames (or a window of n frames starting at `start`):
+
+    indices(n, start)   K frame indices: centre of K equal segments (TSN), or a centred dense clip  (K,) ints
+    decode              frames at `short_side` (resized while decoding)                             uint8 (K, H, W, 3)
+    view(frames)        short side to `resize`, centre crop `input_size`: what is drawn on          uint8 (K, s, s, 3)
+    to_input(views)     [0, 1] floats, (x - mean) / std, channels first: what the network gets      float (K, 3, s, s)
+
+The view / to_input split lets the viz modules draw on exactly the pixels the model saw. Every step works on any
+leading shape, so one frame (H, W, 3) -> (3, s, s) is the same code (`frame_input`, what a stream feeds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["Preprocessing"]
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)  # = istpan.data.transforms.IMAGENET_MEAN (not imported: keeps this module light)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _test_ratio(input_size: int) -> int:
+    """The usual test-time short side for a crop: 256 for 224 (what old checkpoints without `resize` used)."""
+    return round(input_size * 256 / 224)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Test-time preprocessing of a checkpoint (see the module docstring for the pipeline)."""
+
+    input_size: int = 224  # side of the square centre crop the network sees
+    short_side: int = 256  # frames are resized to this short side while decoding (0: decoded as stored)
+    resize: int = 256  # short side right before the centre crop (max(short_side, input_size) from a DataConfig)
+    mean: tuple[float, ...] = _IMAGENET_MEAN  # per-channel normalisation of [0, 1] RGB: the backbone's
+    std: tuple[float, ...] = _IMAGENET_STD
+    num_segments: int = 8  # K frames per video at test time (segment / uniform sampling)
+    sampling: str = "segment"  # segment (TSN) | dense | uniform; see istpan.data.sampling
+    clip_len: int = 8  # dense sampling: frames per clip (the K of a dense checkpoint)
+    frame_stride: int = 1  # dense sampling: step between frames
+
+    def __post_init__(self) -> None:  # tuples, whatever came in (lists from JSON / a checkpoint)
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    # ------------------------------------------------------------------------------------------- construction
+
+    @classmethod
+    def from_data_config(cls, data_cfg: Any, *, mean: Sequence[float] | None = None,
+                         std: Sequence[float] | None = None) -> Preprocessing:
+        """From a `DataConfig` and the backbone's mean/std (`model.pretrained_cfg`; ImageNet's when None)."""
+        d = data_cfg
+        return cls(
+            input_size=int(d.input_size),
+            short_side=int(d.short_side),
+            resize=max(int(d.short_side), int(d.input_size)),
+            mean=tuple(mean or _IMAGENET_MEAN),
+            std=tuple(std or _IMAGENET_STD),
+            num_segments=int(d.test_segments),
+            sampling=str(d.sampling),
+            clip_len=int(d.clip_len),
+            frame_stride=int(d.frame_stride),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain built-in types (lists, ints, floats, str): what checkpoints, sidecars and config.json store."""
+        out = dataclasses.asdict(self)
+        out["mean"], out["std"] = list(self.mean), list(self.std)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None, *, mean: Sequence[float] | None = None,
+                  std: Sequence[float] | None = None) -> Preprocessing:
+        """Inverse of `to_dict`, and the ONE place where older or partial dicts are completed.
+
+        Checkpoints written before this object existed stored a dict that may lack `resize`, `clip_len`, `mean`/`std`
+        (then `mean`/`std` given here, e.g. the model's `pretrained_cfg`, else ImageNet's); missing sizes follow the
+        usual 256/224 test ratio. Unknown keys (from a newer istpan) are ignored.
+        """
+        d = dict(data or {})
+        input_size = int(d.get("input_size") or 224)
+        num_segments = int(d.get("num_segments") or 8)
+        return cls(
+            input_size=input_size,
+            short_side=int(d["short_side"]) if d.get("short_side") is not None else _test_ratio(input_size),
+            resize=int(d.get("resize") or _test_ratio(input_size)),
+            mean=tuple(d.get("mean") or mean or _IMAGENET_MEAN),
+            std=tuple(d.get("std") or std or _IMAGENET_STD),
+            num_segments=num_segments,
+            sampling=str(d.get("sampling") or "segment"),
+            clip_len=int(d.get("clip_len") or num_segments),
+            frame_stride=int(d.get("frame_stride") or 1),
+        )
+
+    @classmethod
+    def from_meta(cls, model: Any, meta: Mapping[str, Any]) -> Preprocessing:
+        """From checkpoint meta (`meta["preprocessing"]`, a dict or already a Preprocessing); mean/std missing in
+        an old dict come from the model's `pretrained_cfg` (model may be None)."""
+        pre = meta.get("preprocessing")
+        if isinstance(pre, Preprocessing):
+            return pre
+        cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+        return cls.from_dict(pre, mean=cfg.get("mean"), std=cfg.get("std"))
+
+    def with_frames(self, k: int | None) -> Preprocessing:
+        """The same preprocessing with K = k frames (segment count and dense clip length alike); None: unchanged."""
+        if k is None:
+            return self
+        if int(k) < 1:
+            raise ValueError(f"the number of frames must be >= 1, got {k}")
+        return dataclasses.replace(self, num_segments=int(k), clip_len=int(k))
+
+    # ------------------------------------------------------------------------------------------- frame choice
+
+    @property
+    def num_frames(self) -> int:
+        """K: frames the model sees per video."""
+        return self.clip_len if self.sampling == "dense" else self.num_segments
+
+    def indices(self, num_frames: int, start: int = 0) -> list[int]:
+        """The K frames the model sees among `num_frames` frames starting at `start` (deterministic test sampling)."""
+        from istpan.data.sampling import sample_indices
+
+        idx = sample_indices(num_frames, method=self.sampling, length=self.num_frames, stride=self.frame_stride)
+        return [start + int(i) for i in idx]  # (K,)
+
+    @property
+    def decode_short_side(self) -> int | None:
+        """`short_side` as the decoders take it (None: no resize while decoding)."""
+        return self.short_side or None
+
+    def read(self, path: str | Path, *, backend: str = "pyav") -> tuple[torch.Tensor, list[int], int]:
+        """Decode a video's K sampled frames as the model sees them: (views uint8 (K, s, s, 3), indices, frame count).
+
+        Raises VideoError (a UserError) naming the file when it cannot be read or has no decodable frame.
+        """
+        from istpan.data.decode import VideoError, count_frames, read_frames
+
+        n = count_frames(path, backend=backend)
+        if n <= 0:
+            raise VideoError(path, "no frame could be decoded")
+        indices = self.indices(n)
+        frames = read_frames(path, indices, backend=backend, short_side=self.decode_short_side)  # (K, H, W, 3)
+        return self.view(frames), indices, n
+
+    # ------------------------------------------------------------------------------------------- pixels
+
+    def view(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (..., H, W, 3) -> the model's centre crop, uint8 (..., s, s, 3) (short side to `resize` first)."""
+        from torchvision.transforms.v2 import functional as F
+
+        chw = frames.movedim(-1, -3)  # (..., 3, H, W)
+        chw = F.center_crop(F.resize(chw, [self.resize], antialias=True), [self.input_size, self.input_size])
+        return chw.movedim(-3, -1)
+
+    def to_input(self, views: torch.Tensor) -> torch.Tensor:
+        """uint8 views (..., s, s, 3) -> normalised float (..., 3, s, s), the network's input."""
+        from torchvision.transforms.v2 import functional as F
+
+        x = F.to_dtype(views.movedim(-1, -3).contiguous(), torch.float32, scale=True)  # (..., 3, s, s)
+        return F.normalize(x, list(self.mean), list(self.std))
+
+    def frame_input(self, frame: torch.Tensor) -> torch.Tensor:
+        """One decoded frame uint8 (H, W, 3) -> float (3, s, s): the unit a stream or a frame cache works on."""
+        return self.to_input(self.view(frame))
+
+    def transform(self, crops: int = 1):
+        """The evaluation transform with 1 / 3 / 5 / 10 crops: uint8 (K, 3, H, W) -> float (K, 3, s, s), or
+        (crops, K, 3, s, s). With one crop it computes what `to_input(view(...))` does (same torchvision ops)."""
+        from istpan.data.transforms import test_transform
+
+        return test_transform(input_size=self.input_size, resize=self.resize, mean=self.mean, std=self.std,
+                              crops=crops)
+
+    def box_to_view(self, box: Sequence[float], height: int, width: int) -> tuple[float, ...] | None:
+        """A box (x0, y0, x1, y1) normalised to the original (height, width) frame -> normalised to the view.
+
+        Follows `view` step by step (decode at short_side, resize to `resize`, centre crop). None when the box falls
+        outside the crop.
+        """
+        from istpan.data._backends import resized_size
+
+        h, w = resized_size(height, width, self.short_side) if self.short_side else (height, width)  # as decoded
+        r = self.resize  # torchvision's Resize(short side): the long side truncates
+        h, w = (r, int(r * w / h)) if h <= w else (int(r * h / w), r)
+        s = self.input_size
+        top, left = round((h - s) / 2.0), round((w - s) / 2.0)  # torchvision's center_crop offsets
+        x0, y0, x1, y1 = (float(v) for v in box)
+        out = (
+            min(max((x0 * w - left) / s, 0.0), 1.0),
+            min(max((y0 * h - top) / s, 0.0), 1.0),
+            min(max((x1 * w - left) / s, 0.0), 1.0),
+            min(max((y1 * h - top) / s, 0.0), 1.0),
+        )
+        return out if out[2] > out[0] and out[3] > out[1] else None
