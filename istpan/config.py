@@ -32,7 +32,7 @@ __all__ = [
 
 @dataclass
 class DataConfig:
-    format: str = "list"  # ucf101 | hmdb51 | charades | kinetics | folder | list
+    format: str = "list"  # ucf101 | hmdb51 | charades | kinetics | folder | list | synthetic | webdataset
     root: str = ""  # folder the video paths are relative to
     train_annotations: str = ""  # format-specific: split dir, CSV or list file (see istpan/data/datasets.py)
     val_annotations: str = ""
@@ -47,6 +47,8 @@ class DataConfig:
     input_size: int = 224  # crop size fed to the network
     short_side: int = 256  # frames are resized to this short side while decoding
     backend: str = "pyav"  # pyav | opencv | frames
+    index: str = "auto"  # persistent video index: auto (<root>/istpan_index.sqlite) | none | a file path
+    shuffle_buffer: int = 1000  # data.format=webdataset: samples held for shuffling (per DataLoader worker)
     num_workers: int = 2
     train_crop: str = "multiscale"  # multiscale (TSN) | resized (RandomResizedCrop) | center (no crop augmentation)
     flip: bool = True  # random horizontal flip in training; false when classes depend on left/right
@@ -111,7 +113,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optim.schedule": ("cosine", "step"),
     "train.amp": ("none", "bf16", "fp16"),
     "train.device": ("auto", "cpu", "cuda"),
-    "data.format": ("ucf101", "hmdb51", "charades", "kinetics", "folder", "list", "synthetic"),
+    "data.format": ("ucf101", "hmdb51", "charades", "kinetics", "folder", "list", "synthetic", "webdataset"),
     "data.sampling": ("segment", "dense", "uniform"),
     "data.backend": ("pyav", "opencv", "frames"),
     "data.train_crop": ("multiscale", "resized", "center"),

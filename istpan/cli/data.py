@@ -83,7 +83,11 @@ def run_check(args) -> int:
     total = sum(len(a.records) for a in splits.values())
     print(f"checking {total} videos ({', '.join(f'{k}: {len(v.records)}' for k, v in splits.items())}) "
           f"with {args.workers} workers", file=sys.stderr)
-    report = check_dataset(splits, backend=cfg.backend, workers=args.workers, progress=not args.no_progress)
+    from istpan.data.index import index_path_for
+
+    index = index_path_for(cfg.index, root=cfg.root, annotations=cfg.train_annotations)
+    report = check_dataset(splits, backend=cfg.backend, workers=args.workers, progress=not args.no_progress,
+                           index=str(index) if index else None)
     report["dataset"] = {"format": cfg.format, "root": cfg.root, "train_annotations": cfg.train_annotations,
                          "val_annotations": cfg.val_annotations, "classes": cfg.classes, "split": cfg.split}
     json_path, _, summary = write_report(report, args.out)

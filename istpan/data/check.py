@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from istpan.data import index as video_index
 from istpan.data.datasets import Annotations
 from istpan.data.decode import VideoError, count_frames, decode_errors, video_info
 
@@ -62,21 +63,26 @@ def check_video(path: str, backend: str = "pyav") -> VideoCheck:
     return VideoCheck(path, "ok", "", frames, claimed)
 
 
-def _check_all(paths: list[str], *, backend: str, workers: int, progress: bool) -> list[VideoCheck]:
+def _check_all(paths: list[str], *, backend: str, workers: int, progress: bool,
+               index: str | None = None) -> list[VideoCheck]:
     bar = dict(total=len(paths), desc="checking videos", unit="video", disable=not progress, dynamic_ncols=True)
     if workers <= 1 or len(paths) < 2:
+        video_index.use(index)
         return [check_video(p, backend) for p in tqdm(paths, **bar)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Each worker reads and fills the persistent index: a later run (or a second check) decodes nothing again.
+    with ProcessPoolExecutor(max_workers=workers, initializer=video_index.use, initargs=(index,)) as pool:
         chunk = max(1, min(32, len(paths) // (workers * 8)))
         return list(tqdm(pool.map(check_video, paths, [backend] * len(paths), chunksize=chunk), **bar))
 
 
 def check_dataset(
-    splits: dict[str, Annotations], *, backend: str = "pyav", workers: int = 1, progress: bool = True
+    splits: dict[str, Annotations], *, backend: str = "pyav", workers: int = 1, progress: bool = True,
+    index: str | None = None,
 ) -> dict:
-    """Scan every video of the given splits ({"train": Annotations, ...}) and return the report as a dict."""
+    """Scan every video of the given splits ({"train": Annotations, ...}) and return the report as a dict.
+    `index`: the persistent video index file to read and fill (istpan.data.index), None for none."""
     unique = sorted({r.path for ann in splits.values() for r in ann.records})
-    results = dict(zip(unique, _check_all(unique, backend=backend, workers=workers, progress=progress)))
+    results = dict(zip(unique, _check_all(unique, backend=backend, workers=workers, progress=progress, index=index)))
     report: dict = {"backend": backend, "splits": {}}
     for name, ann in splits.items():
         checks = [results[r.path] for r in ann.records]

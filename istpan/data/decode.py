@@ -13,6 +13,11 @@ never seeks that file again). Decoding from an H.264 keyframe (IDR) gives bit-id
 references. In that same case unwanted non-reference frames (most B-frames) are not decoded at all (`skip_frame`),
 which is exact by construction: no other frame depends on them.
 
+The index of a file (frame count, timestamps, keyframes) is kept per process and, when a persistent index is active
+(`istpan.data.index`, one SQLite file beside the dataset), read from and written to it, so the full-decode scan runs
+once per video version instead of once per worker and run. `EncodedVideo` (a video's encoded bytes, e.g. from a
+WebDataset shard, with the index entry stored next to them) decodes exactly like the file it came from.
+
 Backends: "pyav" (default), "opencv" (optional, imported lazily) and "frames" (a folder of `img_00001.jpg`, ...: the
 TSN/MMAction2 extracted-frames layout).
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import io
 import itertools
 import logging
 import os
@@ -34,14 +40,17 @@ import numpy as np
 import torch
 
 from istpan.data import _backends
+from istpan.data import index as video_index
 from istpan.data._backends import VideoError, resized_size
 
 __all__ = [
     "BACKENDS",
+    "EncodedVideo",
     "VideoError",
     "VideoInfo",
     "count_frames",
     "decode_errors",
+    "index_entry",
     "iter_frames",
     "read_frames",
     "video_info",
@@ -81,7 +90,31 @@ _index_cache: OrderedDict[tuple, _Index] = OrderedDict()
 _counts: dict[tuple, int] = {}  # (path, size, mtime) -> frames that decode; survives eviction from _index_cache
 
 
-def _cache_key(path: Path) -> tuple:
+@dataclass(frozen=True, eq=False)
+class EncodedVideo:
+    """A video held as its encoded bytes (a WebDataset sample): decoded from memory, never written to disk.
+
+    `name` is what error messages show ("<shard>:<key> (<original path>)"); `index` is the entry `index_entry` gave
+    for the original file, so no scan is needed and seeks stay exact (the bytes are the same)."""
+
+    name: str
+    data: bytes
+    index: dict | None = None
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __fspath__(self) -> str:  # Path(EncodedVideo) would lose the bytes: fail loudly instead
+        raise TypeError(f"{self.name}: an EncodedVideo has no file path")
+
+
+def _source(path) -> Path | EncodedVideo:
+    return path if isinstance(path, EncodedVideo) else Path(path)
+
+
+def _cache_key(path: Path | EncodedVideo) -> tuple:
+    if isinstance(path, EncodedVideo):
+        return ("bytes", path.name, len(path.data))
     st = path.stat()
     return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
 
@@ -92,10 +125,11 @@ def _check_backend(backend: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------- PyAV
-def _open(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
-    _backends.check_file(path)
+def _open(path: Path | EncodedVideo) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    if not isinstance(path, EncodedVideo):
+        _backends.check_file(path)
     try:
-        container = av.open(str(path))
+        container = av.open(io.BytesIO(path.data) if isinstance(path, EncodedVideo) else str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
         raise VideoError(path, f"cannot open as a video ({getattr(err, 'strerror', None) or err})") from err
     if not container.streams.video:
@@ -156,20 +190,35 @@ def _scan(path: Path) -> _Index:
     return _Index(len(pts), clean_pts, tuple(sorted(keyframes)), seekable, tuple(errors))
 
 
-def _index(path: Path, *, scan: bool) -> _Index | None:
+def _index(path: Path | EncodedVideo, *, scan: bool) -> _Index | None:
+    """The cached index of this file version: this process's memory, else the persistent index, else (scan=True)
+    one full decode, which is then stored in both."""
+    if isinstance(path, EncodedVideo):  # the entry travels with the bytes: nothing to cache or store
+        if path.index is not None:
+            return _from_entry(path.index)
+        return _scan(path) if scan else None
     _backends.check_file(path)
     key = _cache_key(path)
     if key in _index_cache:
         _index_cache.move_to_end(key)
         return _index_cache[key]
-    if not scan:
+    if (stored := video_index.lookup(*key)) is not None:
+        index = _from_entry(stored)
+    elif not scan:
         return None
-    index = _scan(path)
+    else:
+        index = _scan(path)
+        video_index.store(*key, dataclasses.asdict(index))
     _index_cache[key] = index
     _counts[key] = index.num_frames
     if len(_index_cache) > _CACHE_SIZE:
         _index_cache.popitem(last=False)
     return index
+
+
+def _from_entry(entry: dict) -> _Index:
+    return _Index(int(entry["num_frames"]), np.asarray(entry["pts"], dtype=np.int64),
+                  tuple(int(k) for k in entry["keyframes"]), bool(entry["seekable"]), tuple(entry.get("errors", ())))
 
 
 def _rgb(frame: av.VideoFrame, short_side: int | None) -> np.ndarray:
@@ -251,9 +300,9 @@ def _read_seeking(path: Path, index: _Index, wanted: list[int], short_side: int 
     return out
 
 
-def _read_pyav(path: Path, wanted: list[int], short_side: int | None) -> dict[int, np.ndarray]:
+def _read_pyav(path: Path | EncodedVideo, wanted: list[int], short_side: int | None) -> dict[int, np.ndarray]:
     index = _index(path, scan=False)
-    known = _counts.get(_cache_key(path))
+    known = index.num_frames if index is not None else _counts.get(_cache_key(path))
     if known is not None and wanted[-1] >= known:
         raise VideoError(path, f"frame {wanted[-1]} requested but only {known} frames decode")
     if index is not None and index.seekable:
@@ -261,25 +310,33 @@ def _read_pyav(path: Path, wanted: list[int], short_side: int | None) -> dict[in
             return _read_seeking(path, index, wanted, short_side)
         except _NotExact:
             log.debug("%s: seek was not frame-exact, decoding sequentially from now on", path)
-            _index_cache[_cache_key(path)] = dataclasses.replace(index, seekable=False)
+            if not isinstance(path, EncodedVideo):
+                _index_cache[_cache_key(path)] = dataclasses.replace(index, seekable=False)
     return _read_sequential(path, wanted, short_side)
 
 
 # ---------------------------------------------------------------------------------------------------- public API
 def decode_errors(path: str | Path) -> list[str]:
     """Why packets of this file failed to decode during `count_frames` (PyAV backend; [] for a clean file)."""
-    return list(_index(Path(path), scan=True).errors)
+    return list(_index(_source(path), scan=True).errors)
+
+
+def index_entry(path: str | Path) -> dict:
+    """The index entry of a file (scanned once, or from the persistent index): what `EncodedVideo(index=...)` and
+    `istpan.data.index` store. Keys: num_frames, pts, keyframes, seekable, errors."""
+    return dataclasses.asdict(_index(_source(path), scan=True))
 
 
 def count_frames(path: str | Path, *, backend: str = "pyav") -> int:
     """Number of frames that really decode (may be fewer than the container claims). Cached per file version."""
     _check_backend(backend)
-    path = Path(path)
+    path = _source(path)
     if backend == "frames":
         return len(_backends.frame_files(path))
     if backend == "opencv":
         return _backends.opencv_count(path)
-    _backends.check_file(path)
+    if not isinstance(path, EncodedVideo):
+        _backends.check_file(path)
     known = _counts.get(_cache_key(path))
     return known if known is not None else _index(path, scan=True).num_frames
 
@@ -291,7 +348,7 @@ def read_frames(
     decode at those indices. Frames are resized to `short_side` while decoding. Negative indices are a caller bug
     (ValueError); an index past the last decodable frame raises VideoError."""
     _check_backend(backend)
-    path = Path(path)
+    path = _source(path)
     idx = [int(i) for i in (indices.tolist() if isinstance(indices, torch.Tensor) else indices)]
     if any(i < 0 for i in idx):
         raise ValueError(f"{path}: frame indices must be >= 0, got {min(idx)}")
@@ -316,7 +373,7 @@ def iter_frames(
     _check_backend(backend)
     if step < 1:
         raise ValueError(f"step must be >= 1, got {step}")
-    path = Path(path)
+    path = _source(path)
     if backend != "pyav":
         yield from _backends.iter_other(path, backend, short_side, step)
         return
@@ -330,7 +387,7 @@ def iter_frames(
 def video_info(path: str | Path, *, backend: str = "pyav") -> VideoInfo:
     """Container metadata without decoding. For a folder of frames fps is 0.0 (unknown) and duration 0.0."""
     _check_backend(backend)
-    path = Path(path)
+    path = _source(path)
     if backend == "frames":
         files = _backends.frame_files(path)
         h, w = _backends.frames_read(path, [0], None)[0].shape[:2] if files else (0, 0)

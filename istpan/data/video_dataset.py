@@ -16,6 +16,7 @@ import av
 import torch
 
 from istpan.config import DataConfig
+from istpan.data import index as video_index
 from istpan.data.datasets import FORMATS, Annotations, VideoRecord, parse_annotations
 from istpan.data.decode import VideoError, count_frames, read_frames
 from istpan.data.preprocess import Preprocessing
@@ -52,6 +53,7 @@ class VideoDataset(torch.utils.data.Dataset):
         short_side: int | None = None,
         seed: int = 0,
         replace_failed: bool | None = None,
+        index_path: str | Path | None = None,
     ):
         self.records = list(records)
         self.class_names = list(class_names)
@@ -66,6 +68,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.short_side = short_side
         self.seed = seed
         self.replace_failed = train if replace_failed is None else replace_failed
+        self.index_path = str(index_path) if index_path else None  # persistent video index (istpan.data.index)
         self._epoch = torch.zeros((), dtype=torch.long).share_memory_()  # seen by workers forked or spawned earlier
 
     @property
@@ -99,7 +102,10 @@ class VideoDataset(torch.utils.data.Dataset):
 
     def load(self, index: int) -> dict:
         """Like `dataset[index]` but raising VideoError instead of returning None."""
-        record = self.records[index]
+        return self.load_record(self.records[index], index)
+
+    def load_record(self, record: VideoRecord, index: int) -> dict:
+        """Load any record (e.g. one streamed from a shard) as item `index`: randomness follows (seed, epoch, index)."""
         try:
             frames = self._frames(record, index)  # (V·K, H, W, 3) uint8
         except (av.error.FFmpegError, OSError) as err:  # a decoder failure that slipped past decode.py's checks
@@ -121,6 +127,7 @@ class VideoDataset(torch.utils.data.Dataset):
         return clip_generator(self.seed, self.epoch, index, stream)
 
     def _frames(self, record: VideoRecord, index: int) -> torch.Tensor:
+        video_index.use(self.index_path)  # cheap when already active; reaches spawned workers through pickling
         n = count_frames(record.path, backend=self.backend)
         if n == 0:
             raise VideoError(record.path, "no frame decodes")
@@ -190,6 +197,7 @@ def build_dataset(
         backend=d.backend,
         short_side=d.short_side or None,
         seed=seed,
+        index_path=video_index.index_path_for(d.index, root=d.root, annotations=d.train_annotations),
     )
 
 
