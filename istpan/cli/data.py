@@ -4,6 +4,7 @@
     istpan data check --format hmdb51 --root data/hmdb51/videos \\
         --annotations data/hmdb51/testTrainMulti_7030_splits --split 2    # no config needed
     istpan data check --format list --annotations my/train.txt --classes my/classes.txt --out check/
+    istpan data shard --config configs/kinetics.yaml --out shards/k400 --shard-size 1GB   # WebDataset shards
 
 Exit status: 0 when everything is usable, 1 when a problem was found (report in --out), 2 for a usage error.
 """
@@ -21,7 +22,7 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("data", help="dataset tools: check a dataset, generate the synthetic one",
+    p = subparsers.add_parser("data", help="dataset tools: check a dataset, shard it, generate the synthetic one",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(run=run, _data_parser=p)
     sub = p.add_subparsers(dest="data_command", metavar="ACTION")
@@ -39,6 +40,18 @@ def add_parser(subparsers) -> None:
     c.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="parallel processes")
     c.add_argument("--out", default="data_check", help="folder for report.json and summary.txt (default data_check)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    h = sub.add_parser("shard", help="write WebDataset tar shards (videos' bytes unchanged + labels + index entry)",
+                       description="Write each split of the configured dataset as WebDataset shards plus a manifest "
+                       "<split>.json; train from them with data.format=webdataset data.train_annotations=DIR/train.json"
+                       " (see docs/scale.md). Resumable: rerun the same command after an interruption.")
+    h.add_argument("--config", required=True, help="YAML config of the video dataset")
+    h.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.root=...")
+    h.add_argument("--out", required=True, help="folder for the shards and manifests")
+    h.add_argument("--shard-size", default="1GB", help="target bytes per shard (default 1GB; e.g. 500MB, 256MiB)")
+    h.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="parallel processes")
+    h.add_argument("--seed", type=int, default=0, help="seed of the shuffle before sharding")
+    h.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = sub.add_parser("synth", help="generate the synthetic action dataset (real H.264 videos, list files)")
     synth.add_arguments(s)
@@ -96,10 +109,25 @@ def run_check(args) -> int:
     return 0 if report["clean"] else 1
 
 
+def run_shard(args) -> int:
+    from istpan.config import load_config
+    from istpan.data.shards import parse_size, shard_dataset
+
+    cfg = load_config(args.config, args.overrides)
+    manifests = shard_dataset(cfg.data, out=args.out, shard_size=parse_size(args.shard_size), workers=args.workers,
+                              seed=args.seed, progress=not args.no_progress)
+    for split, m in manifests.items():
+        print(f"{split}: {m['samples']} videos in {len(m['shards'])} shards -> {os.path.join(args.out, split)}.json"
+              + (f"; {len(m['skipped'])} unreadable videos left out (listed in the manifest)" if m["skipped"] else ""))
+    return 1 if any(m["skipped"] for m in manifests.values()) else 0
+
+
 def run(args) -> int:
     command = getattr(args, "data_command", None)
     if command == "check":
         return run_check(args)
+    if command == "shard":
+        return run_shard(args)
     if command == "synth":
         return int(args._data_run(args) or 0)
     args._data_parser.print_help()

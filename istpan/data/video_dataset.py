@@ -206,6 +206,11 @@ def load_split(data_cfg: DataConfig, split: str) -> Annotations:
     d = data_cfg
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if d.format == "webdataset":  # records stream from the shards; the manifest knows the classes
+        from istpan.data.shard_loader import load_manifest
+
+        manifest = load_manifest(d.train_annotations if split == "train" else d.val_annotations)
+        return Annotations([], list(manifest["classes"]), [])
     if d.format not in FORMATS:
         raise UserError(f"data.format: unknown format '{d.format}' (choose from {', '.join(FORMATS)})")
     ann, classes = _annotation_paths(d, split)

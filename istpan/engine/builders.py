@@ -45,6 +45,8 @@ def check_data_paths(cfg: Config) -> None:
     """Fail before building anything when a dataset path is missing."""
     d = cfg.data
     for key in ("root", "train_annotations", "val_annotations", "classes"):
+        if key == "root" and d.format == "webdataset":  # shards may be URLs or pipe: commands
+            continue
         value = getattr(d, key)
         if value and not Path(value).exists():
             raise UserError(f"data.{key}: '{value}' does not exist; fix the path in the config or with data.{key}=...")
@@ -53,6 +55,9 @@ def check_data_paths(cfg: Config) -> None:
 def build_data(cfg: Config, *, distributed: bool, class_names: list[str], mean, std):
     """Train loader (sharded under DDP) and val loader (each rank a disjoint, unpadded shard), or None without val."""
     from istpan.data import build_dataset, build_loader
+
+    if cfg.data.format == "webdataset":
+        return _shard_loaders(cfg, distributed=distributed, mean=mean, std=std)
 
     opts = {"mean": mean, "std": std, "seed": cfg.train.seed}
     train_set = build_dataset(cfg.data, split="train", train=True, **opts)
@@ -75,12 +80,30 @@ def build_data(cfg: Config, *, distributed: bool, class_names: list[str], mean, 
     return train_loader, val_loader
 
 
+def _shard_loaders(cfg: Config, *, distributed: bool, mean, std):
+    """data.format=webdataset: streaming loaders over the shards of each manifest (istpan/data/shard_loader.py)."""
+    from istpan.data.shard_loader import build_shard_loader
+    from istpan.engine.distributed import get_rank, get_world_size
+
+    common = {"batch_size": cfg.train.batch_size, "num_workers": cfg.data.num_workers, "seed": cfg.train.seed,
+              "mean": mean, "std": std, "rank": get_rank() if distributed else 0,
+              "world": get_world_size() if distributed else 1}
+    train_loader = build_shard_loader(cfg.data, split="train", train=True, **common)
+    val_loader = None
+    if cfg.data.val_annotations:
+        val_loader = build_shard_loader(cfg.data, split="val", train=False, views=parse_views(cfg.train.eval_views),
+                                        **common)
+        if list(val_loader.stream.template.class_names) != list(train_loader.stream.template.class_names):
+            raise UserError(f"{cfg.data.val_annotations}: its classes differ from the training shards' classes")
+    return train_loader, val_loader
+
+
 def class_names_of(cfg: Config) -> list[str]:
     """Class names of the training split (parsing the annotations only, no video is opened)."""
     from istpan.data.video_dataset import load_split
 
     parsed = load_split(cfg.data, "train")
-    if not parsed.records:
+    if not parsed.records and cfg.data.format != "webdataset":
         where = cfg.data.train_annotations or cfg.data.root
         raise UserError(f"{where}: the training split has no usable videos (run `istpan data check` to see why)")
     return list(parsed.class_names)
