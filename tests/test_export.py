@@ -53,12 +53,20 @@ def test_bad_checkpoints_are_one_line_user_errors(tmp_path, checkpoint):
         pickle.dump({"model": {}, "meta": {}, "x": np.dtype("float32").__class__}, f, protocol=2)  # arbitrary class
     other = tmp_path / "other.pt"
     torch.save({"state_dict": {}}, other)
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(bytes(range(256)) * 8)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
     cases = [(tmp_path / "missing.pt", "checkpoint not found"), (truncated, "cannot read checkpoint"),
-             (evil, "cannot read checkpoint"), (other, "not an istpan checkpoint")]
+             (evil, "not a plain-tensor checkpoint (it holds a Python object, numpy.dtypes.Float32DType)"),
+             (noise, "not a plain-tensor checkpoint"), (empty, "checkpoint is empty"),
+             (other, "not an istpan checkpoint")]
     for path, needle in cases:
         with pytest.raises(UserError) as err:
             load_model(path)
-        assert needle in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+        text = str(err.value)
+        assert needle in text and str(path) in text and "\n" not in text
+        assert "weights_only" not in text and "weights only" not in text.lower()  # never advise loading it unsafely
 
 
 def test_weights_of_another_shape_are_refused(checkpoint, tmp_path):

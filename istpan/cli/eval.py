@@ -1,4 +1,8 @@
-"""`istpan eval`: multi-clip x multi-crop evaluation of a checkpoint on its validation set."""
+"""`istpan eval`: multi-clip x multi-crop evaluation of a checkpoint on its validation set.
+
+Prints the metrics and the confusion matrix (single-label; the most frequent confusions when there are more than
+`_MAX_PRINTED` classes); `--json FILE` writes every number to FILE and the matrix as a PNG beside it.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,13 @@ from pathlib import Path
 
 __all__ = ["add_parser", "run"]
 
+_MAX_PRINTED = 20  # classes up to which the whole matrix fits a terminal
+
 EXAMPLES = """examples:
   istpan eval --checkpoint runs/ucf101_split1/best.pt                      # 1 clip x 1 crop
   istpan eval --checkpoint runs/ucf101_split1/best.pt --views 2x3 data.test_segments=25
   istpan eval --checkpoint runs/charades/best.pt --json charades_eval.json  # mAP / wAP, per-class AP
+  istpan eval --checkpoint best.pt --json eval.json    # + eval.confusion.png (single-label datasets)
   istpan eval --checkpoint best.pt data.root=/mnt/ucf101/UCF-101           # data moved since training
 """
 
@@ -27,7 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--checkpoint", required=True, help="a .pt file written by istpan train")
     p.add_argument("--views", default="1x1", help="CLIPSxCROPS, e.g. 1x1, 2x3, 10x1 (crops: 1, 3 or 10)")
     p.add_argument("--batch-size", type=int, default=None, help="videos per batch (default: the training batch size)")
-    p.add_argument("--json", metavar="FILE", help="write all metrics (confusion matrix / per-class AP included)")
+    p.add_argument("--json", metavar="FILE", help="write all metrics (confusion matrix / per-class AP included) and "
+                   "the confusion matrix as FILE's name with .confusion.png")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.root=...")
     p.set_defaults(run=run)
     return p
@@ -39,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
     from istpan.config import apply_overrides, config_from_dict
     from istpan.data import build_dataset, build_loader
     from istpan.engine import distributed as dist
-    from istpan.engine.builders import check_data_paths, parse_views, pick_device
+    from istpan.engine.builders import check_data_paths, num_workers_for, parse_views, pick_device
     from istpan.engine.checkpoint import check_compatible, load_checkpoint, load_model
-    from istpan.engine.evaluate import evaluate
+    from istpan.engine.evaluate import evaluate, nothing_decoded
     from istpan.errors import UserError
 
     views = parse_views(args.views)
@@ -62,13 +70,16 @@ def run(args: argparse.Namespace) -> int:
         check_compatible(meta, model_name=meta["model_name"], num_classes=len(dataset.class_names),
                          source=args.checkpoint, class_names=list(dataset.class_names))
         loader = build_loader(dataset, batch_size=args.batch_size or cfg.train.batch_size, train=False,
-                              num_workers=cfg.data.num_workers, seed=cfg.train.seed, distributed=distributed)
+                              num_workers=num_workers_for(cfg.data.num_workers), seed=cfg.train.seed,
+                              distributed=distributed)
         result = evaluate(model, loader, multi_label=bool(meta.get("multi_label")), device=device,
                           amp=cfg.train.amp, progress=sys.stderr.isatty())
         if not dist.is_main_process():
             return 0
     finally:
         dist.cleanup_distributed()
+    if result["num_videos"] == 0:  # metrics of zero videos would be made up
+        raise nothing_decoded(result["skipped"], split=f"{args.checkpoint}: validation")
     result["views"] = args.views
     result["class_names"] = meta["class_names"]
     if meta.get("multi_label"):
@@ -77,8 +88,37 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"top1 {result['top1']:.2f}  top5 {result['top5']:.2f}  mean class acc {result['mean_class_acc']:.2f}")
     print(f"videos {result['num_videos']}  skipped {result['skipped']} (failed to decode)  views {args.views}")
+    if result.get("confusion"):
+        print(_confusion_text(result["confusion"], meta["class_names"], json_given=bool(args.json)))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1, default=float))
         print(f"wrote {args.json}")
+        if result.get("confusion"):
+            from istpan.viz.confusion import plot_confusion
+
+            png = Path(args.json).with_suffix(".confusion.png")
+            plot_confusion(result["confusion"], meta["class_names"], png,
+                           title=f"{Path(args.checkpoint).name}, views {args.views}")
+            print(f"wrote {png}")
     return 0
+
+
+def _confusion_text(confusion: list[list[int]], class_names: list[str], *, json_given: bool) -> str:
+    """The matrix as a table (rows = true class, columns = predicted class number), or its largest off-diagonal
+    cells when there are too many classes for a terminal."""
+    c = len(confusion)
+    if c > _MAX_PRINTED:
+        cells = sorted(((n, i, j) for i, row in enumerate(confusion) for j, n in enumerate(row) if i != j and n),
+                       reverse=True)[:10]
+        pairs = ", ".join(f"{class_names[i]} -> {class_names[j]} ({n})" for n, i, j in cells) or "none"
+        where = "in the --json file and its .confusion.png" if json_given else "with --json FILE (+ a PNG beside it)"
+        return f"most frequent confusions (true -> predicted): {pairs}\nfull {c}x{c} confusion matrix {where}"
+    width = max(3, len(str(max(max(row) for row in confusion))) + 1, len(str(c - 1)) + 1)
+    label = max(len(n) for n in class_names) + len(str(c - 1)) + 1
+    lines = ["confusion matrix (rows: true class, columns: predicted class number)",
+             " " * label + "".join(f"{j:>{width}}" for j in range(c))]
+    for i, row in enumerate(confusion):
+        lines.append(f"{i:>{len(str(c - 1))}} {class_names[i]:<{label - len(str(c - 1)) - 1}}"
+                     + "".join(f"{n:>{width}}" for n in row))
+    return "\n".join(lines)
 

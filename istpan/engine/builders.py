@@ -5,6 +5,8 @@ Kept apart from the loop (`train.py`) so that `istpan eval` and the benchmark bu
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import torch
@@ -12,7 +14,17 @@ import torch
 from istpan.config import Config
 from istpan.errors import UserError
 
-__all__ = ["build_data", "check_data_paths", "class_names_of", "is_multi_label", "parse_views", "pick_device"]
+__all__ = [
+    "build_data",
+    "check_data_paths",
+    "class_names_of",
+    "is_multi_label",
+    "num_workers_for",
+    "parse_views",
+    "pick_device",
+]
+
+_noted_workers: set[int] = set()  # requests already capped with a note in this process
 
 
 def pick_device(name: str) -> torch.device:
@@ -52,6 +64,25 @@ def check_data_paths(cfg: Config) -> None:
             raise UserError(f"data.{key}: '{value}' does not exist; fix the path in the config or with data.{key}=...")
 
 
+def num_workers_for(requested: int) -> int:
+    """data.num_workers capped at the CPUs this process may use, with one note per process.
+
+    Why: more decoding workers than CPUs only adds memory and context switches, and torch warns about it once per
+    loader (twice per run: train and val) in a paragraph; one line says the same and the run goes on.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))  # what torch's own check uses: CPUs this process may run on
+    except AttributeError:  # macOS / Windows
+        cpus = os.cpu_count() or 1
+    if requested <= cpus:
+        return requested
+    if requested not in _noted_workers:
+        _noted_workers.add(requested)
+        print(f"note: data.num_workers={requested} is more than the {cpus} CPUs available; using {cpus}",
+              file=sys.stderr)
+    return cpus
+
+
 def build_data(cfg: Config, *, distributed: bool, class_names: list[str], mean, std):
     """Train loader (sharded under DDP) and val loader (each rank a disjoint, unpadded shard), or None without val."""
     from istpan.data import build_dataset, build_loader
@@ -71,7 +102,8 @@ def build_data(cfg: Config, *, distributed: bool, class_names: list[str], mean, 
         if list(val_set.class_names) != list(class_names):
             raise UserError(f"data.val_annotations: {len(val_set.class_names)} classes but the training split has "
                             f"{len(class_names)}; give both splits the same data.classes file")
-    common = {"batch_size": cfg.train.batch_size, "num_workers": cfg.data.num_workers, "seed": cfg.train.seed}
+    common = {"batch_size": cfg.train.batch_size, "num_workers": num_workers_for(cfg.data.num_workers),
+              "seed": cfg.train.seed}
     train_loader = build_loader(train_set, train=True, distributed=distributed, **common)
     val_loader = None
     if val_set is not None and len(val_set) > 0:

@@ -9,13 +9,18 @@ A checkpoint is a plain dict of tensors and built-in types (nothing that needs p
     epoch      number of finished epochs; optimizer / scheduler / scaler states; best metric so far
 
 Why atomic: a run killed while writing (SIGKILL, full disk, pre-emption) must leave the previous `last.pt` intact,
-so the file is written to a temp file in the same folder, flushed to disk and renamed over the old one.
+so the file is written to a temp file in the same folder, flushed to disk and renamed over the old one. A kill during
+the write leaves that temp file (`.last.pt.XXXXXXXX.tmp`) behind; `remove_stale_temp_files` clears them on the next
+start.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +29,17 @@ from torch import nn
 
 from istpan.errors import UserError
 
-__all__ = ["build_meta", "check_compatible", "load_checkpoint", "load_model", "save_checkpoint"]
+__all__ = [
+    "build_meta",
+    "check_compatible",
+    "load_checkpoint",
+    "load_model",
+    "load_weights",
+    "remove_stale_temp_files",
+    "save_checkpoint",
+]
+
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # what tempfile.mkstemp(prefix=".NAME.", suffix=".tmp") makes
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -44,15 +59,44 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temp files `save_checkpoint` leaves when killed mid-write; return what was removed.
+
+    Only the run's owner (rank 0, before it writes anything) calls this, so no live write is ever removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if _TEMP_NAME.match(p.name) and p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def _refusal(path: Path, err: Exception) -> str:
+    """torch's weights_only refusal says how to load the file unsafely; we never do, so say what the file is."""
+    text = str(err)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    what = f"it holds a Python object, {found.group(1)}" if found else "it holds something other than tensors"
+    return (f"{path}: not a plain-tensor checkpoint ({what}); istpan reads only tensors and built-in types, never "
+            "code, so use a checkpoint written by `istpan train`")
+
+
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint`; any problem is a one-line UserError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found (give the path to a .pt file written by `istpan train`)")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: checkpoint is empty (0 bytes); was its run killed before the first save?")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # truncated file, not a torch file, pickled objects that weights_only refuses
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise on top of the one line below
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:  # pickled objects (or random bytes) that weights_only refuses
+        raise UserError(_refusal(path, err)) from err
+    except Exception as err:  # truncated file, not a torch file
+        first = str(err).strip().split(". ")[0].splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"{path}: cannot read checkpoint ({first}); is it complete and written by istpan?") from err
     if not isinstance(state, dict) or "model" not in state or "meta" not in state:
         raise UserError(f"{path}: not an istpan checkpoint (no 'model'/'meta' entries); use one from istpan train")
@@ -76,15 +120,33 @@ def build_meta(model: nn.Module, *, class_names: list[str], data_cfg: Any) -> di
 
 
 def check_compatible(
-    meta: dict[str, Any], *, model_name: str, num_classes: int, source: str | Path, class_names: list[str] | None = None
+    meta: dict[str, Any],
+    *,
+    model_name: str,
+    num_classes: int,
+    source: str | Path,
+    class_names: list[str] | None = None,
+    model_options: dict[str, Any] | None = None,
 ) -> None:
-    """Refuse, with what to do, weights of another model, class count or class list (instead of a size-mismatch
-    traceback, or worse, silently relabelled classes)."""
+    """Refuse, with what to do, weights of another model, class count, class list or model options (instead of a
+    size-mismatch traceback, or worse, silently relabelled classes).
+
+    model_options: the resolved `model.model_options` of the model about to receive the weights.
+    """
     if meta.get("model_name") != model_name or int(meta.get("num_classes", -1)) != num_classes:
         raise UserError(
             f"{source}: checkpoint is for model '{meta.get('model_name')}' with {meta.get('num_classes')} classes, "
             f"but this run uses '{model_name}' with {num_classes} classes; use a new train.out_dir or matching weights"
         )
+    if model_options is not None and "model_options" in meta:
+        theirs, ours = dict(meta["model_options"]), dict(model_options)
+        changed = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
+        if changed:
+            diff = ", ".join(f"{k}={theirs.get(k)} (this run: {ours.get(k)})" for k in changed)
+            raise UserError(
+                f"{source}: checkpoint was trained with model.options {diff}; start a new run with another "
+                "train.out_dir (or --resume never to overwrite this one), or drop those overrides to continue it"
+            )
     if class_names is not None and list(meta.get("class_names", [])) != list(class_names):
         first = next(i for i, (a, b) in enumerate(zip(meta["class_names"], class_names)) if a != b)
         raise UserError(
@@ -104,12 +166,20 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple
     except (KeyError, UserError) as err:  # incomplete meta, or a model name / option of another istpan version
         name = meta.get("model_name")
         raise UserError(f"{path}: checkpoint needs model {name!r}, unknown to this istpan ({err})") from err
+    load_weights(model, state["model"], source=path, model_name=meta["model_name"])
+    return model.to(device).eval(), meta
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], *, source: str | Path, model_name: str) -> None:
+    """`model.load_state_dict(weights)`, with a one-line UserError naming the file when they do not fit (a file whose
+    weights do not match the model its meta names: edited, or written by another istpan version)."""
     try:
-        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as err:  # same keys, other shapes (e.g. a changed option)
-        first = str(err).strip().splitlines()[-1].strip()
-        raise UserError(f"{path}: weights do not fit model '{meta['model_name']}' ({first})") from err
+        lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+        first = lines[1] if len(lines) > 1 else (lines[0] if lines else type(err).__name__)
+        more = f" and {len(lines) - 2} more" if len(lines) > 2 else ""
+        raise UserError(f"{source}: weights do not fit model '{model_name}' ({first.rstrip('.')}{more})") from err
     if missing or unexpected:
         keys = ", ".join((missing + unexpected)[:3])
-        raise UserError(f"{path}: weights do not fit model '{meta['model_name']}' (first mismatched keys: {keys})")
-    return model.to(device).eval(), meta
+        raise UserError(f"{source}: weights do not fit model '{model_name}' (first mismatched keys: {keys})")

@@ -17,8 +17,17 @@ from tqdm.auto import tqdm
 from istpan.engine.amp import autocast
 from istpan.engine.distributed import all_gather_objects, is_main_process, reduce_sum
 from istpan.engine.metrics import multilabel_metrics, single_label_metrics
+from istpan.errors import UserError
 
-__all__ = ["evaluate", "video_scores"]
+__all__ = ["evaluate", "nothing_decoded", "video_scores"]
+
+
+def nothing_decoded(failed: int, *, split: str) -> UserError:
+    """The one line for a split of which no clip decoded: metrics (or weights) from zero clips mean nothing."""
+    if not failed:
+        return UserError(f"{split}: the split has no videos to use; run `istpan data check` to see why")
+    return UserError(f"{split}: no clip could be decoded: {failed} of {failed} failed; see the 'skipping unreadable "
+                     "video' lines above, or run `istpan data check` for every problem")
 
 
 def video_scores(model: nn.Module, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

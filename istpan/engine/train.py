@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,14 @@ from istpan import __version__
 from istpan.config import Config, config_to_dict, save_config
 from istpan.engine.amp import autocast, check_amp, make_grad_scaler
 from istpan.engine.builders import build_data, check_data_paths, class_names_of, is_multi_label, pick_device
-from istpan.engine.checkpoint import build_meta, check_compatible, load_checkpoint, save_checkpoint
+from istpan.engine.checkpoint import (
+    build_meta,
+    check_compatible,
+    load_checkpoint,
+    load_weights,
+    remove_stale_temp_files,
+    save_checkpoint,
+)
 from istpan.engine.distributed import (
     barrier,
     get_rank,
@@ -39,7 +47,7 @@ from istpan.engine.distributed import (
     is_main_process,
     reduce_sum,
 )
-from istpan.engine.evaluate import evaluate
+from istpan.engine.evaluate import evaluate, nothing_decoded
 from istpan.engine.interrupt import StopFlag
 from istpan.engine.optim import apply_partial_bn, build_optimizer, build_scheduler
 from istpan.engine.run_log import RunLog
@@ -181,16 +189,45 @@ def train_one_epoch(
     return stats
 
 
-def _resume_path(resume: str | bool | None, run_dir: Path) -> Path | None:
+def _resume_from(resume: str | bool | None, run_dir: Path) -> tuple[Path, dict] | tuple[None, None]:
+    """The checkpoint to continue from and its state, or (None, None) for a fresh start.
+
+    "auto" takes the newer of last.pt and best.pt of the same run: best.pt is written before last.pt, so a kill
+    between the two writes leaves best.pt one epoch ahead, and that epoch is not trained twice.
+    """
     if resume in (None, False, "never", "no", ""):
-        return None
-    if resume in (True, "auto"):
-        last = run_dir / "last.pt"
-        return last if last.is_file() else None
-    path = Path(str(resume))
-    if not path.is_file():
-        raise UserError(f"--resume {path}: checkpoint not found")
-    return path
+        return None, None
+    if resume not in (True, "auto"):
+        path = Path(str(resume))
+        if not path.is_file():
+            raise UserError(f"--resume {path}: checkpoint not found")
+        return path, load_checkpoint(path, device="cpu")
+    found = [(p, load_checkpoint(p, device="cpu")) for p in (run_dir / "last.pt", run_dir / "best.pt") if p.is_file()]
+    if len(found) == 2:
+        last_id, best_id = found[0][1].get("run_id"), found[1][1].get("run_id")
+        if best_id is None or best_id != last_id:
+            found = found[:1]  # best.pt of an earlier run in this folder (or of an istpan without run ids)
+    if not found:
+        return None, None
+    return max(found, key=lambda f: (int(f[1].get("epoch", 0)), int(f[1].get("step_in_epoch", 0))))
+
+
+def _repair_run_dir(path: Path, state: dict, run_dir: Path) -> None:
+    """Make last.pt and best.pt agree with the checkpoint a run resumes from (rank 0, before training).
+
+    last.pt: replaced by best.pt when that is newer (killed between the two writes). best.pt: rewritten when the
+    resumed state says its own epoch is the best one but best.pt holds another (or none): files of an istpan that
+    wrote last.pt first. So after any interruption best.pt holds the epoch the run log calls best.
+    """
+    last, best = run_dir / "last.pt", run_dir / "best.pt"
+    if path.resolve() == best.resolve() and last.resolve() != best.resolve():
+        save_checkpoint(state, last)
+    done, best_epoch = int(state.get("epoch", 0)), state.get("best_epoch")
+    if best_epoch is None or best_epoch != done or int(state.get("step_in_epoch", 0)):
+        return
+    held = load_checkpoint(best, device="cpu") if best.is_file() else {}
+    if held.get("epoch") != done or held.get("run_id") != state.get("run_id"):
+        save_checkpoint(state, best)
 
 
 def _say_resume(run_dir: Path, last_path: Path, epoch: int, step: int, main: bool) -> None:
@@ -218,6 +255,9 @@ def train(cfg: Config, *, resume: str | bool | None = "auto", progress: bool = T
 
 def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
     tcfg = cfg.train
+    if tcfg.epochs < 1:
+        raise UserError(f"train.epochs={tcfg.epochs}: nothing to train and no checkpoint to write; set train.epochs "
+                        "to 1 or more")
     device = pick_device(tcfg.device)
     distributed = init_distributed(device)
     if distributed and device.type == "cuda":
@@ -257,17 +297,22 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
 
     # -- resume
     start_epoch, start_step, best, best_epoch, history = 0, 0, None, None, []
-    ckpt = _resume_path(resume, run_dir)
+    run_id = uuid.uuid4().hex  # ties last.pt and best.pt to one run (see _resume_from)
+    ckpt, state = _resume_from(resume, run_dir)
     if ckpt is not None:
-        state = load_checkpoint(ckpt, device="cpu")
         check_compatible(state["meta"], model_name=cfg.model.name, num_classes=len(class_names), source=ckpt,
-                         class_names=class_names)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+                         class_names=class_names, model_options=model.model_options)
+        load_weights(model, state["model"], source=ckpt, model_name=cfg.model.name)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+        except (KeyError, ValueError, RuntimeError) as err:
+            raise UserError(f"{ckpt}: optimiser state does not fit this run's optim settings ({err}); start a new "
+                            "run with another train.out_dir, or --resume never") from err
         start_epoch, start_step = int(state["epoch"]), int(state.get("step_in_epoch", 0))
         best, best_epoch, history = state.get("best_metric"), state.get("best_epoch"), list(state.get("history", []))
+        run_id = state.get("run_id") or run_id
         say(f"resuming from {ckpt} at epoch {start_epoch + 1}" + (f" step {start_step + 1}" if start_step else ""),
             file=sys.stderr)
 
@@ -280,7 +325,12 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
     # -- run directory (rank 0 writes)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in remove_stale_temp_files(run_dir):  # left by a run killed while writing a checkpoint
+            say(f"removed {stale} (partial checkpoint of an interrupted write)", file=sys.stderr)
+        if ckpt is not None and ckpt.parent.resolve() == run_dir.resolve():
+            _repair_run_dir(ckpt, state, run_dir)
         save_config(cfg, run_dir / "config.yaml")
+    del state  # the weights live in the model now
     log = RunLog(run_dir, enabled=main, tensorboard=tcfg.tensorboard,
                  resume_step=start_epoch * steps + start_step if ckpt is not None else None)
     metric_name = "mAP" if multi_label else "top1"
@@ -298,6 +348,7 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
             "best_epoch": best_epoch,
             "history": history,
             "meta": meta,
+            "run_id": run_id,
             "config": config_to_dict(cfg),
             "istpan_version": __version__,
         }
@@ -317,6 +368,8 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
                         save_checkpoint(checkpoint(epoch, stats["steps_done"]), last_path)
                     _say_resume(run_dir, last_path, epoch, stats["steps_done"], main)
                     raise KeyboardInterrupt
+                if stats["clips"] == 0:  # every clip failed to decode: an untrained model is not worth a checkpoint
+                    raise nothing_decoded(stats["skipped"], split="training")
 
                 # -- validate, keep last and best
                 val = {}
@@ -337,11 +390,13 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
                             **{f"epoch/train_{k}": stats[k] for k in ("loss", "ce", "interactive", "attn")},
                             "epoch/clips_per_s": stats["clips_per_s"], **{f"val/{k}": v for k, v in numbers.items()},
                         })
-                if main:
-                    save_checkpoint(checkpoint(epoch + 1, 0), last_path)
+                if main:  # best.pt first: a kill between the two writes leaves it one epoch ahead, never behind
                     if is_best:
                         save_checkpoint(checkpoint(epoch + 1, 0), best_path)
+                    save_checkpoint(checkpoint(epoch + 1, 0), last_path)
                 barrier()
+                if val_loader is not None and val and val.get("num_videos", 0) == 0:  # after the save: keep training
+                    raise nothing_decoded(val.get("skipped", 0), split="validation")
                 val_text = f" val {metric_name} {value:.2f}" if value is not None else ""
                 skipped = stats["skipped"] + val.get("skipped", 0)
                 say(f"epoch {epoch + 1}/{tcfg.epochs}: loss {stats['loss']:.4f} (ce {stats['ce']:.4f} "
