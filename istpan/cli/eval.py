@@ -42,54 +42,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from istpan.engine.evaluate import evaluate_checkpoint
 
-    from istpan.config import apply_overrides, config_from_dict
-    from istpan.data import build_dataset, build_loader
-    from istpan.engine import distributed as dist
-    from istpan.engine.builders import check_data_paths, num_workers_for, parse_views, pick_device
-    from istpan.engine.checkpoint import check_compatible, load_checkpoint, load_model
-    from istpan.engine.evaluate import evaluate, nothing_decoded
-    from istpan.errors import UserError
-
-    views = parse_views(args.views)
-    state = load_checkpoint(args.checkpoint)
-    if "config" not in state:
-        raise UserError(f"{args.checkpoint}: checkpoint has no stored config; evaluate with the training run's own")
-    cfg = apply_overrides(config_from_dict(state["config"]), args.overrides)  # stored config, then key=value
-    device = pick_device(cfg.train.device)
-    distributed = dist.init_distributed(device)
-    if distributed and device.type == "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (LOCAL_RANK)
-    try:
-        check_data_paths(cfg)
-        model, meta = load_model(args.checkpoint, device=device)
-        pre = meta["preprocessing"]
-        dataset = build_dataset(cfg.data, split="val", train=False, views=views, mean=pre["mean"], std=pre["std"],
-                                seed=cfg.train.seed)
-        check_compatible(meta, model_name=meta["model_name"], num_classes=len(dataset.class_names),
-                         source=args.checkpoint, class_names=list(dataset.class_names))
-        loader = build_loader(dataset, batch_size=args.batch_size or cfg.train.batch_size, train=False,
-                              num_workers=num_workers_for(cfg.data.num_workers), seed=cfg.train.seed,
-                              distributed=distributed)
-        result = evaluate(model, loader, multi_label=bool(meta.get("multi_label")), device=device,
-                          amp=cfg.train.amp, progress=sys.stderr.isatty())
-        if not dist.is_main_process():
-            return 0
-    finally:
-        dist.cleanup_distributed()
-    if result["num_videos"] == 0:  # metrics of zero videos would be made up
-        raise nothing_decoded(result["skipped"], split=f"{args.checkpoint}: validation")
-    result["views"] = args.views
-    result["class_names"] = meta["class_names"]
-    if meta.get("multi_label"):
+    result = evaluate_checkpoint(args.checkpoint, views=args.views, batch_size=args.batch_size,
+                                 overrides=args.overrides, progress=sys.stderr.isatty())
+    if result is None:  # another DDP rank: the main process prints
+        return 0
+    class_names = result["class_names"]
+    if result["multi_label"]:
         print(f"mAP {result['mAP']:.2f}  wAP {result['wAP']:.2f}  "
               f"(classes without positives: {result['classes_without_positives']}, left out of mAP)")
     else:
         print(f"top1 {result['top1']:.2f}  top5 {result['top5']:.2f}  mean class acc {result['mean_class_acc']:.2f}")
     print(f"videos {result['num_videos']}  skipped {result['skipped']} (failed to decode)  views {args.views}")
     if result.get("confusion"):
-        print(_confusion_text(result["confusion"], meta["class_names"], json_given=bool(args.json)))
+        print(_confusion_text(result["confusion"], class_names, json_given=bool(args.json)))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1, default=float))
         print(f"wrote {args.json}")
@@ -97,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             from istpan.viz.confusion import plot_confusion
 
             png = Path(args.json).with_suffix(".confusion.png")
-            plot_confusion(result["confusion"], meta["class_names"], png,
+            plot_confusion(result["confusion"], class_names, png,
                            title=f"{Path(args.checkpoint).name}, views {args.views}")
             print(f"wrote {png}")
     return 0

@@ -19,7 +19,7 @@ from istpan.engine.distributed import all_gather_objects, is_main_process, reduc
 from istpan.engine.metrics import multilabel_metrics, single_label_metrics
 from istpan.errors import UserError
 
-__all__ = ["evaluate", "nothing_decoded", "video_scores"]
+__all__ = ["evaluate", "evaluate_checkpoint", "nothing_decoded", "video_scores"]
 
 
 def nothing_decoded(failed: int, *, split: str) -> UserError:
@@ -111,6 +111,55 @@ def evaluate(
     result.update(loss=loss, num_videos=len(all_indices), skipped=int(skipped))
     if return_scores:
         result.update(scores=all_scores, labels=all_labels, indices=all_indices)
+    return result
+
+
+def evaluate_checkpoint(checkpoint: str, *, views: str = "1x1", batch_size: int | None = None,
+                        overrides: list[str] | tuple[str, ...] = (), progress: bool = False) -> dict | None:
+    """`istpan eval`: a checkpoint on the validation split of the dataset it was trained on (its stored config, then
+    `key=value` overrides), with the checkpoint's normalisation (`Preprocessing.mean/std`) and CLIPSxCROPS `views`.
+
+    Returns the metrics of `evaluate` plus views, class_names, multi_label on the main process, None on the other
+    DDP ranks (under torchrun). Raises UserError when the checkpoint has no config, the classes differ, or no clip
+    could be decoded.
+    """
+    from istpan.config import apply_overrides, config_from_dict
+    from istpan.data import build_dataset, build_loader
+    from istpan.data.preprocess import Preprocessing
+    from istpan.engine import distributed as dist
+    from istpan.engine.builders import check_data_paths, num_workers_for, parse_views, pick_device
+    from istpan.engine.checkpoint import check_compatible, load_checkpoint, load_model
+
+    clips_crops = parse_views(views)
+    state = load_checkpoint(checkpoint)
+    if "config" not in state:
+        raise UserError(f"{checkpoint}: checkpoint has no stored config; evaluate with the training run's own")
+    cfg = apply_overrides(config_from_dict(state["config"]), list(overrides))  # stored config, then key=value
+    device = pick_device(cfg.train.device)
+    distributed = dist.init_distributed(device)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (LOCAL_RANK)
+    try:
+        check_data_paths(cfg)
+        model, meta = load_model(checkpoint, device=device)
+        pre = Preprocessing.from_meta(model, meta)
+        dataset = build_dataset(cfg.data, split="val", train=False, views=clips_crops, mean=pre.mean, std=pre.std,
+                                seed=cfg.train.seed)
+        check_compatible(meta, model_name=meta["model_name"], num_classes=len(dataset.class_names),
+                         source=checkpoint, class_names=list(dataset.class_names))
+        loader = build_loader(dataset, batch_size=batch_size or cfg.train.batch_size, train=False,
+                              num_workers=num_workers_for(cfg.data.num_workers), seed=cfg.train.seed,
+                              distributed=distributed)
+        multi_label = bool(meta.get("multi_label"))
+        result = evaluate(model, loader, multi_label=multi_label, device=device, amp=cfg.train.amp,
+                          progress=progress)
+        if not dist.is_main_process():
+            return None
+    finally:
+        dist.cleanup_distributed()
+    if result["num_videos"] == 0:  # metrics of zero videos would be made up
+        raise nothing_decoded(result["skipped"], split=f"{checkpoint}: validation")
+    result.update(views=views, class_names=list(meta["class_names"]), multi_label=multi_label)
     return result
 
 
