@@ -117,7 +117,8 @@ def _shard_loaders(cfg: Config, *, distributed: bool, mean, std):
     from istpan.data.shard_loader import build_shard_loader
     from istpan.engine.distributed import get_rank, get_world_size
 
-    common = {"batch_size": cfg.train.batch_size, "num_workers": cfg.data.num_workers, "seed": cfg.train.seed,
+    common = {"batch_size": cfg.train.batch_size, "num_workers": num_workers_for(cfg.data.num_workers),
+              "seed": cfg.train.seed,
               "mean": mean, "std": std, "rank": get_rank() if distributed else 0,
               "world": get_world_size() if distributed else 1}
     train_loader = build_shard_loader(cfg.data, split="train", train=True, **common)
