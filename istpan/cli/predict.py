@@ -18,6 +18,8 @@ EXAMPLES = """examples:
   istpan predict clip.mp4 --checkpoint best.pt --topk 3 --num-segments 25 --json
   istpan predict clip.mp4 --checkpoint best.pt --explain out/          # attention overlays + HTML report
   istpan predict long.mp4 --checkpoint best.pt --window 4 --stride 2 --unit seconds   # untrimmed video
+  istpan predict --list videos.txt --out preds.jsonl --checkpoint best.pt   # millions of videos, resumable
+  torchrun --nproc_per_node 4 -m istpan.cli.main predict --list videos.txt --out preds.jsonl --checkpoint best.pt
 """
 
 
@@ -28,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "segments (the checkpoint's K unless --num-segments), preprocessed as stored in the checkpoint.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    p.add_argument("videos", nargs="*", metavar="VIDEO")
     p.add_argument("--checkpoint", required=True, help="a .pt file written by istpan train")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--num-segments", type=int, default=None,
@@ -41,8 +43,47 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--stride", type=float, help="with --window: sliding-window step (default: half the window)")
     p.add_argument("--unit", choices=("frames", "seconds"), default="seconds")
     p.add_argument("--reduce", choices=("mean", "max"), default="mean", help="how window scores make a video score")
+    b = p.add_argument_group("batch inference over a list (docs/scale.md)")
+    b.add_argument("--list", metavar="FILE", help="a file with one video path per line (streamed); needs --out")
+    b.add_argument("--out", metavar="JSONL", help="with --list: predictions, one JSON line per video; a rerun "
+                   "skips the videos already there")
+    b.add_argument("--root", default="", help="with --list: folder the listed paths are relative to")
+    b.add_argument("--workers", type=int, default=2, help="with --list: decoding processes per rank")
+    b.add_argument("--batch-size", type=int, default=8, help="with --list: videos per forward pass")
     p.set_defaults(run=run)
     return p
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    """--list: the engine does the work (istpan.engine.batch_predict); this only checks flags and reports."""
+    import torch
+
+    from istpan.engine.batch_predict import predict_list
+    from istpan.engine.checkpoint import load_model
+    from istpan.engine.distributed import cleanup_distributed, init_distributed, is_main_process
+    from istpan.errors import UserError
+
+    if args.videos or args.explain or args.window is not None:
+        raise UserError("--list predicts the listed videos: give no VIDEO arguments, --explain or --window with it")
+    if not args.out:
+        raise UserError("--list needs --out FILE.jsonl (where predictions are appended; reruns resume from it)")
+    if args.workers < 0 or args.batch_size < 1:
+        raise UserError("--workers must be >= 0 and --batch-size >= 1")
+    device = torch.device(args.device)
+    distributed = init_distributed(device)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    try:
+        model, meta = load_model(args.checkpoint, device=device)
+        summary = predict_list(model, meta, args.list, args.out, root=args.root, topk=args.topk,
+                               num_segments=args.num_segments, batch_size=args.batch_size, workers=args.workers)
+    finally:
+        cleanup_distributed()
+    if is_main_process() or not distributed:
+        rate = summary["predicted"] / max(summary["seconds"], 1e-9)
+        print(f"{summary['predicted']} videos predicted ({rate:.1f} videos/s), {summary['failed']} failed "
+              f"(recorded with their error), {summary['skipped_done']} already in {args.out}", file=sys.stderr)
+    return 1 if summary["failed"] else 0
 
 
 def _print_windows(results: list[dict], reduce: str, topk: int) -> None:
@@ -61,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.topk < 1:
         raise UserError(f"--topk must be >= 1, got {args.topk}")
+    if args.list:
+        return _run_list(args)
+    if not args.videos:
+        raise UserError("give at least one VIDEO, or --list FILE --out FILE.jsonl")
     if args.num_segments is not None and args.num_segments < 1:
         raise UserError(f"--num-segments must be >= 1, got {args.num_segments}")
     if args.stride is not None and args.window is None:
