@@ -59,8 +59,8 @@ def _run_list(args: argparse.Namespace) -> int:
     import torch
 
     from istpan.engine.batch_predict import predict_list
-    from istpan.engine.checkpoint import load_model
     from istpan.engine.distributed import cleanup_distributed, init_distributed, is_main_process
+    from istpan.engine.predictor import Predictor
     from istpan.errors import UserError
 
     if args.videos or args.explain or args.window is not None:
@@ -74,9 +74,9 @@ def _run_list(args: argparse.Namespace) -> int:
     if distributed and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     try:
-        model, meta = load_model(args.checkpoint, device=device)
-        summary = predict_list(model, meta, args.list, args.out, root=args.root, topk=args.topk,
-                               num_segments=args.num_segments, batch_size=args.batch_size, workers=args.workers)
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=device, num_segments=args.num_segments)
+        summary = predict_list(predictor, args.list, args.out, root=args.root, topk=args.topk,
+                               batch_size=args.batch_size, workers=args.workers)
     finally:
         cleanup_distributed()
     if is_main_process() or not distributed:

@@ -1,5 +1,6 @@
 """`istpan predict --list FILE --out preds.jsonl`: a trained model over millions of videos, resumable, on any number
-of processes (`torchrun`), with the checkpoint's `Preprocessing` deciding what the model sees, as `predict` does.
+of processes (`torchrun`). The model side is a `Predictor` (its `Preprocessing` decides what the model sees, its
+`predict` runs batched forward passes), so results equal `istpan predict` / `Predictor.predict` on each file.
 
     istpan predict --list videos.txt --out preds.jsonl --checkpoint best.pt
     torchrun --nproc_per_node 8 -m istpan.cli.main predict --list videos.txt --out preds.jsonl --checkpoint best.pt
@@ -32,13 +33,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
 from istpan.data.preprocess import Preprocessing
 from istpan.engine.distributed import barrier, get_rank, get_world_size, is_main_process, reduce_sum
-from istpan.engine.predict import Inference, device_of, is_multi_label, prediction_of, probabilities
+from istpan.engine.predictor import Predictor
 from istpan.errors import UserError
 
 __all__ = ["iter_list", "predict_list", "read_done"]
@@ -103,8 +103,8 @@ class _Share(IterableDataset):
             if pos < len(self.done) and self.done[pos] == key:
                 continue
             try:
-                views, indices, n = self.pre.read(path)  # (K, s, s, 3) uint8
-                yield {"line": line, "path": path, "views": views, "indices": indices, "frames": n}
+                views, _, n = self.pre.read(path)  # (K, s, s, 3) uint8
+                yield {"line": line, "path": path, "clip": self.pre.to_input(views), "frames": n}  # (K, 3, s, s)
             except UserError as err:  # VideoError: missing, unreadable, no decodable frame
                 yield {"line": line, "path": path, "error": str(err)}
 
@@ -115,14 +115,12 @@ def _identity(item):
 
 @torch.no_grad()
 def predict_list(
-    model: nn.Module,
-    meta: dict[str, Any],
+    predictor: Predictor,
     list_file: str | Path,
     out: str | Path,
     *,
     root: str | Path = "",
     topk: int = 5,
-    num_segments: int | None = None,
     batch_size: int = 8,
     workers: int = 2,
     progress: bool = True,
@@ -136,35 +134,30 @@ def predict_list(
     rank, world = get_rank(), get_world_size()
     done = read_done(out)
     barrier()  # every rank has read (and trimmed) the files before anyone appends
-    pre = Preprocessing.from_meta(model, meta).with_frames(num_segments)
-    multi = is_multi_label(model, meta)
-    device = device_of(model)
-    model.eval()
     part = _parts_dir(out) / f"rank-{rank:05d}.jsonl"
     part.parent.mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(_Share(str(list_file), str(root), pre, done, rank, world), batch_size=None,
-                        num_workers=workers, collate_fn=_identity, prefetch_factor=2 * batch_size if workers else None)
+    share = _Share(str(list_file), str(root), predictor.preprocessing, done, rank, world)
+    loader = DataLoader(share, batch_size=None, num_workers=workers, collate_fn=_identity,
+                        prefetch_factor=2 * batch_size if workers else None)
     predicted = failed = 0
     start = time.perf_counter()
     show = progress and is_main_process() and sys.stderr.isatty()
     with open(part, "a", encoding="utf-8") as fh, tqdm(desc="predict", unit="video", disable=not show) as bar:
+        def write(records: list[dict]) -> None:
+            fh.write("".join(json.dumps(r) + "\n" for r in records))
+            fh.flush()  # a line is either complete in the file or cut off (trimmed by the next run)
+            bar.update(len(records))
+
         def flush(batch: list[dict]) -> None:
-            x = pre.to_input(torch.stack([b["views"] for b in batch])).to(device)  # (B, K, 3, s, s)
-            probs = probabilities(model(x).logits, multi_label=multi).cpu()  # (B, C)
-            for item, p in zip(batch, probs):
-                inference = Inference(item["path"], item["frames"], item["indices"], item["views"], None, p)
-                fh.write(json.dumps({"line": item["line"], **prediction_of(inference, meta, topk=topk)}) + "\n")
-            fh.flush()
-            bar.update(len(batch))
+            results = predictor.predict([b["clip"] for b in batch], topk=topk, batch_size=batch_size)
+            write([{"line": b["line"], **r, "path": b["path"], "frames": b["frames"]} for b, r in zip(batch, results)])
 
         batch: list[dict] = []
         for item in loader:
             if "error" in item:
                 log.warning("skipping %s", item["error"])
-                fh.write(json.dumps(item) + "\n")
-                fh.flush()
+                write([item])
                 failed += 1
-                bar.update(1)
                 continue
             batch.append(item)
             if len(batch) == batch_size:
@@ -175,13 +168,13 @@ def predict_list(
             flush(batch)
             predicted += len(batch)
     seconds = time.perf_counter() - start
-    totals = reduce_sum([predicted, failed], torch.device("cpu") if device.type == "cpu" else device)
+    totals = reduce_sum([predicted, failed], predictor.device)
     barrier()
     if is_main_process():
         _merge(out)
     barrier()
-    return {"predicted": int(totals[0]), "failed": int(totals[1]), "skipped_done": len(done),
-            "seconds": seconds, "out": str(out)}
+    return {"predicted": int(totals[0]), "failed": int(totals[1]), "skipped_done": len(done), "seconds": seconds,
+            "out": str(out)}
 
 
 def _merge(out: Path) -> None:
