@@ -113,3 +113,20 @@ def test_bad_files_raise_or_are_reported(run, tmp_path):
     _same(results[2], predictor.predict(videos[1]))
     with pytest.raises(UserError, match=r"no best\.pt or last\.pt"):
         Predictor.from_checkpoint(tmp_path)
+
+
+def test_checkpoint_of_an_earlier_version_still_predicts(run, tmp_path):
+    """Early checkpoints stored a partial preprocessing dict (no resize / clip_len / mean / std): the missing fields
+    are the 256/224 test ratio and the model's own mean/std, so the scores equal those of the full dict."""
+    from istpan.engine.checkpoint import load_checkpoint
+
+    folder, videos = run
+    state = load_checkpoint(folder / "last.pt")
+    full = state["meta"]["preprocessing"]
+    state["meta"] = {**state["meta"], "preprocessing": {"input_size": 32, "short_side": 36, "num_segments": 3}}
+    save_checkpoint(state, tmp_path / "old.pt")
+    old = Predictor.from_checkpoint(tmp_path / "old.pt")
+    assert old.preprocessing.resize == round(32 * 256 / 224) and old.preprocessing.mean == tuple(full["mean"])
+    state["meta"]["preprocessing"] = {**full, "resize": round(32 * 256 / 224)}
+    save_checkpoint(state, tmp_path / "same.pt")
+    _same(old.predict(videos[0]), Predictor.from_checkpoint(tmp_path / "same.pt").predict(videos[0]))
