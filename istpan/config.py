@@ -17,6 +17,7 @@ import yaml
 from istpan.errors import UserError
 
 __all__ = [
+    "AugmentConfig",
     "Config",
     "DataConfig",
     "ModelConfig",
@@ -57,7 +58,9 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "istpan_mobilenetv2"  # see `istpan.models.list_models()`
-    pretrained: str = ""  # local checkpoint file; nothing is ever downloaded
+    # "" (random init) | a local file (.pth/.pt/.safetensors) | imagenet (the backbone's ImageNet weights through
+    # torchvision's / timm's own loaders and caches) | timm:<name>[.<tag>] | torchvision:<WeightsEnum>[.<member>]
+    pretrained: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # passed to create_model (reduce, fuse, d, dropout, ...)
 
 
@@ -74,6 +77,7 @@ class OptimConfig:
     min_lr: float = 0.0  # cosine ends here
     nesterov: bool = False
     clip_grad_norm: float = 20.0  # 0 disables
+    backbone_lr_mult: float = 1.0  # LR of the (pretrained) backbone relative to the new layers; 0.1 is usual
 
 
 @dataclass
@@ -97,6 +101,32 @@ class TrainConfig:
     out_dir: str = "runs/default"
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int = 0  # CPU intra-op threads for this run; 0 = torch's default (one per core)
+    accumulate_steps: int = 1  # batches whose gradients add up before one optimiser step (global batch x this)
+    ema_decay: float = 0.0  # EMA of the weights (timm ModelEmaV3, warm-up on); 0 = off, 0.999-0.9999 usual
+    wandb: bool = False  # also log to Weights & Biases (pip install 'istpan[wandb]'); WANDB_MODE=offline works
+    wandb_project: str = "istpan"
+    wandb_run: str = ""  # run name; "" = the name of train.out_dir
+
+
+@dataclass
+class AugmentConfig:
+    """The training recipe's augmentation and regularisation, off by default (TSN's recipe: crop + flip only).
+
+    The `modern` recipe (configs/folder.yaml, configs/list.yaml; docs/training.md) turns them on:
+    policy=randaugment (2 ops, magnitude 9), random_erasing=0.25, mixup_alpha=0.8, cutmix_alpha=1.0,
+    label_smoothing=0.1, with train.ema_decay=0.999 and optim.backbone_lr_mult=0.1. Every frame of a clip gets the
+    same random draw.
+    """
+
+    policy: str = "none"  # none | randaugment | trivialaugment (torchvision v2, one draw per clip)
+    randaugment_ops: int = 2  # RandAugment: operations per clip
+    randaugment_magnitude: int = 9  # RandAugment: magnitude, 0..30
+    color_jitter: float = 0.0  # brightness/contrast/saturation strength (hue: a quarter of it); 0 = off
+    random_erasing: float = 0.0  # probability of erasing one rectangle (same place in every frame); 0 = off
+    mixup_alpha: float = 0.0  # Beta(α, α) of batch-level mixup; 0 = off
+    cutmix_alpha: float = 0.0  # Beta(α, α) of batch-level cutmix; 0 = off
+    mix_prob: float = 1.0  # probability that a batch is mixed at all (when mixup and/or cutmix are on)
+    label_smoothing: float = 0.0  # CE: (1-ε)·one-hot + ε/C; BCE (multi-label): (1-ε)·y + ε/2
 
 
 @dataclass
@@ -105,6 +135,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 # Fields with a closed set of values: a typo is caught when the config is read, not an hour into training.
@@ -117,6 +148,22 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.sampling": ("segment", "dense", "uniform"),
     "data.backend": ("pyav", "opencv", "frames"),
     "data.train_crop": ("multiscale", "resized", "center"),
+    "augment.policy": ("none", "randaugment", "trivialaugment"),
+}
+
+# (lowest, highest) per numeric recipe key, None = unbounded: a bad value fails when the config is read.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "augment.randaugment_ops": (1, 10),
+    "augment.randaugment_magnitude": (0, 30),
+    "augment.color_jitter": (0.0, 1.0),
+    "augment.random_erasing": (0.0, 1.0),
+    "augment.mixup_alpha": (0.0, None),
+    "augment.cutmix_alpha": (0.0, None),
+    "augment.mix_prob": (0.0, 1.0),
+    "augment.label_smoothing": (0.0, 0.5),
+    "optim.backbone_lr_mult": (0.0, None),
+    "train.accumulate_steps": (1, None),
+    "train.ema_decay": (0.0, 0.999999),
 }
 
 
@@ -170,6 +217,12 @@ def _check_choices(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), name)
         if value not in allowed:
             raise UserError(f"{dotted}: unknown value {value!r} (choose one of: {', '.join(allowed)})")
+    for dotted, (low, high) in RANGES.items():
+        section, name = dotted.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise UserError(f"{dotted}: {value} is out of range (must be {bounds})")
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

@@ -1,5 +1,6 @@
 """Exact resume: a run killed with SIGKILL (or stopped with Ctrl-C) mid-epoch and resumed takes exactly the steps of
-an uninterrupted run: same losses, same LR, same data order, same final weights."""
+an uninterrupted run: same losses, same LR, same data order, same final weights — raw and EMA, with the modern
+recipe's random augmentations and label smoothing on."""
 
 from __future__ import annotations
 
@@ -31,12 +32,17 @@ def setup(tmp_path_factory):
     """Dataset and the uninterrupted reference run (2 epochs x 4 steps of batch 1)."""
     base = tmp_path_factory.mktemp("resume")
     data = make_list_dataset(base / "data", train=4, val=2)
-    reference = train(tiny_config(data, base / "reference", train=_train_opts()), progress=False)
+    reference = train(_config(data, base / "reference"), progress=False)
     return base, data, reference
 
 
 def _train_opts() -> dict:
-    return {"epochs": EPOCHS, "batch_size": 1}
+    return {"epochs": EPOCHS, "batch_size": 1, "ema_decay": 0.9}
+
+
+def _config(data: Path, out: Path, **train_opts):
+    augment = {"policy": "randaugment", "random_erasing": 0.5, "mixup_alpha": 0.8, "label_smoothing": 0.1}
+    return tiny_config(data, out, train={**_train_opts(), **train_opts}, augment=augment)
 
 
 PAUSE_AT = 5  # global step: the first step of epoch 2 (4 steps per epoch)
@@ -83,13 +89,16 @@ def _wait_for_step(run_dir: Path, proc: subprocess.Popen, *, epoch: int, min_ste
 
 
 def _same_weights(a: str | Path, b: str | Path) -> bool:
-    sa, sb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    """Raw and EMA weights both identical."""
+    ca, cb = load_checkpoint(a), load_checkpoint(b)
+    assert "model_ema" in ca and ca["eval_weights"] == cb["eval_weights"]
+    return all(ca[w].keys() == cb[w].keys() and all(torch.equal(ca[w][k], cb[w][k]) for k in ca[w])
+               for w in ("model", "model_ema"))
 
 
 def test_sigkill_mid_epoch_then_resume_continues_exactly(setup):
     base, data, reference = setup
-    cfg = tiny_config(data, base / "killed", train=_train_opts())
+    cfg = _config(data, base / "killed")
     save_config(cfg, base / "killed.yaml")
     proc = _start(base / "killed.yaml")
     _wait_for_step(base / "killed", proc, epoch=2, min_step=PAUSE_AT)  # epoch 1 checkpointed, epoch 2 running
@@ -106,7 +115,7 @@ def test_sigkill_mid_epoch_then_resume_continues_exactly(setup):
 
 def test_ctrl_c_saves_mid_epoch_and_says_how_to_resume(setup):
     base, data, reference = setup
-    cfg = tiny_config(data, base / "interrupted", train=_train_opts())
+    cfg = _config(data, base / "interrupted")
     save_config(cfg, base / "interrupted.yaml")
     proc = _start(base / "interrupted.yaml")
     _wait_for_step(base / "interrupted", proc, epoch=2, min_step=PAUSE_AT)
@@ -125,7 +134,7 @@ def test_ctrl_c_saves_mid_epoch_and_says_how_to_resume(setup):
 def test_resume_never_starts_over(setup):
     base, data, _ = setup
     out = base / "fresh"
-    cfg = tiny_config(data, out, train={**_train_opts(), "epochs": 1})
+    cfg = _config(data, out, epochs=1)
     train(cfg, progress=False)
     again = train(cfg, resume="never", progress=False)
     assert len([r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())

@@ -59,7 +59,7 @@ def tiny_config(data: Path, out: Path, /, **sections) -> Config:
                       out_dir=str(out)),
     }
     for section, values in sections.items():
-        cfg[section].update(values)
+        cfg.setdefault(section, {}).update(values)
     return config_from_dict(cfg)
 
 

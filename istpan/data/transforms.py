@@ -20,6 +20,7 @@ from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2._utils import query_size
 
 __all__ = [
+    "AUGMENT_POLICIES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "TRAIN_CROPS",
@@ -32,6 +33,7 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TRAIN_CROPS = ("multiscale", "resized", "center")
+AUGMENT_POLICIES = ("none", "randaugment", "trivialaugment")
 
 
 class MultiScaleCrop(v2.Transform):
@@ -115,11 +117,23 @@ def train_transform(
     std: Sequence[float] = IMAGENET_STD,
     crop: str = "multiscale",
     flip: bool = True,
+    policy: str = "none",
+    randaugment_ops: int = 2,
+    randaugment_magnitude: int = 9,
+    color_jitter: float = 0.0,
+    random_erasing: float = 0.0,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """uint8 (K, C, H, W) -> float (K, C, input_size, input_size), normalised with the backbone's mean/std.
 
     crop: "multiscale" (TSN), "resized" (RandomResizedCrop, area 25-100 %) or "center" (no crop augmentation).
     flip=False for datasets whose classes depend on left/right (e.g. "moving left" vs "moving right").
+    policy: "randaugment" (`randaugment_ops` operations at `randaugment_magnitude`) or "trivialaugment"
+    (TrivialAugmentWide), on uint8 frames after the crop; color_jitter: brightness/contrast/saturation strength
+    (hue a quarter of it); random_erasing: probability of erasing one rectangle, on the normalised frames (filled
+    with 0, the mean colour). All of them are torchvision v2 transforms: given the (K, C, H, W) clip as one input,
+    each draws its parameters once, so every frame gets the same operation, magnitude and rectangle.
+
+    The order follows timm's `create_transform`: geometry, colour policy, jitter, normalise, erase.
     """
     if crop == "multiscale":
         crops: list[v2.Transform] = [MultiScaleCrop(input_size)]
@@ -130,7 +144,18 @@ def train_transform(
     else:
         raise ValueError(f"unknown train crop '{crop}' (choose from {', '.join(TRAIN_CROPS)})")
     flips = [v2.RandomHorizontalFlip()] if flip else []
-    return v2.Compose([*crops, *flips, *_normalise(mean, std)])
+    colour: list[v2.Transform] = []
+    if policy == "randaugment":
+        colour.append(v2.RandAugment(num_ops=randaugment_ops, magnitude=randaugment_magnitude))
+    elif policy == "trivialaugment":
+        colour.append(v2.TrivialAugmentWide())
+    elif policy != "none":
+        raise ValueError(f"unknown augmentation policy '{policy}' (choose from {', '.join(AUGMENT_POLICIES)})")
+    if color_jitter > 0:
+        colour.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter,
+                                     hue=min(color_jitter / 4, 0.5)))
+    erase = [v2.RandomErasing(p=random_erasing, value=0)] if random_erasing > 0 else []
+    return v2.Compose([*crops, *flips, *colour, *_normalise(mean, std), *erase])
 
 
 def test_transform(

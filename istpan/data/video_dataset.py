@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import torch
 
-from istpan.config import DataConfig
+from istpan.config import AugmentConfig, DataConfig
 from istpan.data import index as video_index
 from istpan.data.datasets import FORMATS, Annotations, VideoRecord, parse_annotations
 from istpan.data.decode import VideoError, count_frames, read_frames
@@ -163,10 +163,12 @@ def build_dataset(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     seed: int = 0,
+    augment: AugmentConfig | None = None,
 ) -> VideoDataset:
     """The train or val split of the dataset `data_cfg` describes, with training or test-time sampling/transforms.
 
     mean/std: the backbone's `pretrained_cfg` (ImageNet's when None). views=(clips, crops) at test time.
+    augment: the recipe's per-clip augmentations (training only; None = TSN's crop + flip).
     """
     d = data_cfg
     parsed = load_split(d, split)
@@ -179,7 +181,11 @@ def build_dataset(
                     "label of each is used (set data.multi_label=true for a sigmoid head)", split)
     mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
     if train:
-        transform = train_transform(input_size=d.input_size, mean=mean, std=std, crop=d.train_crop, flip=d.flip)
+        a = augment or AugmentConfig()
+        transform = train_transform(input_size=d.input_size, mean=mean, std=std, crop=d.train_crop, flip=d.flip,
+                                    policy=a.policy, randaugment_ops=a.randaugment_ops,
+                                    randaugment_magnitude=a.randaugment_magnitude, color_jitter=a.color_jitter,
+                                    random_erasing=a.random_erasing)
         num_frames = d.clip_len if d.sampling == "dense" else d.num_segments
     else:  # test time: what the model sees is the checkpoint's Preprocessing, built from this same config
         pre = Preprocessing.from_data_config(d, mean=mean, std=std)

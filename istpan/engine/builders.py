@@ -91,7 +91,7 @@ def build_data(cfg: Config, *, distributed: bool, class_names: list[str], mean, 
         return _shard_loaders(cfg, distributed=distributed, mean=mean, std=std)
 
     opts = {"mean": mean, "std": std, "seed": cfg.train.seed}
-    train_set = build_dataset(cfg.data, split="train", train=True, **opts)
+    train_set = build_dataset(cfg.data, split="train", train=True, augment=cfg.augment, **opts)
     # Without data.val_annotations, the synthetic and folder layouts have their val split under the root (load_split).
     d = cfg.data
     folder_val = d.format == "folder" and Path(d.root, "val").is_dir()

@@ -3,6 +3,8 @@
 A checkpoint is a plain dict of tensors and built-in types (nothing that needs pickle's arbitrary code execution):
 
     model      state dict of the bare model (never the DDP / compiled wrapper)
+    model_ema  (with train.ema_decay > 0) the EMA of the weights; `eval_weights` says which of the two validated
+               better ("model" or "model_ema"): that one is what `load_model` (eval, predict, export) uses
     meta       what is needed to use the weights without the config: class names, model name and options,
                multi-label flag, preprocessing (`istpan.data.Preprocessing.to_dict()`: frames, resize, crop, mean/std)
     config     the resolved run config (dict), for resuming and for `istpan eval` to rebuild the val set
@@ -155,6 +157,12 @@ def check_compatible(
         )
 
 
+def _eval_weights(state: dict[str, Any]) -> str:
+    """The key of the weights to use for inference: the EMA when it validated better, else the raw weights."""
+    key = state.get("eval_weights", "model")
+    return key if key in ("model", "model_ema") and key in state else "model"
+
+
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint was trained with, load its weights, and return it in eval mode with its meta."""
     from istpan.models import create_model  # model registry; imported here so checkpoint I/O stays light
@@ -166,7 +174,7 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple
     except (KeyError, UserError) as err:  # incomplete meta, or a model name / option of another istpan version
         name = meta.get("model_name")
         raise UserError(f"{path}: checkpoint needs model {name!r}, unknown to this istpan ({err})") from err
-    load_weights(model, state["model"], source=path, model_name=meta["model_name"])
+    load_weights(model, state[_eval_weights(state)], source=path, model_name=meta["model_name"])
     return model.to(device).eval(), meta
 
 

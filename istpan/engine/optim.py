@@ -36,24 +36,35 @@ def apply_partial_bn(model: nn.Module) -> int:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, optional Nesterov) or AdamW; no weight decay on biases and normalisation parameters.
+    """SGD (momentum, optional Nesterov) or AdamW; no weight decay on biases and normalisation parameters; the
+    backbone's parameters (`model.backbone`) at `cfg.backbone_lr_mult` x the LR of the new layers.
 
     Why no decay there: decaying BN/LN scales and biases only fights the normalisation (standard since Goyal et al.
-    2017 and in torchvision's references via `norm_weight_decay=0`).
+    2017 and in torchvision's references via `norm_weight_decay=0`). Why a backbone multiplier: a pretrained backbone
+    needs smaller steps than the freshly initialised attention and head (the fine-tuning habit of MMAction2's
+    `paramwise_cfg` and timm's layer decay); with the default 1.0 there are just the two groups of the plain recipe.
+    The multiplier is kept in each group (`lr_mult`) and the schedule scales every group's own initial LR, so it holds
+    through warm-up and decay.
     """
-    decay, no_decay = [], []
+    backbone = getattr(model, "backbone", None)
+    in_backbone = {id(p) for p in backbone.parameters()} if backbone is not None else set()
+    split = cfg.backbone_lr_mult != 1.0
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
                 continue
-            (no_decay if isinstance(module, _NORM_TYPES) or name == "bias" else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+            decays = not (isinstance(module, _NORM_TYPES) or name == "bias")
+            groups.setdefault((split and id(param) in in_backbone, decays), []).append(param)
+    param_groups = []
+    for is_backbone, decays in sorted(groups, key=lambda k: (k[0], not k[1])):  # new layers first: logged LR
+        mult = cfg.backbone_lr_mult if is_backbone else 1.0
+        param_groups.append({"params": groups[is_backbone, decays], "weight_decay": cfg.weight_decay if decays else 0.0,
+                             "lr": cfg.lr * mult, "lr_mult": mult})
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
+    return torch.optim.AdamW(param_groups, lr=cfg.lr)
 
 
 def lr_factor(step: int, *, cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> float:

@@ -11,15 +11,23 @@ Distributed data parallel (any number of processes / nodes; gloo on CPU, NCCL on
         -m istpan.cli.main train --config configs/ucf101.yaml
 
 Reproducibility and exact resume: every source of randomness is a pure function of (seed, epoch, step, rank) —
-the loader's order and augmentations through `set_epoch`, dropout through a per-step `torch.manual_seed` — so a run
-resumed from a checkpoint takes exactly the steps the uninterrupted run would have taken.
+the loader's order and augmentations through `set_epoch`, dropout and mixup/cutmix through a per-step
+`torch.manual_seed` — so a run resumed from a checkpoint takes exactly the steps the uninterrupted run would have
+taken (the EMA weights are saved beside the raw ones and continue too).
+
+Gradient accumulation (`train.accumulate_steps` = A): A batches are forwarded and backwarded one after the other,
+each loss weighted by its share of the group's clips, then one optimiser step; under DDP the first A-1 backward passes
+run in `no_sync()`, so gradients are all-reduced once per optimiser step. The schedule, the EMA and the logs count
+optimiser steps; a checkpoint's `step_in_epoch` counts batches and always ends a group.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import uuid
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +57,7 @@ from istpan.engine.distributed import (
 )
 from istpan.engine.evaluate import evaluate, nothing_decoded
 from istpan.engine.interrupt import StopFlag
+from istpan.engine.mixing import BatchMix
 from istpan.engine.optim import apply_partial_bn, build_optimizer, build_scheduler
 from istpan.engine.run_log import RunLog
 from istpan.errors import UserError
@@ -82,6 +91,15 @@ def _set_epoch(loader, epoch: int) -> None:
             obj.set_epoch(epoch)
 
 
+def _bare(model: nn.Module) -> nn.Module:
+    """The module under the DDP / torch.compile wrappers (what the EMA follows and checkpoints store)."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
 def train_one_epoch(
     model: nn.Module,
     loader,
@@ -97,13 +115,20 @@ def train_one_epoch(
     log: RunLog,
     progress: bool,
     stop: StopFlag | None = None,
+    mix: BatchMix | None = None,
+    ema=None,
 ) -> dict:
     """One pass over `loader` (at most `steps` batches, skipping the first `start_step` when resuming mid-epoch).
 
-    Returns the epoch's mean losses (over all ranks), clips/s, and `steps_done` (< steps when `stop` was raised by
-    Ctrl-C: the loop ends between two optimiser steps, so the state it leaves is a consistent one to save).
+    Every `train.accumulate_steps` batches (and at the end of the epoch) make one optimiser step. `mix` mixes each
+    batch and softens its targets (mixup / cutmix / label smoothing); `ema` (timm's ModelEmaV3) follows the weights
+    after every optimiser step. Returns the epoch's mean losses (over all ranks), clips/s, and `steps_done` (< steps
+    when `stop` was raised by Ctrl-C: the loop ends between two optimiser steps, so the state it leaves is a
+    consistent one to save).
     """
     tcfg = cfg.train
+    accum = max(int(tcfg.accumulate_steps), 1)
+    opt_steps = math.ceil(steps / accum)
     multi_label = is_multi_label(cfg)
     model.train()
     if tcfg.partial_bn:
@@ -122,50 +147,67 @@ def train_one_epoch(
                dynamic_ncols=True, leave=False)
     start = time.perf_counter()
     steps_done = start_step
+    group: list[tuple[int, dict]] = []  # (step, batch) of the optimiser step being accumulated
     for step, batch in batches:
         if step >= steps:
             break
         if step < start_step:  # a loader that cannot skip: same order, so drop what the checkpoint already contains
             continue
-        # -- inputs
         skipped += int(batch.get("skipped", 0))
-        if batch["video"].shape[0] == 0:  # every clip of the batch failed to decode (already logged by the dataset)
-            steps_done = step + 1
-            bar.update(1)
+        if batch["video"].shape[0] > 0:  # a batch whose clips all failed to decode (logged by the dataset) adds nothing
+            group.append((step, batch))
+        if (step + 1) % accum and step + 1 < steps:
+            continue  # more batches to accumulate
+        steps_done = step + 1
+        if not group:
+            bar.update(steps_done - bar.n)
             continue
-        video = batch["video"].to(device, non_blocking=True)  # (B, K, 3, h, w)
-        target = batch["label"].to(device, non_blocking=True)  # (B,) or (B, classes)
-        torch.manual_seed(_step_seed(tcfg.seed, epoch, step, get_rank()))  # dropout etc., resumable
+        group_clips = sum(int(b["video"].shape[0]) for _, b in group)
 
-        # -- forward and losses
-        with autocast(tcfg.amp, device):
-            out = model(video)
-            losses = compute_losses(out, target, multi_label=multi_label, beta=tcfg.beta, gamma=tcfg.gamma)
-        if not torch.isfinite(losses["loss"]):
-            raise UserError(
-                f"loss is {losses['loss'].item()} at epoch {epoch + 1} step {step + 1}; "
-                "lower optim.lr, keep optim.clip_grad_norm > 0 or try train.amp=none"
-            )
-
-        # -- backward, clip, step
+        # -- forward, losses and backward for each batch of the group; gradients all-reduced on the last one only
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(losses["loss"]).backward()
+        group_sums = dict.fromkeys(sums, 0.0)
+        for i, (s, batch) in enumerate(group):
+            video = batch["video"].to(device, non_blocking=True)  # (B, K, 3, h, w)
+            target = batch["label"].to(device, non_blocking=True)  # (B,) or (B, classes)
+            torch.manual_seed(_step_seed(tcfg.seed, epoch, s, get_rank()))  # dropout, mixing: resumable
+            if mix is not None:
+                video, target = mix(video, target)  # target (B, classes) soft when mixing / smoothing
+            n = video.shape[0]
+            last = i == len(group) - 1
+            no_sync = getattr(model, "no_sync", None)
+            with nullcontext() if last or no_sync is None else no_sync():
+                with autocast(tcfg.amp, device):
+                    out = model(video)
+                    losses = compute_losses(out, target, multi_label=multi_label, beta=tcfg.beta, gamma=tcfg.gamma)
+                if not torch.isfinite(losses["loss"]):
+                    raise UserError(
+                        f"loss is {losses['loss'].item()} at epoch {epoch + 1} step {s + 1}; "
+                        "lower optim.lr, keep optim.clip_grad_norm > 0 or try train.amp=none"
+                    )
+                # each batch weighs by its clips: the group's gradient is that of one batch of all its clips
+                scaler.scale(losses["loss"] * (n / group_clips)).backward()
+            for k, v in losses.items():
+                group_sums[k] += v.item() * n
+
+        # -- clip, step, EMA
         if cfg.optim.clip_grad_norm > 0:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        global_step = epoch * opt_steps + step // accum + 1  # optimiser steps so far
+        if ema is not None:
+            ema.update(_bare(model), step=global_step)
 
         # -- bookkeeping
-        n = video.shape[0]
-        clips += n
-        values = {k: v.item() for k, v in losses.items()}
-        for k, v in values.items():
-            sums[k] += v * n
-        global_step = epoch * steps + step + 1
-        steps_done = step + 1
-        if tcfg.log_every > 0 and (step + 1) % tcfg.log_every == 0:
+        clips += group_clips
+        values = {k: v / group_clips for k, v in group_sums.items()}
+        for k in sums:
+            sums[k] += group_sums[k]
+        group = []
+        if tcfg.log_every > 0 and (step // accum + 1) % tcfg.log_every == 0:
             reduced = reduce_sum([values[k] for k in sums], device)  # mean over ranks: the loss of the global batch
             means = {k: v / get_world_size() for k, v in zip(sums, reduced)}
             lr = optimizer.param_groups[0]["lr"]
@@ -175,7 +217,7 @@ def train_one_epoch(
                 step=global_step,
             )
         bar.set_postfix(loss=f"{values['loss']:.4f}", clips_s=f"{clips / (time.perf_counter() - start):.1f}")
-        bar.update(1)
+        bar.update(steps_done - bar.n)
         if stop is not None and stop.requested(device) and steps_done < steps:
             break
     bar.close()
@@ -288,16 +330,26 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
     train_loader, val_loader = build_data(cfg, distributed=distributed, class_names=class_names,
                                            mean=pre.get("mean"), std=pre.get("std"))
     steps = len(train_loader) if tcfg.max_steps_per_epoch <= 0 else min(len(train_loader), tcfg.max_steps_per_epoch)
+    accum = max(int(tcfg.accumulate_steps), 1)
+    opt_steps = math.ceil(steps / accum)  # optimiser steps per epoch: what the schedule, EMA and logs count
 
-    # -- optimiser, schedule, mixed precision
+    # -- optimiser, schedule, mixed precision, the recipe's batch mixing and weight EMA
     optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=steps, epochs=tcfg.epochs)
+    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=opt_steps, epochs=tcfg.epochs)
     scaler = make_grad_scaler(tcfg.amp, device)
     meta = build_meta(model, class_names=class_names, data_cfg=cfg.data)
+    mix = BatchMix(cfg.augment, num_classes=len(class_names), multi_label=multi_label)
+    ema = None
+    if tcfg.ema_decay > 0:
+        from timm.utils import ModelEmaV3
+
+        # warm-up: the decay grows with the step count up to ema_decay, so short runs are not stuck near the init
+        ema = ModelEmaV3(model, decay=tcfg.ema_decay, use_warmup=True)
 
     # -- resume
     start_epoch, start_step, best, best_epoch, history = 0, 0, None, None, []
     run_id = uuid.uuid4().hex  # ties last.pt and best.pt to one run (see _resume_from)
+    eval_weights = "model"  # which weights `load_model` uses: "model" (raw) or "model_ema", the better at validation
     ckpt, state = _resume_from(resume, run_dir)
     if ckpt is not None:
         check_compatible(state["meta"], model_name=cfg.model.name, num_classes=len(class_names), source=ckpt,
@@ -310,6 +362,12 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
         except (KeyError, ValueError, RuntimeError) as err:
             raise UserError(f"{ckpt}: optimiser state does not fit this run's optim settings ({err}); start a new "
                             "run with another train.out_dir, or --resume never") from err
+        if ema is not None:
+            if "model_ema" not in state:
+                raise UserError(f"{ckpt}: checkpoint has no EMA weights but train.ema_decay > 0; resume with "
+                                "train.ema_decay=0 or start a new train.out_dir")
+            load_weights(ema.module, state["model_ema"], source=ckpt, model_name=cfg.model.name)
+        eval_weights = state.get("eval_weights", "model")
         start_epoch, start_step = int(state["epoch"]), int(state.get("step_in_epoch", 0))
         best, best_epoch, history = state.get("best_metric"), state.get("best_epoch"), list(state.get("history", []))
         run_id = state.get("run_id") or run_id
@@ -332,13 +390,15 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
         save_config(cfg, run_dir / "config.yaml")
     del state  # the weights live in the model now
     log = RunLog(run_dir, enabled=main, tensorboard=tcfg.tensorboard,
-                 resume_step=start_epoch * steps + start_step if ckpt is not None else None)
+                 resume_step=start_epoch * opt_steps + start_step // accum if ckpt is not None else None)
     metric_name = "mAP" if multi_label else "top1"
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
     def checkpoint(epoch: int, step_in_epoch: int) -> dict:
         return {
             "model": model_without_ddp.state_dict(),
+            **({"model_ema": ema.module.state_dict()} if ema is not None else {}),
+            "eval_weights": eval_weights,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
@@ -361,7 +421,7 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
                 stats = train_one_epoch(
                     model, train_loader, optimizer, scheduler, scaler, cfg=cfg, epoch=epoch, steps=steps,
                     start_step=start_step if epoch == start_epoch else 0, device=device, log=log,
-                    progress=progress, stop=stop,
+                    progress=progress, stop=stop, mix=mix, ema=ema,
                 )
                 if stats["steps_done"] < steps:  # Ctrl-C mid-epoch: save where the loop stopped
                     if main:
@@ -376,6 +436,13 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
                 if val_loader is not None and ((epoch + 1) % max(tcfg.eval_every, 1) == 0 or epoch + 1 == tcfg.epochs):
                     val = evaluate(model, val_loader, multi_label=multi_label, device=device, amp=tcfg.amp,
                                    progress=progress)
+                    if ema is not None:  # both weights scored; the better one is reported and used by load_model
+                        val_ema = evaluate(ema.module, val_loader, multi_label=multi_label, device=device,
+                                           amp=tcfg.amp, progress=progress)
+                        scores = {f"raw_{metric_name}": val[metric_name], f"ema_{metric_name}": val_ema[metric_name]}
+                        eval_weights = "model_ema" if val_ema[metric_name] > val[metric_name] else "model"
+                        val = {**(val_ema if eval_weights == "model_ema" else val), **scores,
+                               "weights": "ema" if eval_weights == "model_ema" else "raw"}
                 value = val.get(metric_name)
                 is_best = value is not None and (best is None or value > best)
                 if is_best:
@@ -384,9 +451,9 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
                 numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
                 history.append({"epoch": epoch + 1, "train_loss": stats["loss"], **{f"val_{k}": v for k, v in
                                                                                      numbers.items()}})
-                log.log({"type": "epoch", "epoch": epoch + 1, "global_step": (epoch + 1) * steps,
+                log.log({"type": "epoch", "epoch": epoch + 1, "global_step": (epoch + 1) * opt_steps,
                          "lr": optimizer.param_groups[0]["lr"], "train": stats, "val": summary},
-                        step=(epoch + 1) * steps, scalars={
+                        step=(epoch + 1) * opt_steps, scalars={
                             **{f"epoch/train_{k}": stats[k] for k in ("loss", "ce", "interactive", "attn")},
                             "epoch/clips_per_s": stats["clips_per_s"], **{f"val/{k}": v for k, v in numbers.items()},
                         })
@@ -398,6 +465,9 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
                 if val_loader is not None and val and val.get("num_videos", 0) == 0:  # after the save: keep training
                     raise nothing_decoded(val.get("skipped", 0), split="validation")
                 val_text = f" val {metric_name} {value:.2f}" if value is not None else ""
+                if "weights" in val:
+                    val_text += (f" ({val['weights']}; raw {val[f'raw_{metric_name}']:.2f} "
+                                 f"ema {val[f'ema_{metric_name}']:.2f})")
                 skipped = stats["skipped"] + val.get("skipped", 0)
                 say(f"epoch {epoch + 1}/{tcfg.epochs}: loss {stats['loss']:.4f} (ce {stats['ce']:.4f} "
                     f"inter {stats['interactive']:.4f} attn {stats['attn']:.4f}){val_text} "
