@@ -367,7 +367,7 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
                 raise UserError(f"{ckpt}: checkpoint has no EMA weights but train.ema_decay > 0; resume with "
                                 "train.ema_decay=0 or start a new train.out_dir")
             load_weights(ema.module, state["model_ema"], source=ckpt, model_name=cfg.model.name)
-        eval_weights = state.get("eval_weights", "model")
+        eval_weights = state.get("eval_weights", "model") if ema is not None else "model"
         start_epoch, start_step = int(state["epoch"]), int(state.get("step_in_epoch", 0))
         best, best_epoch, history = state.get("best_metric"), state.get("best_epoch"), list(state.get("history", []))
         run_id = state.get("run_id") or run_id

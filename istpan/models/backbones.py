@@ -7,7 +7,10 @@ size its per-scale projections W_j at construction time (timm's `features_only` 
 - `tiny`: a 4-stage CNN of our own (16-128 channels, stride 16) for synthetic data and fast tests on CPU.
 - `mobilenetv2`: torchvision's MobileNetV2 (loads torchvision's ImageNet checkpoint strictly).
 - `bninception`: TSN's BN-Inception (istpan/models/bninception.py; in no library).
-- `resnet50`, `mobilenetv2_100`, `efficientnet_b0`, `convnext_tiny`: timm `features_only`, never downloading.
+- `resnet50`, `mobilenetv2_100`, `efficientnet_b0`, `convnext_tiny`: timm `features_only`.
+
+`pretrained` is a local file or `imagenet` / `torchvision:...` / `timm:...` (istpan/models/weights.py says where
+those come from); random init when None.
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ import torch
 from torch import nn
 
 from istpan.errors import UserError
-from istpan.models.weights import load_state_dict_file, load_strict
+from istpan.models.weights import (
+    PRETRAINED_FORMS,
+    is_hub_weights,
+    load_state_dict_file,
+    load_strict,
+    timm_missing_weights_error,
+    timm_pretrained_tag,
+    torchvision_weights_file,
+)
 
 __all__ = ["BACKBONES", "TIMM_BACKBONES", "Backbone", "FeatureInfo", "build_backbone"]
 
@@ -93,6 +104,8 @@ class TorchvisionMobileNetV2(Backbone):
         import torchvision
 
         full = torchvision.models.mobilenet_v2(weights=None)
+        if is_hub_weights(pretrained):  # torchvision's own weights file, from the torch hub cache
+            pretrained = torchvision_weights_file(str(pretrained), enum_name="MobileNet_V2_Weights")
         if pretrained:
             load_strict(full, load_state_dict_file(pretrained), path=pretrained)
         self.features = full.features
@@ -108,14 +121,27 @@ class TorchvisionMobileNetV2(Backbone):
 
 
 class TimmBackbone(Backbone):
-    """Any timm model with `features_only=True`; timm is always called with `pretrained=False` unless a local file
-    is given, which is first checked strictly against timm's full model (so mismatches name their keys) and then
-    handed to timm's own loader, which knows how to carry full-model weights into its feature wrappers."""
+    """Any timm model with `features_only=True`. Hub weights (`imagenet`, `timm:<name>.<tag>`) come from timm's own
+    `pretrained=True` path and cache (the Hugging Face Hub); a local file is first checked strictly against timm's
+    full model (so mismatches name their keys) and then handed to timm's own loader, which knows how to carry
+    full-model weights into its feature wrappers."""
 
     def __init__(self, name: str, pretrained: str | Path | None = None) -> None:
         super().__init__()
         import timm
 
+        if is_hub_weights(pretrained):
+            if str(pretrained).startswith("torchvision:"):
+                raise UserError(f"model.pretrained={pretrained}: the {name} backbone is timm's; use imagenet or "
+                                f"timm:{name}.<tag> (e.g. timm:resnet50.tv_in1k for torchvision's ResNet-50)")
+            tag = timm_pretrained_tag(str(pretrained), name)
+            try:
+                self.model = timm.create_model(tag, pretrained=True, features_only=True)
+            except Exception as err:  # offline with a cold cache, no network, a broken download
+                raise timm_missing_weights_error(str(pretrained), tag, err) from err
+            info = self.model.feature_info
+            self.feature_info = [FeatureInfo(c, r) for c, r in zip(info.channels(), info.reduction())]
+            return
         overlay = {}
         if pretrained:
             full = timm.create_model(name, pretrained=False)
@@ -132,6 +158,9 @@ class TimmBackbone(Backbone):
 
 def build_backbone(name: str, *, pretrained: str | Path | None = None) -> Backbone:
     """Backbone by short name (see `BACKBONES`); `pretrained` is a local checkpoint file or None (random init)."""
+    if is_hub_weights(pretrained) and name in ("tiny", "bninception"):
+        raise UserError(f"model.pretrained={pretrained}: neither torchvision nor timm has weights for the {name} "
+                        f"backbone; give a local file (model.pretrained takes {PRETRAINED_FORMS})")
     if name == "tiny":
         backbone: Backbone = TinyBackbone()
         if pretrained:

@@ -59,7 +59,8 @@ def list_models() -> list[str]:
 
 
 def create_model(name: str, *, num_classes: int, pretrained: str | Path | None = None, **options: Any) -> nn.Module:
-    """Build a registered model. `pretrained` is a local backbone checkpoint file (never downloaded)."""
+    """Build a registered model. `pretrained`: backbone weights, a local file or imagenet / timm:... / torchvision:...
+    (istpan/models/weights.py)."""
     if name not in _MODELS:
         close = difflib.get_close_matches(name, _MODELS, n=3)
         hint = f"did you mean {', '.join(close)}?" if close else "see `istpan.models.list_models()`"
