@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,10 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "packaged_configs",
+    "resolve_config",
     "save_config",
+    "validate",
 ]
 
 
@@ -151,19 +155,70 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "augment.policy": ("none", "randaugment", "trivialaugment"),
 }
 
-# (lowest, highest) per numeric recipe key, None = unbounded: a bad value fails when the config is read.
-RANGES: dict[str, tuple[float | None, float | None]] = {
-    "augment.randaugment_ops": (1, 10),
-    "augment.randaugment_magnitude": (0, 30),
-    "augment.color_jitter": (0.0, 1.0),
-    "augment.random_erasing": (0.0, 1.0),
-    "augment.mixup_alpha": (0.0, None),
-    "augment.cutmix_alpha": (0.0, None),
-    "augment.mix_prob": (0.0, 1.0),
-    "augment.label_smoothing": (0.0, 0.5),
-    "optim.backbone_lr_mult": (0.0, None),
-    "train.accumulate_steps": (1, None),
-    "train.ema_decay": (0.0, 0.999999),
+@dataclass(frozen=True)
+class Range:
+    """Allowed numeric range of a field: `ge`/`gt` lower bound, `le` upper bound (None: unbounded)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    why: str = ""  # added to the message when the bound is not obvious
+
+    def describe(self) -> str:
+        parts = [f">= {self.ge!r}" if self.ge is not None else "", f"> {self.gt!r}" if self.gt is not None else "",
+                 f"<= {self.le!r}" if self.le is not None else ""]
+        return " and ".join(p for p in parts if p)
+
+    def holds(self, value: float) -> bool:
+        # written so that NaN fails every bound
+        return (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and value == value
+        )
+
+
+# Numeric fields with a natural range: an impossible value is one line when the config is read, not a traceback
+# from deep inside the loader or the optimiser. A list field (optim.step_epochs) is checked element by element.
+RANGES: dict[str, Range] = {
+    "data.split": Range(ge=1, le=3, why="UCF101 and HMDB51 have official splits 1, 2, 3"),
+    "data.num_segments": Range(ge=1),
+    "data.test_segments": Range(ge=1),
+    "data.clip_len": Range(ge=1),
+    "data.frame_stride": Range(ge=1),
+    "data.input_size": Range(ge=1, why="the crop side in pixels"),
+    "data.short_side": Range(ge=0, why="0 keeps the decoded size"),
+    "data.num_workers": Range(ge=0, why="0 loads in the main process"),
+    "optim.lr": Range(gt=0.0),
+    "optim.momentum": Range(ge=0.0, le=1.0),
+    "optim.weight_decay": Range(ge=0.0),
+    "optim.warmup_epochs": Range(ge=0.0),
+    "optim.step_epochs": Range(ge=0),
+    "optim.step_gamma": Range(gt=0.0),
+    "optim.min_lr": Range(ge=0.0),
+    "optim.clip_grad_norm": Range(ge=0.0, why="0 disables clipping"),
+    "train.epochs": Range(ge=1),
+    "train.batch_size": Range(ge=1),
+    "train.beta": Range(ge=0.0),
+    "train.gamma": Range(ge=0.0),
+    "train.seed": Range(ge=0),
+    "train.eval_every": Range(ge=1),
+    "train.max_steps_per_epoch": Range(ge=0, why="0 runs the whole epoch"),
+    "train.log_every": Range(ge=0, why="0 logs only per epoch"),
+    "train.num_threads": Range(ge=0, why="0 is torch's default"),
+    # the training recipe (augment section, EMA, accumulation, backbone LR)
+    "augment.randaugment_ops": Range(ge=1, le=10),
+    "augment.randaugment_magnitude": Range(ge=0, le=30),
+    "augment.color_jitter": Range(ge=0.0, le=1.0),
+    "augment.random_erasing": Range(ge=0.0, le=1.0),
+    "augment.mixup_alpha": Range(ge=0.0),
+    "augment.cutmix_alpha": Range(ge=0.0),
+    "augment.mix_prob": Range(ge=0.0, le=1.0),
+    "augment.label_smoothing": Range(ge=0.0, le=0.5),
+    "optim.backbone_lr_mult": Range(ge=0.0),
+    "train.accumulate_steps": Range(ge=1),
+    "train.ema_decay": Range(ge=0.0, le=0.999999),
 }
 
 
@@ -211,18 +266,23 @@ def _merge(obj: Any, updates: dict[str, Any], where: str) -> None:
             setattr(obj, key, _coerce(value, current, dotted))
 
 
-def _check_choices(cfg: Config) -> None:
+def validate(cfg: Config) -> Config:
+    """Check every field with a closed set of values (CHOICES) or a natural range (RANGES); one line per error."""
     for dotted, allowed in CHOICES.items():
         section, name = dotted.split(".")
         value = getattr(getattr(cfg, section), name)
         if value not in allowed:
             raise UserError(f"{dotted}: unknown value {value!r} (choose one of: {', '.join(allowed)})")
-    for dotted, (low, high) in RANGES.items():
+    for dotted, rng in RANGES.items():
         section, name = dotted.split(".")
         value = getattr(getattr(cfg, section), name)
-        if (low is not None and value < low) or (high is not None and value > high):
-            bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
-            raise UserError(f"{dotted}: {value} is out of range (must be {bounds})")
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                raise UserError(f"{dotted}: expected a number, got {item!r}")
+            if not rng.holds(item):
+                why = f"; {rng.why}" if rng.why else ""
+                raise UserError(f"{dotted}: {item!r} is out of range (must be {rng.describe()}{why})")
+    return cfg
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -232,13 +292,44 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(raw)
 
 
+def packaged_configs() -> dict[str, Path]:
+    """The configs shipped inside the package, by name: {"ucf101": .../istpan/configs/ucf101.yaml, ...}."""
+    folder = Path(str(resources.files("istpan").joinpath("configs")))
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def packaged_config_summary(path: Path) -> str:
+    """First line of a shipped config's leading comment (what it is for), for `istpan configs`."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").rstrip(":")
+        break
+    return ""
+
+
+def resolve_config(name: str | Path) -> Path:
+    """A config file path, or the name of a packaged config (`ucf101`, `ucf101.yaml`, `configs/ucf101.yaml`).
+
+    An existing file always wins. Otherwise a bare name, or a path whose folder is called `configs` (the README's
+    `--config configs/ucf101.yaml`, typed outside the repository), means the config shipped with istpan, so the
+    documented commands work from any directory.
+    """
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = packaged_configs()
+    bare = path.parent in (Path("."), Path("configs")) and path.suffix in ("", ".yaml", ".yml")
+    if bare and path.stem in shipped:
+        return shipped[path.stem]
+    raise UserError(f"{path}: config file not found (packaged configs: {', '.join(shipped)}; see `istpan configs`)")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML file, then `a.b=value` overrides (values parsed as YAML: 3, 0.1, true, [1, 2])."""
+    """Defaults, then the YAML file (a path or a packaged config's name, see `resolve_config`), then `a.b=value`
+    overrides (values parsed as YAML: 3, 0.1, true, [1, 2])."""
     cfg = Config()
     if path:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: config file not found")
+        path = resolve_config(path)
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
@@ -263,16 +354,14 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             _merge(cfg, nested, "")
         except UserError as err:
             raise UserError(f"override '{item}': {err}") from None
-    _check_choices(cfg)
-    return cfg
+    return validate(cfg)
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """A Config from a nested dict (e.g. the one stored in a checkpoint), with the same checks as a YAML file."""
     cfg = Config()
     _merge(cfg, data, "")
-    _check_choices(cfg)
-    return cfg
+    return validate(cfg)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from istpan.config import config_from_dict, config_to_dict, load_config, save_config
+from istpan.config import RANGES, config_from_dict, config_to_dict, load_config, save_config
 from istpan.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "istpan" / "configs"
@@ -67,3 +67,82 @@ def test_shipped_configs_load_and_name_registered_models(path):
 def test_configs_are_shipped():
     names = {p.name for p in CONFIGS.glob("*.yaml")}
     assert {"ucf101.yaml", "hmdb51.yaml", "charades.yaml", "folder.yaml", "list.yaml", "synthetic.yaml"} <= names
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["data.num_segments=0"], ["data.test_segments=0"], ["data.input_size=0"], ["train.batch_size=0"],
+     ["train.batch_size=-2"], ["optim.lr=-1"], ["data.num_workers=-1"], ["data.sampling=dense", "data.clip_len=0"],
+     ["data.sampling=dense", "data.frame_stride=0"], ["optim.lr=.nan"], ["optim.step_epochs=[10, -1]"]],
+    ids=lambda o: " ".join(o),
+)
+def test_out_of_range_numbers_are_one_line_errors(overrides):
+    """Issue 10.6: each of these used to end in a traceback from the loader, the sampler or the optimiser."""
+    key = overrides[-1].split("=")[0]
+    with pytest.raises(UserError) as err:
+        load_config(None, overrides)
+    message = str(err.value)
+    assert key in message and "out of range" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("dotted", sorted(RANGES))
+def test_every_range_accepts_its_bound_and_refuses_past_it(dotted):
+    """Every RANGES entry, generically: the bound itself loads, one step past it is refused, naming the field."""
+    rng = RANGES[dotted]
+    section, name = dotted.split(".")
+    is_int = isinstance(getattr(getattr(load_config(), section), name), int)
+    is_list = isinstance(getattr(getattr(load_config(), section), name), list)
+    step = 1 if is_int or is_list else 1e-3
+
+    def value(v):
+        return f"[{v}]" if is_list else v
+
+    if rng.ge is not None:
+        assert load_config(None, [f"{dotted}={value(rng.ge)}"]) is not None
+        with pytest.raises(UserError, match=dotted.replace(".", r"\.")):
+            load_config(None, [f"{dotted}={value(rng.ge - step)}"])
+    if rng.gt is not None:
+        load_config(None, [f"{dotted}={value(rng.gt + step)}"])
+        with pytest.raises(UserError, match=dotted.replace(".", r"\.")):
+            load_config(None, [f"{dotted}={value(rng.gt)}"])
+    if rng.le is not None:
+        load_config(None, [f"{dotted}={value(rng.le)}"])
+        with pytest.raises(UserError, match=dotted.replace(".", r"\.")):
+            load_config(None, [f"{dotted}={value(rng.le + step)}"])
+
+
+def test_ranges_cover_every_numeric_field():
+    """A new numeric field must say its range (or be listed here as having none)."""
+    unbounded: set[str] = set()
+    cfg = load_config()
+    numeric = {f"{section}.{name}" for section, sub in config_to_dict(cfg).items() if isinstance(sub, dict)
+               for name, v in sub.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numeric.add("optim.step_epochs")
+    assert numeric - unbounded == set(RANGES)
+
+
+def test_checkpoint_config_is_checked_too():
+    data = config_to_dict(load_config())
+    data["train"]["batch_size"] = 0
+    with pytest.raises(UserError, match=r"train\.batch_size: 0 is out of range"):
+        config_from_dict(data)
+
+
+def test_packaged_config_by_name_from_any_directory(tmp_path, monkeypatch, capsys):
+    """Issue 10.11: `--config ucf101` (and the README's `configs/ucf101.yaml`) outside the repository."""
+    from istpan.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    reference = load_config(CONFIGS / "ucf101.yaml")
+    for name in ("ucf101", "ucf101.yaml", "configs/ucf101.yaml"):
+        assert load_config(name) == reference
+    mine = tmp_path / "ucf101.yaml"
+    mine.write_text("train:\n  epochs: 2\n")
+    assert load_config("ucf101.yaml").train.epochs == 2  # an existing file always wins over the packaged name
+    with pytest.raises(UserError, match=r"ucf102: config file not found \(packaged configs: charades, .*ucf101"):
+        load_config("ucf102")
+    assert main(["configs"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[:7]]
+    assert listed == sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+    assert main(["configs", "--show", "hmdb51"]) == 0
+    assert capsys.readouterr().out == (CONFIGS / "hmdb51.yaml").read_text()

@@ -110,3 +110,65 @@ def test_check_with_a_config_file_and_usage_errors(tmp_path, capsys):
     assert main(["data", "check", "--config", str(tmp_path / "nope.yaml")]) == 2
     err = capsys.readouterr().err
     assert "error: data check: give --config" in err and "nope.yaml: config file not found" in err
+
+
+def _check(*args: str) -> int:
+    return main(["data", "check", *args, "--workers", "1", "--no-progress"])
+
+
+def test_empty_dataset_is_an_error_not_a_clean_report(tmp_path, capsys):
+    (tmp_path / "train.txt").write_text("# nothing yet\n")
+    out = tmp_path / "report"
+    assert _check("--format", "list", "--annotations", str(tmp_path / "train.txt"), "--out", str(out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing to check" in err[0] and not out.exists()
+    (tmp_path / "bad.txt").write_text("a.mp4 nope\n")  # every line skipped: say why in the same line
+    assert _check("--format", "list", "--annotations", str(tmp_path / "bad.txt"), "--classes",
+                  str(_classes(tmp_path)), "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "nothing to check" in err and "1 annotation lines skipped" in err and "nope" in err
+
+
+def _classes(tmp_path: Path) -> Path:
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    return tmp_path / "classes.txt"
+
+
+def test_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    make_video(tmp_path / "a.mp4", num_frames=4)
+    (tmp_path / "train.txt").write_text("a.mp4 0\n")
+    (tmp_path / "taken").write_text("mine\n")
+    assert _check("--format", "list", "--annotations", str(tmp_path / "train.txt"), "--out",
+                  str(tmp_path / "taken")) == 2
+    err = capsys.readouterr().err
+    assert "taken: exists and is not a folder" in err and "Traceback" not in err
+    assert (tmp_path / "taken").read_text() == "mine\n"
+
+
+def test_dangling_link_is_missing_and_cut_mp4_names_its_index(tmp_path):
+    (tmp_path / "link.mp4").symlink_to(tmp_path / "gone.mp4")
+    result = check_video(str(tmp_path / "link.mp4"))
+    assert (result.status, result.reason) == ("missing", "link target does not exist")
+    data = make_video(tmp_path / "full.mp4", num_frames=16).read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: int(len(data) * 0.9)])  # the index (written last) is cut
+    result = check_video(str(tmp_path / "cut.mp4"))
+    assert result.status == "unreadable" and "moov atom" in result.reason and "audio" not in result.reason
+
+
+@pytest.mark.parametrize("val_classes", [["run"], ["run", "walk", "swim"]], ids=["val lacks one", "val has extra"])
+def test_folder_val_with_other_classes_than_train(tmp_path, val_classes, capsys):
+    """Issue 10.10: the class list comes from train/; a val class unknown to train is reported and skipped."""
+    for cls in ("run", "walk"):
+        make_video(tmp_path / "train" / cls / "a.mp4", num_frames=4)
+    for cls in val_classes:
+        make_video(tmp_path / "val" / cls / "b.mp4", num_frames=4)
+    out = tmp_path / "report"
+    code = _check("--format", "folder", "--root", str(tmp_path), "--out", str(out))
+    report = json.loads((out / "report.json").read_text())
+    val = report["splits"]["val"]
+    assert [c["name"] for c in val["classes"]] == ["run", "walk"]  # train's classes, train's order
+    if "swim" in val_classes:
+        assert code == 1 and len(val["annotation_problems"]) == 1 and "'swim'" in val["annotation_problems"][0]
+    else:
+        assert code == 0 and val["empty_classes"] == ["walk"]
+        assert "classes without a usable video (1): walk" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,25 @@ def test_kinetics_csv_label_folders_and_shared_class_order(tmp_path):
     assert "yodelling" in v.problems[0]
 
 
+def test_charades_actions_ending_before_they_start_warn_once_with_the_count(tmp_path, caplog):
+    classes = write(tmp_path / "classes.txt", "c000 a\nc001 b\nc002 c\n")
+    rows = "id,actions,length\nA,c000 5.0 2.0;c001 1.0 3.0,9\nB,c002 8.0 7.5,9\nC,c001 0 1,9\n"
+    with caplog.at_level(logging.WARNING, logger="istpan.data.datasets"):
+        ann = parse_annotations("charades", write(tmp_path / "t.csv", rows), root=tmp_path, classes=classes)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "2 actions end before they start" in warnings[0] and "t.csv:2" in warnings[0]
+    assert [r.label for r in ann.records] == [[0, 1], [2], [1]]  # kept as listed, labels unchanged
+    assert not ann.problems
+
+
+def test_kinetics_csv_without_label_column_is_one_error(tmp_path):
+    test_csv = write(tmp_path / "test.csv", "youtube_id,time_start,time_end,split\n"
+                                            + "".join(f"v{i},0,10,test\n" for i in range(50)))
+    with pytest.raises(UserError) as err:
+        parse_annotations("kinetics", test_csv, root=tmp_path)
+    assert "no 'label' column" in str(err.value) and "50 rows" in str(err.value) and "\n" not in str(err.value)
+
+
 # --------------------------------------------------------------------------------------------------- folder, list
 def test_folder_per_class(tmp_path):
     for rel in ("train/walk/a.mp4", "train/walk/nested/b.AVI", "train/run/c.mkv", "train/run/notes.txt"):
@@ -180,3 +200,20 @@ def test_build_dataset_charades_is_multi_hot(tmp_path):
     assert ds.multi_label and ds.num_classes == 3 and ds.num_frames == 4
     assert torch.equal(ds._label(ds.records[0]), torch.tensor([1.0, 0.0, 1.0]))
     assert torch.equal(ds._label(ds.records[1]), torch.zeros(3))
+
+
+@pytest.mark.parametrize("val_classes", [["run"], ["run", "swim", "walk"]], ids=["val lacks one", "val has extra"])
+def test_build_dataset_folder_val_takes_train_classes(tmp_path, val_classes, caplog):
+    """Issue 10.10: train's classes and indices for val; a val class train does not know is skipped with a warning."""
+    for cls in ("jump", "run", "walk"):
+        write(tmp_path / "train" / cls / "a.mp4", "x")
+    for cls in val_classes:
+        write(tmp_path / "val" / cls / "b.mp4", "x")
+    cfg = DataConfig(format="folder", root=str(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        val = build_dataset(cfg, split="val", train=False)
+    assert val.class_names == build_dataset(cfg, split="train", train=True).class_names == ["jump", "run", "walk"]
+    labels = {Path(r.path).parent.name: r.label for r in val.records}
+    assert labels == {c: ["jump", "run", "walk"].index(c) for c in val_classes if c != "swim"}
+    skipped = [r.getMessage() for r in caplog.records if "annotation lines skipped" in r.getMessage()]
+    assert bool(skipped) == ("swim" in val_classes) and all("'swim'" in m for m in skipped)

@@ -216,11 +216,27 @@ def _bad_file(kind: str, tmp_path: Path) -> tuple[Path, str]:
         path = tmp_path / "zero.mp4"
         path.write_bytes(b"")
         return path, "empty file"
-    if kind == "truncated mp4":
+    if kind == "truncated mp4":  # cut before the index, which the muxer writes last: say so, not "not a video"
         data = make_video(tmp_path / "full.mp4", num_frames=32).read_bytes()
         path = tmp_path / "trunc.mp4"
         path.write_bytes(data[: len(data) // 2])
-        return path, "cannot open"
+        return path, "MP4 index (moov atom) is missing"
+    if kind == "mp4 cut in its index":  # FFmpeg opens this with no stream at all
+        data = make_video(tmp_path / "full.mp4", num_frames=32).read_bytes()
+        path = tmp_path / "cut.mp4"
+        path.write_bytes(data[: data.index(b"moov") + 200])
+        return path, "MP4 index (moov atom) is truncated"
+    if kind == "mp4 without moov":
+        data = make_video(tmp_path / "full.mp4", num_frames=32).read_bytes()
+        start = data.index(b"moov") - 4
+        end = start + int.from_bytes(data[start : start + 4], "big")
+        path = tmp_path / "nomoov.mp4"
+        path.write_bytes(data[:start] + data[end:])
+        return path, "MP4 index (moov atom) is missing"
+    if kind == "dangling link":
+        path = tmp_path / "link.mp4"
+        path.symlink_to(tmp_path / "gone.mp4")
+        return path, "missing: link target does not exist"
     if kind == "random bytes":
         path = tmp_path / "random.mp4"
         path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
@@ -234,7 +250,8 @@ def _bad_file(kind: str, tmp_path: Path) -> tuple[Path, str]:
     return tmp_path / "missing.mp4", "file not found"
 
 
-@pytest.mark.parametrize("kind", ["zero bytes", "truncated mp4", "random bytes", "audio only", "directory", "missing"])
+@pytest.mark.parametrize("kind", ["zero bytes", "truncated mp4", "mp4 cut in its index", "mp4 without moov",
+                                  "random bytes", "audio only", "directory", "missing", "dangling link"])
 def test_bad_files_raise_video_error_naming_the_path(tmp_path, kind):
     path, reason = _bad_file(kind, tmp_path)
     calls = [lambda: count_frames(path), lambda: read_frames(path, [0]), lambda: video_info(path),
@@ -287,3 +304,34 @@ def test_video_error_survives_pickling():
 
     err = pickle.loads(pickle.dumps(VideoError("a b.mp4", "empty file (0 bytes)")))
     assert str(err) == "a b.mp4: empty file (0 bytes)" and err.path == "a b.mp4"
+
+
+@pytest.mark.parametrize("degrees", [90, -90, 180])
+def test_rotation_metadata_is_applied_as_players_do(tmp_path, degrees):
+    """Phones store portrait video as landscape pictures plus a display matrix; players turn it upright, so do we.
+
+    Reference: a naive decode of the same file (which ignores the matrix) turned by numpy counter-clockwise, the
+    direction FFmpeg's display matrix (and PyAV's `set_display_rotation`) is defined in; and the source frames, so
+    the direction is checked against what was drawn, not only against the decoder.
+    """
+    frames = make_frames(6, (32, 48))
+    path = tmp_path / "rotated.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        stream.set_display_rotation(degrees)
+        for array in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    turns = degrees // 90
+    stored = naive_decode(path)
+    assert stored.shape[1:3] == (32, 48)  # the pictures themselves are landscape
+    expected = np.rot90(stored, turns, axes=(1, 2))  # (T, H, W, 3) upright
+    drawn = np.rot90(frames, turns, axes=(1, 2)).astype(int)
+    assert np.abs(expected.astype(int) - drawn).mean() < 8  # lossy, but the same picture the same way up
+    assert np.array_equal(read_frames(path, [0, 3, 5]).numpy(), expected[[0, 3, 5]])
+    assert np.array_equal(np.stack([f.numpy() for _, f in iter_frames(path)]), expected)
+    small = np.rot90(naive_decode(path, short_side=16), turns, axes=(1, 2))
+    assert np.array_equal(read_frames(path, [2], short_side=16).numpy(), small[[2]])

@@ -59,19 +59,21 @@ def add_parser(subparsers) -> None:
 
 
 def _data_config(args):
-    from istpan.config import load_config
+    from istpan.config import load_config, validate
 
     flags = {"format": args.format, "root": args.root, "classes": args.classes, "split": args.split,
              "backend": args.backend}
     if args.config:
-        cfg = load_config(args.config, args.overrides).data
-    elif args.format and (args.annotations or args.format == "synthetic"):
-        cfg = load_config(None, args.overrides).data
+        full = load_config(args.config, args.overrides)
+    elif args.format and (args.annotations or args.format == "synthetic" or (args.format == "folder" and args.root)):
+        full = load_config(None, args.overrides)
     else:
         raise UserError("data check: give --config FILE, or --format and --annotations (see `istpan data check -h`)")
+    cfg = full.data
     for key, value in flags.items():
         if value is not None:
             setattr(cfg, key, value)
+    validate(full)  # the flags above are config fields too (--split 0, --format typo)
     if args.annotations:
         cfg.train_annotations = args.annotations
         # The UCF101 / HMDB51 split folder holds both subsets; other formats check one file unless told otherwise.
@@ -94,6 +96,10 @@ def run_check(args) -> int:
     if not splits:
         raise UserError("data check: no annotations to check; set data.train_annotations / --annotations")
     total = sum(len(a.records) for a in splits.values())
+    if total == 0:  # a report saying "no problems found" about zero videos would be a lie by omission
+        problems = [p for a in splits.values() for p in a.problems]
+        skipped = f"; {len(problems)} annotation lines skipped, first: {problems[0]}" if problems else ""
+        raise UserError(f"data check: nothing to check: the annotations list no video ({', '.join(splits)}){skipped}")
     print(f"checking {total} videos ({', '.join(f'{k}: {len(v.records)}' for k, v in splits.items())}) "
           f"with {args.workers} workers", file=sys.stderr)
     from istpan.data.index import index_path_for

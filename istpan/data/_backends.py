@@ -45,7 +45,8 @@ def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
 def check_file(path: Path) -> None:
     """The reasons a path can't be a video that are worth a precise message before any decoder sees it."""
     if not path.exists():
-        raise VideoError(path, "file not found")
+        dangling = path.is_symlink()
+        raise VideoError(path, "missing: link target does not exist" if dangling else "file not found")
     if path.is_dir():
         raise VideoError(path, "is a directory, not a video file (backend 'frames' reads a folder of frames)")
     if path.stat().st_size == 0:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from istpan.data import index as video_index
 from istpan.data.datasets import Annotations
 from istpan.data.decode import VideoError, count_frames, decode_errors, video_info
+from istpan.errors import UserError
 
 __all__ = ["VideoCheck", "check_dataset", "check_video", "write_report"]
 
@@ -42,8 +43,9 @@ class VideoCheck:
 
 def check_video(path: str, backend: str = "pyav") -> VideoCheck:
     """Decode one video fully (no RGB conversion) and classify it."""
-    if not os.path.lexists(path):
-        return VideoCheck(path, "missing", "file not found")
+    if not os.path.exists(path):
+        dangling = os.path.islink(path)
+        return VideoCheck(path, "missing", "link target does not exist" if dangling else "file not found")
     try:
         frames = count_frames(path, backend=backend)
         claimed = video_info(path, backend="frames" if backend == "frames" else "pyav").claimed_frames
@@ -142,7 +144,12 @@ def _summary_lines(report: dict) -> Iterable[str]:
 def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path, str]:
     """Write report.json and summary.txt into out_dir; return both paths and the summary text."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; --out names the folder for report.json and summary.txt")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{out}: cannot create the report folder ({err.strerror})") from None
     summary = "\n".join(_summary_lines(report)) + "\n"
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "summary.txt").write_text(summary)

@@ -10,6 +10,7 @@ not fatal: it is skipped and described in `Annotations.problems`, which `istpan 
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ __all__ = [
     "parse_annotations",
     "read_class_names",
 ]
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("ucf101", "hmdb51", "charades", "kinetics", "folder", "list", "synthetic")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
@@ -142,7 +145,7 @@ def _charades(ann: Path, root: Path, *, subset: str, split: int, classes: Path |
     lookup = {c: i for i, c in enumerate(codes)}
     if not ann.is_file():
         raise UserError(f"{ann}: annotation file not found")
-    records, problems = [], []
+    records, problems, reversed_spans = [], [], []
     with ann.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or "id" not in reader.fieldnames or "actions" not in reader.fieldnames:
@@ -155,10 +158,15 @@ def _charades(ann: Path, root: Path, *, subset: str, split: int, classes: Path |
                     problems.append(f"{ann}:{n}: bad action '{item}' (expected '<c###> <start> <end>')")
                     continue
                 spans.append((lookup[parts[0]], float(parts[1]), float(parts[2])))
+                if spans[-1][1] > spans[-1][2]:
+                    reversed_spans.append(f"{ann}:{n}: '{item}'")
             meta = {"id": row["id"], "spans": spans}
             if row.get("length"):
                 meta["length_s"] = float(row["length"])
             records.append(VideoRecord(str(root / f"{row['id']}.mp4"), sorted({s[0] for s in spans}), meta))
+    if reversed_spans:  # kept as written (the class still labels the video), but never silently
+        log.warning("%s: %d actions end before they start (kept as listed; first: %s)", ann, len(reversed_spans),
+                    reversed_spans[0])
     return Annotations(records, names, problems)
 
 
@@ -173,6 +181,9 @@ def _kinetics(ann: Path, root: Path, *, subset: str, split: int, classes: Path |
         rows = list(csv.DictReader(fh))
     if rows and not {"youtube_id", "time_start", "time_end"} <= rows[0].keys():
         raise UserError(f"{ann}: not a Kinetics CSV (needs columns label,youtube_id,time_start,time_end)")
+    if rows and "label" not in rows[0]:
+        raise UserError(f"{ann}: no 'label' column ({len(rows)} rows; the official test list has no labels), so it "
+                        "can't be used to train or evaluate; use the validate CSV")
     if names is None:
         names = read_class_names(classes) if classes else sorted({r["label"] for r in rows if r.get("label")})
     lookup = {n: i for i, n in enumerate(names)}

@@ -125,16 +125,50 @@ def _check_backend(backend: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------- PyAV
+def _mp4_index_problem(path: Path | EncodedVideo) -> str | None:
+    """Why an MP4/MOV file has no usable index, from its top-level boxes; None when the index is there (or the file
+    is not MP4-like). FFmpeg only says "invalid data" or opens such a file with no stream at all, which reads as
+    "not a video" when the usual truth is a recording or copy that was cut off before the index was written."""
+    try:
+        with io.BytesIO(path.data) if isinstance(path, EncodedVideo) else path.open("rb") as fh:
+            size_total = fh.seek(0, io.SEEK_END)
+            pos, seen_ftyp = 0, False
+            while pos + 8 <= size_total:
+                fh.seek(pos)
+                header = fh.read(16)
+                size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+                if size == 1 and len(header) == 16:
+                    size = int.from_bytes(header[8:16], "big")
+                elif size == 0:
+                    size = size_total - pos
+                if pos == 0 and kind != b"ftyp":
+                    return None  # not an ISO-BMFF (MP4/MOV) file
+                seen_ftyp = True
+                if kind == b"moov":
+                    complete = pos + size <= size_total
+                    return None if complete else "the MP4 index (moov atom) is truncated: the file was cut off"
+                if size < 8:
+                    break
+                pos += size
+    except OSError:
+        return None
+    if not seen_ftyp:
+        return None
+    return "the MP4 index (moov atom) is missing: the file was cut off or never finalised while being written"
+
+
 def _open(path: Path | EncodedVideo) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     if not isinstance(path, EncodedVideo):
         _backends.check_file(path)
     try:
         container = av.open(io.BytesIO(path.data) if isinstance(path, EncodedVideo) else str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
-        raise VideoError(path, f"cannot open as a video ({getattr(err, 'strerror', None) or err})") from err
+        reason = _mp4_index_problem(path) or f"cannot open as a video ({getattr(err, 'strerror', None) or err})"
+        raise VideoError(path, reason) from err
     if not container.streams.video:
         container.close()
-        raise VideoError(path, "no video stream (audio only, or not a video file)")
+        # a cut-off index parses as no stream, or as a stray data stream; a real audio-only MP4 has a whole index
+        raise VideoError(path, _mp4_index_problem(path) or "no video stream (audio only, or not a video file)")
     return container, container.streams.video[0]
 
 
@@ -222,11 +256,15 @@ def _from_entry(entry: dict) -> _Index:
 
 
 def _rgb(frame: av.VideoFrame, short_side: int | None) -> np.ndarray:
-    """uint8 (H, W, 3), resized by swscale on the way out so no full-resolution copy is kept."""
+    """uint8 (H, W, 3) as a player shows it: resized by swscale on the way out (no full-resolution copy is kept) and
+    turned upright by the stream's rotation (display matrix; phones record portrait video as rotated landscape)."""
     if short_side is None:
-        return frame.to_ndarray(format="rgb24")
-    h, w = resized_size(frame.height, frame.width, short_side)
-    return frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BILINEAR")
+        rgb = frame.to_ndarray(format="rgb24")
+    else:
+        h, w = resized_size(frame.height, frame.width, short_side)  # the short side is the same after rotating
+        rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BILINEAR")
+    quarter_turns = round(frame.rotation / 90) % 4  # counter-clockwise, as FFmpeg's display matrix reports it
+    return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
 
 
 class _NotExact(Exception):

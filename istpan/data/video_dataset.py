@@ -224,8 +224,18 @@ def load_split(data_cfg: DataConfig, split: str) -> Annotations:
         raise UserError(f"data.root: '{d.root}' does not exist; fix the path in the config or with data.root=...")
     return parse_annotations(
         d.format, ann, root=d.root, subset=split, split=d.split, classes=classes or None,
-        class_source=_annotation_paths(d, "train")[0] if split == "val" and d.train_annotations else None,
+        class_source=_train_source(d) if split == "val" else None,
     )
+
+
+def _train_source(d: DataConfig) -> str | None:
+    """The training annotations the val split takes its class list from (when data.classes does not give one):
+    also for the layouts with defaults under the root, so a val/ folder lacking a class of train/ (or with an extra
+    one) keeps train's label indices instead of numbering its own classes."""
+    try:
+        return _annotation_paths(d, "train")[0]
+    except UserError:  # no training split (evaluating a val list alone): val names its own classes
+        return None
 
 
 def _exists(path: str) -> bool:
