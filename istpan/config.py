@@ -190,6 +190,7 @@ RANGES: dict[str, Range] = {
     "data.input_size": Range(ge=1, why="the crop side in pixels"),
     "data.short_side": Range(ge=0, why="0 keeps the decoded size"),
     "data.num_workers": Range(ge=0, why="0 loads in the main process"),
+    "data.shuffle_buffer": Range(ge=0, why="0 or 1 reads shards in order"),
     "optim.lr": Range(gt=0.0),
     "optim.momentum": Range(ge=0.0, le=1.0),
     "optim.weight_decay": Range(ge=0.0),
