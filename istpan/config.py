@@ -199,7 +199,7 @@ RANGES: dict[str, Range] = {
     "optim.step_gamma": Range(gt=0.0),
     "optim.min_lr": Range(ge=0.0),
     "optim.clip_grad_norm": Range(ge=0.0, why="0 disables clipping"),
-    "train.epochs": Range(ge=1),
+    "train.epochs": Range(ge=0),  # 0 is refused by the engine ("train.epochs=0: nothing to train")
     "train.batch_size": Range(ge=1),
     "train.beta": Range(ge=0.0),
     "train.gamma": Range(ge=0.0),
