@@ -31,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "stored in the checkpoint; change it with key=value overrides). Scores of all views are averaged per video.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--checkpoint", required=True, help="a .pt file written by istpan train")
+    p.add_argument("--checkpoint", required=True,
+                   help="a .pt file written by istpan train, or a model folder / Hub repo id (export --format hf)")
     p.add_argument("--views", default="1x1", help="CLIPSxCROPS, e.g. 1x1, 2x3, 10x1 (crops: 1, 3 or 10)")
     p.add_argument("--batch-size", type=int, default=None, help="videos per batch (default: the training batch size)")
     p.add_argument("--json", metavar="FILE", help="write all metrics (confusion matrix / per-class AP included) and "

@@ -10,20 +10,26 @@ __all__ = ["add_parser", "run"]
 EXAMPLES = """examples:
   istpan export --checkpoint runs/ucf101_split1/best.pt --format onnx
   istpan export --checkpoint best.pt --format torchscript --out model.ts --num-segments 16
+  istpan export --checkpoint runs/mine/best.pt --format hf --out my-model   # config.json + model.safetensors
+  huggingface-cli upload <user>/<repo> my-model                            # then: --checkpoint <user>/<repo>
 """
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "export", help="export a checkpoint to ONNX or TorchScript (output checked against PyTorch)",
+        "export", help="export a checkpoint to ONNX or TorchScript (output checked against PyTorch), or a shareable "
+        "Hugging Face model folder",
         description="Export the model of a checkpoint. Input: float video (B, K, 3, S, S) normalised as the "
         "checkpoint's meta says; output: logits (B, classes). The export is run on a random input and the largest "
         "absolute difference to PyTorch is printed; the command fails above --tolerance.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--checkpoint", required=True, help="a .pt file written by istpan train")
-    p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
-    p.add_argument("--out", help="output file (default: beside the checkpoint, .onnx or .ts)")
+    p.add_argument("--checkpoint", required=True,
+                   help="a .pt file written by istpan train, or a model folder / Hub repo id (export --format hf)")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "hf"),
+                   help="hf: a folder with config.json + model.safetensors that --checkpoint and "
+                   "istpan.from_pretrained read (upload it with huggingface-cli upload)")
+    p.add_argument("--out", help="output file or, for hf, folder (default: beside the checkpoint, .onnx / .ts / _hf)")
     p.add_argument("--num-segments", type=int, default=None, help="K of the exported graph (default: checkpoint's)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |export - PyTorch| of the logits")
     p.set_defaults(run=run)
@@ -38,6 +44,15 @@ def run(args: argparse.Namespace) -> int:
     if args.num_segments is not None and args.num_segments < 1:
         raise UserError(f"--num-segments must be >= 1, got {args.num_segments}")
     model, meta = load_model(args.checkpoint)
+    if args.format == "hf":
+        from istpan.engine.checkpoint import load_checkpoint
+        from istpan.models.hub import save_pretrained
+
+        folder = args.out or str(Path(args.checkpoint).with_suffix("")) + "_hf"
+        save_pretrained(model, meta, folder, train_config=load_checkpoint(args.checkpoint).get("config"))
+        print(f"wrote {folder}/config.json and model.safetensors; share it with: huggingface-cli upload "
+              f"<user>/<repo> {folder}")
+        return 0
     out = args.out or str(Path(args.checkpoint).with_suffix(".onnx" if args.format == "onnx" else ".ts"))
     result = export_model(model, meta, out, format=args.format, num_segments=args.num_segments,
                           tolerance=args.tolerance)

@@ -31,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("videos", nargs="*", metavar="VIDEO")
-    p.add_argument("--checkpoint", required=True, help="a .pt file written by istpan train")
+    p.add_argument("--checkpoint", required=True,
+                   help="a .pt file written by istpan train, or a model folder / Hub repo id (export --format hf)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--num-segments", type=int, default=None,
                    help="K frames per video, or per window with --window (default: the checkpoint's)")

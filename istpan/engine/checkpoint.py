@@ -85,8 +85,13 @@ def _refusal(path: Path, err: Exception) -> str:
 
 
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by `save_checkpoint`; any problem is a one-line UserError naming the file."""
+    """Read a checkpoint written by `save_checkpoint`, or a model folder in the Hugging Face layout / a Hub repo id
+    (`istpan.models.hub`: same dict, without optimiser state); any problem is a one-line UserError naming the file."""
     path = Path(path)
+    if path.is_dir() or (not path.exists() and str(path).count("/") == 1 and path.suffix not in (".pt", ".pth")):
+        from istpan.models.hub import read_pretrained  # a model folder or a Hub repo id "user/name"
+
+        return read_pretrained(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found (give the path to a .pt file written by `istpan train`)")
     if path.stat().st_size == 0:

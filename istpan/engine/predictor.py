@@ -38,9 +38,11 @@ __all__ = ["Predictor"]
 
 
 def checkpoint_file(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder: its best.pt, else its last.pt."""
+    """A checkpoint file, a model folder (Hugging Face layout), or a run folder: its best.pt, else its last.pt."""
+    from istpan.models.hub import is_pretrained_folder
+
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not is_pretrained_folder(path):
         for name in ("best.pt", "last.pt"):
             if (path / name).is_file():
                 return path / name

@@ -1,0 +1,200 @@
+"""Cost and (synthetic) effect of the modern training recipe, measured in one run.
+
+    .venv/bin/python bench/recipe.py              # cost: istpan_mobilenetv2, 112 px, K=8, batch 4, 1 thread, 1 worker
+    .venv/bin/python bench/recipe.py --accuracy   # effect of each part on the synthetic set, 3 seeds (slow)
+
+Cost (default mode). Both variants train the same model on the same real loader (PyAV decode of MP4s written by the
+synthetic-data generator, sampling, transforms, 1 worker):
+    off: TSN's recipe (multi-scale crop + flip), no mixing, no EMA;
+    on:  + RandAugment + random erasing + colour jitter + mixup/cutmix with label smoothing + EMA (the modern recipe).
+    recipe_overhead = step time on / step time off (goal <= 1.10: the augmentations run in the loader workers and
+    must hide behind compute; mixing and the EMA update are per step on the training side).
+It also prints the loader's own throughput (clips/s, no model) with and without the augmentations.
+Rounds alternate the variants (rotating their order) so that drift in machine load hits both alike; medians are
+reported. Last line: `recipe_overhead=<x> loader_clips_s_on=<y> loader_clips_s_off=<z>`.
+
+Accuracy (--accuracy). istpan_tiny from scratch on the generated action dataset (docs/synthetic.md), the same
+budget for every variant, one part of the recipe at a time and all of them, over --seeds seeds; top-1 on the
+validation videos, mean ± std. Synthetic evidence only: 64-px toy videos, small budget; it says whether a part
+hurts or helps *here*, not on UCF101 or Kinetics. Last line: `modern_minus_tsn=<points>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from istpan.config import AugmentConfig, config_from_dict
+from istpan.data import build_dataset, build_loader
+from istpan.data.synth import generate
+
+MODERN = dict(policy="randaugment", random_erasing=0.25, mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1)
+EMA_DECAY = 0.999
+
+
+def _loader_rate(loader, batches: int) -> float:
+    it = iter(loader)
+    next(it)  # workers started
+    start = time.perf_counter()
+    clips = sum(next(it)["video"].shape[0] for _ in range(batches))
+    return clips / (time.perf_counter() - start)
+
+
+def cost(args: argparse.Namespace) -> None:
+    from istpan.engine.amp import make_grad_scaler
+    from istpan.engine.mixing import BatchMix
+    from istpan.engine.optim import build_optimizer, build_scheduler
+    from istpan.engine.run_log import RunLog
+    from istpan.engine.train import train_one_epoch
+    from istpan.models import create_model
+
+    torch.set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="istpan_bench_recipe_"))
+    data = generate(tmp / "synth", num_videos=4 * args.batch * (args.steps + 2), size=max(96, args.size + 16),
+                    num_frames=32, val_fraction=0.0, reuse=True)
+    variants = {}
+    for name, augment in (("off", {}), ("on", {**MODERN, "color_jitter": 0.4})):
+        cfg = config_from_dict({
+            "data": dict(format="synthetic", root=str(data), num_segments=args.segments, input_size=args.size,
+                         short_side=args.size + 16, num_workers=args.workers),
+            "model": dict(name=args.model, options={"input_size": args.size}),
+            "optim": dict(name="sgd", lr=0.001, warmup_epochs=0, clip_grad_norm=20.0),
+            "train": dict(batch_size=args.batch, partial_bn=False, log_every=10, tensorboard=False, epochs=1000,
+                          ema_decay=EMA_DECAY if augment else 0.0, out_dir=str(tmp / "run")),
+            "augment": augment,
+        })
+        dataset = build_dataset(cfg.data, split="train", train=True, augment=cfg.augment)
+        loader = build_loader(dataset, batch_size=args.batch, train=True, num_workers=args.workers, seed=0)
+        torch.manual_seed(0)
+        model = create_model(args.model, num_classes=len(dataset.class_names), input_size=args.size)
+        ema = None
+        if cfg.train.ema_decay > 0:
+            from timm.utils import ModelEmaV3
+
+            ema = ModelEmaV3(model, decay=cfg.train.ema_decay, use_warmup=True)
+        optimizer = build_optimizer(model, cfg.optim)
+        scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=args.steps, epochs=1000)
+        mix = BatchMix(cfg.augment, num_classes=len(dataset.class_names), multi_label=False)
+        endless = _Endless(loader)
+        log = RunLog(tmp / "run", enabled=False, tensorboard=False, resume_step=None)
+
+        def run(cfg=cfg, model=model, optimizer=optimizer, scheduler=scheduler, mix=mix, ema=ema, endless=endless,
+                log=log):
+            train_one_epoch(model, endless, optimizer, scheduler, make_grad_scaler("none", torch.device("cpu")),
+                            cfg=cfg, epoch=0, steps=args.steps, device=torch.device("cpu"), log=log, progress=False,
+                            mix=mix, ema=ema)
+
+        variants[name] = (run, loader)
+    for run, _ in variants.values():  # warm-up: allocator, oneDNN primitives, loader workers
+        run()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for r in range(args.rounds):
+        for name in names[r % 2:] + names[: r % 2]:
+            time.sleep(0.5)
+            start = time.perf_counter()
+            variants[name][0]()
+            times[name].append((time.perf_counter() - start) / args.steps)
+    step = {name: statistics.median(t) for name, t in times.items()}
+    rates = {name: _loader_rate(loader, args.steps) for name, (_, loader) in variants.items()}
+    print(f"model {args.model}  input {args.size}px  K={args.segments}  batch {args.batch}  threads {args.threads}  "
+          f"workers {args.workers}  device cpu (no GPU lent to this run)")
+    for name in variants:
+        print(f"recipe {name:>3}: {1000 * step[name]:8.1f} ms/step  {args.batch / step[name]:7.2f} clips/s  "
+              f"loader alone {rates[name]:7.2f} clips/s")
+    print(f"recipe_overhead={step['on'] / step['off']:.3f} loader_clips_s_on={rates['on']:.2f} "
+          f"loader_clips_s_off={rates['off']:.2f}")
+
+
+class _Endless:
+    """A long epoch's steady state: timed chunks continue one iterator, so the workers' pipeline never drains."""
+
+    def __init__(self, loader) -> None:
+        self._it = self._forever(loader)
+
+    @staticmethod
+    def _forever(loader):
+        while True:
+            yield from loader
+
+    def __iter__(self):
+        return self._it
+
+
+ACCURACY_VARIANTS = {  # name -> (augment section, train.ema_decay)
+    "tsn (none)": ({}, 0.0),
+    "+ randaugment": ({"policy": "randaugment"}, 0.0),
+    "+ random erasing": ({"random_erasing": 0.25}, 0.0),
+    "+ mixup/cutmix": ({"mixup_alpha": 0.8, "cutmix_alpha": 1.0}, 0.0),
+    "+ label smoothing": ({"label_smoothing": 0.1}, 0.0),
+    "+ EMA": ({}, EMA_DECAY),
+    "modern (all)": (MODERN, EMA_DECAY),
+}
+
+
+def accuracy(args: argparse.Namespace) -> None:
+    from istpan.engine.train import train
+    from istpan.experiments.runs import Budget, synth_config
+
+    torch.set_num_threads(args.threads)
+    budget = Budget(num_videos=args.videos, epochs=args.epochs, num_workers=args.workers)
+    tmp = Path(args.out or tempfile.mkdtemp(prefix="istpan_recipe_acc_"))
+    data = generate(tmp / "data", seed=0, num_videos=budget.num_videos, size=budget.size,
+                    num_frames=budget.num_frames)
+    options = {"time_encoding": "fourier", "head": "glimpse"}  # the order-aware model: the best one on this data
+    results: dict[str, list[float]] = {}
+    start = time.perf_counter()
+    for name, (augment, ema) in ACCURACY_VARIANTS.items():
+        for seed in range(args.seeds):
+            cfg = synth_config(data, model="istpan_tiny", out_dir=tmp / "runs" / f"{len(results)}_{seed}",
+                               budget=budget, seed=seed, options=options, device="cpu")
+            cfg.data.val_annotations = str(data / "val.txt")  # validated inside train: EMA vs raw is chosen there
+            cfg.augment = AugmentConfig(**augment)
+            cfg.train.ema_decay = ema
+            result = train(cfg, resume="never", progress=False)
+            top1 = result["final"]["top1"]
+            results.setdefault(name, []).append(top1)
+            extra = (f" (raw {result['final']['raw_top1']:.1f}, ema {result['final']['ema_top1']:.1f})"
+                     if "ema_top1" in result["final"] else "")
+            print(f"{name:>18} seed {seed}: top-1 {top1:5.1f}{extra}  [{time.perf_counter() - start:.0f} s]",
+                  flush=True)
+    print(f"\nistpan_tiny (time_encoding=fourier head=glimpse), {budget.num_videos} synthetic videos, "
+          f"{budget.epochs} epochs, {args.seeds} seeds; top-1 % on the validation videos, mean ± std")
+    print("| recipe | top-1 % |\n| --- | --- |")
+    for name, values in results.items():
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        print(f"| {name} | {statistics.mean(values):.1f} ± {std:.1f} |")
+    print(f"wall {time.perf_counter() - start:.0f} s")
+    gain = statistics.mean(results["modern (all)"]) - statistics.mean(results["tsn (none)"])
+    print(f"modern_minus_tsn={gain:.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--accuracy", action="store_true", help="synthetic accuracy of each part (slow)")
+    parser.add_argument("--model", default="istpan_mobilenetv2")
+    parser.add_argument("--size", type=int, default=112, help="input crop size")
+    parser.add_argument("--segments", type=int, default=8, help="K")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (1: the worker gets a core)")
+    parser.add_argument("--seeds", type=int, default=3, help="--accuracy: seeds per variant")
+    parser.add_argument("--epochs", type=int, default=6, help="--accuracy: epochs per run")
+    parser.add_argument("--videos", type=int, default=320, help="--accuracy: synthetic videos (train + val)")
+    parser.add_argument("--out", default="", help="--accuracy: folder for data and runs (default: a temp dir)")
+    args = parser.parse_args()
+    if args.accuracy:
+        accuracy(args)
+    else:
+        cost(args)
+
+
+if __name__ == "__main__":
+    main()
