@@ -1,0 +1,153 @@
+"""Anytime inference: look at frames coarse-to-fine and stop as soon as the prediction is clear.
+
+The paper's outlook asks for fewer sampled frames without losing accuracy. Because the backbone sees frames one at a
+time and the IST-PAN layer takes any K, a video can be classified from 1, 2, 3, ... frames with one backbone pass per
+added frame (`frame_features`) and one cheap head pass over the frames so far (`forward_clip`):
+
+    candidates   the N frames fixed K = N would use (centres of N equal segments), times (k + 0.5) / N
+    order        coarse to fine over those: the middle, then the quarters, then the eighths, ...
+                 (each dyadic target 1/2, 1/4, 3/4, 1/8, ... takes the nearest unused candidate)
+    after n      head over the n frames taken, in time order, each with its own time (order-aware model)
+    stop         when the top-1 margin p₁ − p₂ reaches a threshold, or at n = N
+
+With the threshold above 1 this is exactly fixed K = N (same frames, same times). The threshold is calibrated on a
+validation set for a target accuracy loss (`calibrate_threshold`): the lowest one whose accuracy stays within
+`max_loss` points of fixed K = N, which is the one that uses the fewest frames. docs/latency.md reports the trade-off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = [
+    "AnytimeCurve",
+    "anytime_predict",
+    "anytime_scores",
+    "calibrate_threshold",
+    "coarse_to_fine",
+    "margins",
+    "stopping_point",
+]
+
+
+def coarse_to_fine(num: int) -> list[int]:
+    """Positions 0..num-1 (segment centres (k + 0.5) / num) in coarse-to-fine order, e.g. 8 -> [3, 1, 5, 0, 2, 4, 6, 7].
+
+    Dyadic targets 1/2, 1/4, 3/4, 1/8, 3/8, ... each take the nearest candidate not yet taken (ties: the earlier).
+    """
+    if num < 1:
+        raise ValueError(f"need at least one frame, got {num}")
+    order: list[int] = []
+    level = 1
+    while len(order) < num:
+        for j in range(1, 2**level, 2):  # odd numerators: the new points of this level
+            free = [k for k in range(num) if k not in order]
+            if not free:
+                break
+            target = j / 2**level
+            order.append(min(free, key=lambda k: (abs((k + 0.5) / num - target), k)))
+        level += 1
+    return order
+
+
+def margins(probs: torch.Tensor) -> torch.Tensor:
+    """Top-1 minus top-2 probability, (..., C) -> (...); with one class the margin is the top-1 probability."""
+    if probs.shape[-1] < 2:
+        return probs[..., 0]
+    top2 = probs.topk(2, dim=-1).values
+    return top2[..., 0] - top2[..., 1]
+
+
+def _probs(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    logits = logits.float()
+    return logits.sigmoid() if getattr(model, "multi_label", False) else logits.softmax(-1)
+
+
+def _head(model: nn.Module, feats: torch.Tensor, taken: list[int], num: int) -> torch.Tensor:
+    """Probabilities from the frames `taken` of num candidates (feats (B, num, ...)), in time order, own times."""
+    keep = sorted(taken)
+    times = (torch.tensor(keep, dtype=torch.float32, device=feats.device) + 0.5) / num  # (n,)
+    return _probs(model, model.forward_clip(feats[:, keep], times=times).logits)  # (B, C)
+
+
+@torch.no_grad()
+def anytime_scores(model: nn.Module, frames: torch.Tensor) -> torch.Tensor:
+    """Probabilities after 1, 2, ..., N frames in coarse-to-fine order: frames (B, N, 3, S, S) -> (B, N, C).
+
+    Every frame goes through the backbone once (the same features whatever n); what calibration needs.
+    """
+    b, num = frames.shape[:2]
+    model.eval()
+    feats = model.frame_features(frames.flatten(0, 1)).unflatten(0, (b, num))  # (B, N, ΣC_j, h, w)
+    order = coarse_to_fine(num)
+    return torch.stack([_head(model, feats, order[: n + 1], num) for n in range(num)], dim=1)  # (B, N, C)
+
+
+@torch.no_grad()
+def anytime_predict(
+    model: nn.Module, frame: Callable[[int], torch.Tensor], num: int, *, threshold: float
+) -> tuple[torch.Tensor, int]:
+    """One video, frames computed only when needed: probabilities (C,) and how many frames were used.
+
+    frame(k) returns candidate k (of num, time order) as a float (3, S, S) model input; it is called in coarse-to-fine
+    order until the margin reaches `threshold` (so a clear video costs one or two backbone passes).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    order = coarse_to_fine(num)
+    feats: dict[int, torch.Tensor] = {}
+    for n, k in enumerate(order, start=1):
+        feats[k] = model.frame_features(frame(k)[None].to(device))[0]  # (ΣC_j, h, w)
+        keep = sorted(feats)
+        times = (torch.tensor(keep, dtype=torch.float32, device=device) + 0.5) / num
+        probs = _probs(model, model.forward_clip(torch.stack([feats[i] for i in keep])[None], times=times).logits)[0]
+        if n == num or float(margins(probs)) >= threshold:
+            return probs, n
+    raise AssertionError("unreachable: the loop returns at n == num")
+
+
+def stopping_point(scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Frames used per video (V,) when stopping at the first n whose margin >= threshold: scores (V, N, C)."""
+    clear = margins(scores) >= threshold  # (V, N)
+    clear[:, -1] = True  # the last frame always stops
+    return clear.float().argmax(1) + 1  # first True, 1-based
+
+
+@dataclass(frozen=True)
+class AnytimeCurve:
+    """Accuracy (percent) and mean frames used at each threshold; fixed-K accuracy for reference."""
+
+    thresholds: list[float]
+    accuracy: list[float]
+    mean_frames: list[float]
+    full_accuracy: float  # n = N for every video: fixed K = N
+
+
+def _curve(scores: torch.Tensor, labels: torch.Tensor, thresholds: Sequence[float]) -> AnytimeCurve:
+    correct = scores.argmax(-1) == labels[:, None]  # (V, N)
+    acc, frames = [], []
+    for thr in thresholds:
+        used = stopping_point(scores, thr)  # (V,)
+        acc.append(100.0 * correct.gather(1, (used - 1)[:, None]).float().mean().item())
+        frames.append(used.float().mean().item())
+    return AnytimeCurve(list(thresholds), acc, frames, 100.0 * correct[:, -1].float().mean().item())
+
+
+def calibrate_threshold(
+    scores: torch.Tensor, labels: torch.Tensor, *, max_loss: float = 1.0, steps: int = 201
+) -> tuple[float, AnytimeCurve]:
+    """The margin threshold that uses the fewest frames while top-1 stays within `max_loss` points of fixed K = N.
+
+    scores (V, N, C) from `anytime_scores` on a validation set, labels (V,). Thresholds 0, 1/(steps-1), ..., 1 and
+    1 + ε (never stop early) are tried; accuracy need not be monotone in the threshold, so every one is checked and
+    the one with the fewest mean frames (then the highest accuracy) among those within the loss wins.
+    """
+    grid = [i / (steps - 1) for i in range(steps)] + [1.0 + 1e-6]
+    curve = _curve(scores, labels, grid)
+    ok = [i for i, a in enumerate(curve.accuracy) if a >= curve.full_accuracy - max_loss - 1e-9]
+    best = min(ok, key=lambda i: (curve.mean_frames[i], -curve.accuracy[i]))
+    return grid[best], curve

@@ -1,0 +1,75 @@
+"""Anytime inference: coarse-to-fine frame order, lazy backbone passes, and the calibrated stopping threshold."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from istpan.engine.anytime import (
+    anytime_predict,
+    anytime_scores,
+    calibrate_threshold,
+    coarse_to_fine,
+    margins,
+    stopping_point,
+)
+from istpan.models import create_model
+
+
+def test_coarse_to_fine_order():
+    assert coarse_to_fine(8) == [3, 1, 5, 0, 2, 4, 6, 7]  # middle, quarters, eighths (ties: the earlier)
+    assert coarse_to_fine(1) == [0] and coarse_to_fine(5)[:3] == [2, 1, 3] and coarse_to_fine(7)[:3] == [3, 1, 5]
+    for n in range(1, 20):
+        assert sorted(coarse_to_fine(n)) == list(range(n))
+
+
+@pytest.mark.parametrize(("name", "options"), [("istpan_tiny", {}), ("tsn_tiny", {}),
+                                               ("istpan_tiny", {"time_encoding": "fourier", "head": "glimpse"})])
+def test_anytime_scores_and_lazy_prediction_match_the_model(name, options):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=6, input_size=32, **options).eval()
+    if getattr(model.attention, "time_proj", None) is not None:
+        torch.nn.init.normal_(model.attention.time_proj.weight)
+    video = torch.randn(2, 8, 3, 32, 32)  # (B, N, 3, S, S): the fixed-K = 8 frames, in time order
+    scores = anytime_scores(model, video)  # (B, N, C)
+    with torch.no_grad():
+        full = model(video).logits.softmax(-1)
+        three = sorted(coarse_to_fine(8)[:3])  # frames 1, 3, 5 of 8, at their own times
+        ref3 = model.forward_clip(model.frame_features(video[:, three].flatten(0, 1)).unflatten(0, (2, 3)),
+                                  times=(torch.tensor(three) + 0.5) / 8).logits.softmax(-1)
+    torch.testing.assert_close(scores[:, -1], full, atol=1e-5, rtol=0)  # n = N is fixed K = N
+    torch.testing.assert_close(scores[:, 2], ref3, atol=1e-5, rtol=0)
+
+    asked = []
+    frame = lambda k: asked.append(k) or video[0, k]  # noqa: E731
+    probs, used = anytime_predict(model, frame, 8, threshold=2.0)  # never clear enough: all 8 frames
+    assert used == 8 and asked == coarse_to_fine(8)
+    torch.testing.assert_close(probs, full[0], atol=1e-5, rtol=0)
+    asked.clear()
+    thr = float(margins(scores[0, 2])) - 1e-6  # clear enough after 3 frames (maybe earlier)
+    probs, used = anytime_predict(model, frame, 8, threshold=thr)
+    assert used == int(stopping_point(scores[:1], thr)) <= 3 and asked == coarse_to_fine(8)[:used]
+    torch.testing.assert_close(probs, scores[0, used - 1], atol=1e-5, rtol=0)
+
+
+def test_stopping_point_and_calibration_against_a_naive_loop():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.rand(50, 6, 4, generator=g).softmax(-1) ** 3
+    scores = scores / scores.sum(-1, keepdim=True)  # (V, N, C) sharp-ish distributions
+    labels = torch.randint(0, 4, (50,), generator=g)
+    m = margins(scores)
+    for thr in (0.0, 0.2, 0.5, 1.1):
+        naive = [next((n + 1 for n in range(6) if m[v, n] >= thr), 6) for v in range(50)]
+        assert stopping_point(scores, thr).tolist() == naive
+    thr, curve = calibrate_threshold(scores, labels, max_loss=1.0, steps=101)
+    full = 100 * (scores[:, -1].argmax(-1) == labels).float().mean().item()
+    assert curve.full_accuracy == pytest.approx(full)
+    used = stopping_point(scores, thr)
+    acc = 100 * (scores[torch.arange(50), used - 1].argmax(-1) == labels).float().mean().item()
+    assert acc >= full - 1.0 - 1e-9
+    # no other threshold of the grid within the loss uses fewer frames
+    for t in [i / 100 for i in range(101)]:
+        u = stopping_point(scores, t)
+        a = 100 * (scores[torch.arange(50), u - 1].argmax(-1) == labels).float().mean().item()
+        if a >= full - 1.0 - 1e-9:
+            assert u.float().mean() >= used.float().mean() - 1e-9
