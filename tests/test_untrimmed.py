@@ -77,25 +77,29 @@ def tiny_model():
     return create_model("istpan_tiny", num_classes=3, input_size=64).eval()
 
 
-def test_each_window_gets_its_own_frames(tmp_path, tiny_model):
-    """Streaming with a ring buffer must feed the model exactly what random access at those indices gives."""
+@pytest.mark.parametrize("options", [{}, {"time_encoding": "fourier", "head": "glimpse"}])
+def test_each_window_gets_its_own_frames_and_each_frame_one_backbone_pass(tmp_path, options):
+    """Windows from the feature cache equal recomputing each window from random access at its indices (1e-5), and
+    every sampled frame goes through the backbone once however many windows share it (window 24, stride 12, K = 4:
+    neighbouring windows share frames, and the tail window [46, 70) overlaps the last regular one)."""
+    torch.manual_seed(0)
+    model = create_model("istpan_tiny", num_classes=3, input_size=64, **options).eval()
     path = make_video(tmp_path / "long.mp4", num_frames=70, size=(72, 96))
-    seen: list[torch.Tensor] = []
-    hook = tiny_model.register_forward_hook(lambda mod, args, out: seen.append(args[0].clone()))
-    try:
-        result = sliding_window_predict(tiny_model, META, path, window=24, stride=10, batch_size=3)
-    finally:
-        hook.remove()
-    bounds = window_bounds(70, 24, 10)
+    passes: list[int] = []
+    model.frame_features = lambda x, inner=model.frame_features: passes.append(len(x)) or inner(x)
+    result = sliding_window_predict(model, META, path, window=24, stride=12, batch_size=3)
+    del model.frame_features  # the reference below recomputes every window: not counted
+    bounds = window_bounds(70, 24, 12)
     assert [(w["start"], w["end"]) for w in result["windows"]] == bounds
-    inputs = torch.cat(seen)  # (windows, K, 3, 64, 64)
-    pre = Preprocessing.from_meta(tiny_model, META)
-    for (start, end), x in zip(bounds, inputs, strict=True):
-        frames = read_frames(path, (segment_indices(end - start, 4) + start).tolist(), short_side=72)
-        assert torch.equal(x, pre.to_input(pre.view(frames)))
+    pre = Preprocessing.from_meta(model, META)
+    indices = [(segment_indices(end - start, 4) + start).tolist() for start, end in bounds]
+    inputs = torch.stack([pre.to_input(pre.view(read_frames(path, idx, short_side=72))) for idx in indices])
     with torch.no_grad():
-        probs = tiny_model(inputs).logits.softmax(-1)
-    assert torch.allclose(torch.tensor([w["scores"] for w in result["windows"]]), probs, atol=1e-5)
+        probs = model(inputs).logits.softmax(-1)  # recompute per window: (windows, K, 3, 64, 64)
+    torch.testing.assert_close(torch.tensor([w["scores"] for w in result["windows"]]), probs, atol=1e-5, rtol=0)
+    distinct = len({i for idx in indices for i in idx})
+    assert sum(passes) == result["backbone_frames"] == result["sampled_frames"] == distinct
+    assert distinct < sum(len(set(idx)) for idx in indices)  # the windows do share frames
 
 
 def test_video_level_scores_segments_and_timelines(tmp_path, tiny_model):

@@ -13,14 +13,20 @@ Windows, for a video of T frames, window W and stride S (all in frames):
 `stride` defaults to half the window, derived in frames after the window is converted (never below one frame).
 
 Decoding streams: frames pass through once, the last W cropped frames sit in a ring buffer (the end-aligned window
-needs them, and the frame count is only known at the end of the stream), and full windows are classified in small
-batches as soon as they complete. Memory depends on W and the crop size, not on the length or resolution of the video.
+needs them, and the frame count is only known at the end of the stream), and each window is classified as soon as it
+completes. Memory depends on W and the crop size, not on the length or resolution of the video.
+
+Feature cache (the streaming split of the model, istpan/engine/stream.py): overlapping windows share frames, so each
+sampled frame goes through the backbone once (`model.frame_features`) and its features are kept while a later window
+may still use them; a window is the layer + head over its K frames' cached features (`model.forward_clip`). The
+result equals running the model on each window's K frames (to float rounding); the backbone passes per distinct
+sampled frame are 1.0 instead of about window / stride. `backbone_frames` and `sampled_frames` in the result say so.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -128,27 +134,31 @@ def _to_frames(value: float, unit: str, fps: float, what: str, path: Path) -> in
     return frames
 
 
-def _windows(path: Path, pre: Preprocessing, window: int, stride: int) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Stream (start, end, uint8 views (K, s, s, 3)) for every window, in order, decoding the video once."""
+def _windows(path: Path, pre: Preprocessing, window: int, stride: int
+             ) -> Iterator[tuple[int, int, list[int], Callable[[int], torch.Tensor]]]:
+    """Stream (start, end, frame indices (K,), view_of) for every window, in order, decoding the video once.
+
+    view_of(i) is frame i's uint8 view (s, s, 3); it is valid for the window's frames until the next item.
+    """
     from istpan.data import iter_frames
 
     buffer: deque[torch.Tensor] = deque(maxlen=window)  # the last `window` views (s, s, 3)
     next_start, last_end, t = 0, 0, -1
+
+    def view_of(i: int) -> torch.Tensor:
+        return buffer[i - (t + 1 - len(buffer))]  # buffer[0] is frame t + 1 - len(buffer)
+
     for t, frame in iter_frames(path, short_side=pre.decode_short_side):
         buffer.append(pre.view(frame).clone())  # clone: drop the reference to the full decoded frame
         if t + 1 - window == next_start:  # window [next_start, t + 1) just completed
-            offset = t + 1 - len(buffer)  # frame index of buffer[0]
-            idx = pre.indices(window, start=next_start)
-            yield next_start, t + 1, torch.stack([buffer[i - offset] for i in idx])
+            yield next_start, t + 1, pre.indices(window, start=next_start), view_of
             last_end, next_start = t + 1, next_start + stride
     total = t + 1
     if total == 0:
         raise UserError(f"{path}: no frame could be decoded; is it a video file?")
     tail = [(0, total)] if total < window else ([(total - window, total)] if last_end < total else [])
     for start, end in tail:  # every frame of the tail window is still in the buffer
-        offset = total - len(buffer)
-        idx = pre.indices(end - start, start=start)
-        yield start, end, torch.stack([buffer[i - offset] for i in idx])
+        yield start, end, pre.indices(end - start, start=start), view_of
 
 
 @torch.no_grad()
@@ -179,20 +189,21 @@ def sliding_window_predict(model: nn.Module, meta: dict[str, Any], path: str | P
 
     bounds: list[tuple[int, int]] = []
     chunks: list[torch.Tensor] = []
-    batch: list[torch.Tensor] = []
-
-    def flush() -> None:
-        x = pre.to_input(torch.stack(batch)).to(device)  # (B, K, 3, s, s)
-        chunks.append(probabilities(model(x).logits, multi_label=multi).cpu())  # (B, C)
-        batch.clear()
-
-    for start, end, views in _windows(path, pre, win, step):
+    feats: dict[int, torch.Tensor] = {}  # frame index -> cached features (ΣC_j, h, w) of frames a window may reuse
+    backbone_frames, sampled = 0, set()
+    for start, end, idx, view_of in _windows(path, pre, win, step):
         bounds.append((start, end))
-        batch.append(views)
-        if len(batch) == batch_size:
-            flush()
-    if batch:
-        flush()
+        sampled.update(idx)
+        for i in [i for i in feats if i < start]:  # windows only move forward (the tail window too): never used again
+            del feats[i]
+        new = sorted(set(idx) - set(feats))
+        for i in range(0, len(new), batch_size * pre.num_frames):  # the backbone on this window's new frames only
+            part = new[i: i + batch_size * pre.num_frames]
+            x = pre.to_input(torch.stack([view_of(j) for j in part])).to(device)  # (n, 3, s, s)
+            feats.update(zip(part, model.frame_features(x)))  # n x (ΣC_j, h, w)
+            backbone_frames += len(part)
+        clip = torch.stack([feats[i] for i in idx])[None]  # (1, K, ΣC_j, h, w)
+        chunks.append(probabilities(model.forward_clip(clip).logits, multi_label=multi).cpu())  # (1, C)
     scores = torch.cat(chunks)  # (num_windows, C)
 
     fps = info.fps if info.fps > 0 else 1.0
@@ -215,6 +226,8 @@ def sliding_window_predict(model: nn.Module, meta: dict[str, Any], path: str | P
         "stride": step,
         "reduce": reduce,
         "threshold": threshold,
+        "backbone_frames": backbone_frames,  # frames through the backbone (each sampled frame once: feature cache)
+        "sampled_frames": len(sampled),  # distinct frames the windows sample
         "windows": [
             {"start": s, "end": e, "start_s": s / fps, "end_s": e / fps, "centre_s": c, "scores": sc}
             for (s, e), c, sc in zip(bounds, centres, scores.tolist())
