@@ -15,8 +15,8 @@ import torch
 from videos import make_video
 
 from istpan.data import VideoError, read_frames
+from istpan.data.preprocess import Preprocessing
 from istpan.data.sources import SourceError, VideoSource, open_source, source_kind
-from istpan.data.transforms import test_transform as make_test_transform
 from istpan.engine.stream import FeatureCache, stream_decisions
 from istpan.errors import UserError
 from istpan.models import create_model
@@ -135,14 +135,13 @@ def test_stream_decisions_equal_the_model_on_the_last_k_frames(tmp_path, options
     if model.attention.time_proj is not None:
         torch.nn.init.normal_(model.attention.time_proj.weight)
     path = make_video(tmp_path / "a.mp4", num_frames=10, size=(56, 64), fps=5)
-    transform = make_test_transform(input_size=48, resize=56)
+    pre = Preprocessing(input_size=48, short_side=0, resize=56, num_segments=4)
     calls = []
     model.frame_features = (lambda f, inner=model.frame_features: calls.append(len(f)) or inner(f))
     with open_source(path) as source:
-        decisions = list(stream_decisions(model, source, transform=lambda x: transform(x.permute(0, 3, 1, 2)),
-                                          num_segments=4, class_names=NAMES, topk=5))
+        decisions = list(stream_decisions(model, pre, source, class_names=NAMES, topk=5))
     assert [d["frame"] for d in decisions] == list(range(3, 10)) and sum(calls) == 10
-    frames = transform(read_frames(path, list(range(10))).permute(0, 3, 1, 2))  # (10, 3, 48, 48)
+    frames = pre.to_input(pre.view(read_frames(path, list(range(10)))))  # (10, 3, 48, 48): as `predict` reads
     for d in decisions:
         with torch.no_grad():
             ref = model(frames[d["frame"] - 3: d["frame"] + 1][None]).logits[0].softmax(-1)
@@ -157,11 +156,10 @@ def test_stream_decisions_equal_the_model_on_the_last_k_frames(tmp_path, options
 def test_decision_cadence_short_streams_and_bad_frames(caplog):
     model = create_model("tsn_tiny", num_classes=5, input_size=32).eval()
     frames = [torch.randint(0, 255, (40, 40, 3), dtype=torch.uint8) for _ in range(12)]
-    transform = make_test_transform(input_size=32, resize=32)
+    pre = Preprocessing(input_size=32, short_side=0, resize=32, num_segments=4)
 
     def run(frames, **kw):
-        return list(stream_decisions(model, frames, transform=lambda x: transform(x.permute(0, 3, 1, 2)),
-                                     num_segments=4, class_names=NAMES, **kw))
+        return list(stream_decisions(model, pre, frames, class_names=NAMES, **kw))
 
     assert [d["frame"] for d in run(frames, every_frames=3)] == [3, 6, 9]
     assert [d["time_s"] for d in run(frames, every_seconds=1.0, fps=4)] == [0.75, 1.75, 2.75]

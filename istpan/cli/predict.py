@@ -20,6 +20,10 @@ EXAMPLES = """examples:
   istpan predict long.mp4 --checkpoint best.pt --window 4 --stride 2 --unit seconds   # untrimmed video
   istpan predict --list videos.txt --out preds.jsonl --checkpoint best.pt   # millions of videos, resumable
   torchrun --nproc_per_node 4 -m istpan.cli.main predict --list videos.txt --out preds.jsonl --checkpoint best.pt
+  istpan predict clip.mp4 --checkpoint best.pt --max-frames 8 --confidence 0.4    # anytime: stop when clear
+  istpan predict --stream rtsp://camera/live --checkpoint best.pt --sample-fps 8     # one JSON line per decision
+  istpan predict --stream /dev/video0 --checkpoint best.pt --every-seconds 1
+  ffmpeg -i in.mp4 -f mpegts - | istpan predict --stream - --checkpoint best.pt
 """
 
 
@@ -51,6 +55,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     b.add_argument("--root", default="", help="with --list: folder the listed paths are relative to")
     b.add_argument("--workers", type=int, default=2, help="with --list: decoding processes per rank")
     b.add_argument("--batch-size", type=int, default=8, help="with --list: videos per forward pass")
+    a = p.add_argument_group("anytime (fewer frames)")
+    a.add_argument("--max-frames", type=int, help="look at up to N frames, coarse to fine (middle, quarters, ...)")
+    a.add_argument("--confidence", type=float, help="with --max-frames: stop once the top-1 margin p1 - p2 reaches "
+                   "this (calibrate it on your validation set: docs/latency.md)")
+    s = p.add_argument_group("live streams")
+    s.add_argument("--stream", metavar="SOURCE", help="classify a stream: a file, /dev/videoN, an rtsp/http URL or - "
+                   "(an encoded stream on stdin); prints one JSON line per decision")
+    s.add_argument("--sample-fps", type=float, help="frames per second fed to the backbone (default: every frame)")
+    s.add_argument("--every-frames", type=int, default=1, help="a decision every N sampled frames (default 1)")
+    s.add_argument("--every-seconds", type=float, help="a decision every S seconds of stream time instead")
+    s.add_argument("--timeout", type=float, default=10.0, help="seconds without data before a stream is given up")
     p.set_defaults(run=run)
     return p
 
@@ -97,6 +112,27 @@ def _print_windows(results: list[dict], reduce: str, topk: int) -> None:
             print(f"  {seg['label']}: {seg['start_s']:.1f}s - {seg['end_s']:.1f}s (peak {seg['peak']:.3f})")
 
 
+def _stream(args: argparse.Namespace) -> int:
+    """One JSON line per decision on stdout (flushed); a summary line on stderr at the end or on Ctrl-C."""
+    from istpan.engine.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, num_segments=args.num_segments)
+    every_frames = None if args.every_seconds is not None else args.every_frames
+    decisions, how = 0, "end of stream"
+    try:
+        for decision in predictor.stream(args.stream, every_frames=every_frames, every_seconds=args.every_seconds,
+                                         sample_fps=args.sample_fps, timeout_s=args.timeout, topk=args.topk):
+            print(json.dumps(decision), flush=True)
+            decisions += 1
+    except KeyboardInterrupt:
+        how = "stopped (Ctrl-C)"
+    except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
+        sys.stderr.close()
+        return 0
+    print(f"{args.stream}: {how} after {decisions} decisions", file=sys.stderr)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from istpan.engine.checkpoint import load_model
     from istpan.errors import UserError
@@ -105,10 +141,18 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--topk must be >= 1, got {args.topk}")
     if args.list:
         return _run_list(args)
-    if not args.videos:
-        raise UserError("give at least one VIDEO, or --list FILE --out FILE.jsonl")
     if args.num_segments is not None and args.num_segments < 1:
         raise UserError(f"--num-segments must be >= 1, got {args.num_segments}")
+    if args.stream is not None:
+        if args.videos or args.window is not None or args.explain or args.max_frames is not None:
+            raise UserError("--stream takes no VIDEO, --window, --explain or --max-frames: it classifies one source")
+        return _stream(args)
+    if not args.videos:
+        raise UserError("give at least one VIDEO, or --list FILE --out FILE.jsonl, or --stream SOURCE")
+    if args.confidence is not None and args.max_frames is None:
+        raise UserError("--confidence needs --max-frames (anytime prediction)")
+    if args.max_frames is not None and (args.window is not None or args.explain):
+        raise UserError("--max-frames works on whole videos: not with --window or --explain")
     if args.stride is not None and args.window is None:
         raise UserError("--stride needs --window (sliding windows); without --window the whole video is one clip")
     if args.window is not None:
@@ -117,7 +161,19 @@ def run(args: argparse.Namespace) -> int:
         check_window_args(window=args.window, stride=args.stride, unit=args.unit, reduce=args.reduce)
     model, meta = load_model(args.checkpoint, device=args.device)
 
-    if args.window is not None:
+    if args.max_frames is not None:
+        from istpan.engine.anytime import predict_anytime
+
+        results = predict_anytime(model, meta, args.videos, max_frames=args.max_frames, confidence=args.confidence,
+                                  topk=args.topk)
+        if args.json:
+            print(json.dumps(results, indent=1))
+        else:
+            for r in results:
+                if "error" not in r:
+                    top = "  ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"])
+                    print(f"{r['path']}: {top}  ({r['frames_used']} of {r['max_frames']} frames)")
+    elif args.window is not None:
         from istpan.engine.windows import predict_windows
 
         results = predict_windows(model, meta, args.videos, window=args.window, stride=args.stride, unit=args.unit,

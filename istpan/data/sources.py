@@ -40,6 +40,9 @@ __all__ = ["SourceError", "VideoSource", "open_source", "source_kind"]
 
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 10.0
+# Live sources start after 1 s of stream instead of FFmpeg's default 5 s of probing (what ffplay's low-latency
+# settings do): a live stream has no end to probe towards, and the first decision should not wait for it.
+_LIVE_PROBE = {"analyzeduration": "1000000", "probesize": "500000"}
 _URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
 
@@ -58,6 +61,11 @@ def source_kind(spec: str) -> str:
     return "file"
 
 
+class _Interrupted(Exception):
+    """Ctrl-C while PyAV waited for stdin: PyAV drops a KeyboardInterrupt raised in its read callback (it is not an
+    Exception), so the guard hands it over as this and `VideoSource` raises KeyboardInterrupt again."""
+
+
 class _StdinGuard:
     """File object PyAV reads stdin through: waits at most `timeout_s` for each chunk instead of blocking forever.
 
@@ -68,7 +76,10 @@ class _StdinGuard:
         self.stream, self.fd, self.timeout_s = stream, stream.fileno(), timeout_s  # keep the file object alive
 
     def read(self, size: int) -> bytes:
-        ready, _, _ = select.select([self.fd], [], [], self.timeout_s)
+        try:
+            ready, _, _ = select.select([self.fd], [], [], self.timeout_s)
+        except KeyboardInterrupt as err:
+            raise _Interrupted() from err
         if not ready:
             raise SourceError("-", f"no data on stdin for {self.timeout_s:g} s (stalled or disconnected)")
         return os.read(self.fd, size)
@@ -99,14 +110,17 @@ class VideoSource:
             check_file(Path(self.spec))  # "file not found" / "empty file" before any decoder sees it
         elif self.kind == "stdin":
             target = _StdinGuard(stdin or sys.stdin.buffer, self.timeout_s)
+            kwargs = dict(options=_LIVE_PROBE)
         elif self.kind == "camera":
             kwargs = dict(format="v4l2", timeout=self.timeout_s)
         else:
-            kwargs = dict(timeout=(self.timeout_s, self.timeout_s))
+            kwargs = dict(timeout=(self.timeout_s, self.timeout_s), options=dict(_LIVE_PROBE))
             if self.spec.lower().startswith("rtsp"):
-                kwargs["options"] = {"rtsp_transport": "tcp"}  # UDP drops packets silently behind NAT/firewalls
+                kwargs["options"]["rtsp_transport"] = "tcp"  # UDP drops packets silently behind NAT/firewalls
         try:
             return av.open(target, mode="r", **kwargs)
+        except _Interrupted:
+            raise KeyboardInterrupt from None
         except SourceError:
             raise
         except av.error.ExitError as err:
@@ -135,6 +149,8 @@ class VideoSource:
                 except av.error.FFmpegError as err:
                     self.decode_errors += 1
                     log.warning("%s: skipped a packet that does not decode (%s)", self.spec, err.strerror or err)
+        except _Interrupted:
+            raise KeyboardInterrupt from None
         except SourceError:
             raise
         except av.error.ExitError as err:  # PyAV's read timeout

@@ -19,9 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+
+from istpan.errors import UserError
 
 __all__ = [
     "AnytimeCurve",
@@ -30,6 +34,7 @@ __all__ = [
     "calibrate_threshold",
     "coarse_to_fine",
     "margins",
+    "predict_anytime",
     "stopping_point",
 ]
 
@@ -151,3 +156,40 @@ def calibrate_threshold(
     ok = [i for i, a in enumerate(curve.accuracy) if a >= curve.full_accuracy - max_loss - 1e-9]
     best = min(ok, key=lambda i: (curve.mean_frames[i], -curve.accuracy[i]))
     return grid[best], curve
+
+
+def predict_anytime(
+    model: nn.Module,
+    meta: dict[str, Any],
+    paths: Sequence[str | Path],
+    *,
+    max_frames: int,
+    confidence: float | None = None,
+    topk: int = 5,
+) -> list[dict[str, Any]]:
+    """`istpan predict --max-frames N [--confidence X]`: one result per path, like `predict_videos`, plus
+    "frames_used". The N candidate frames are decoded in one pass (decoding is sequential anyway); the backbone runs
+    only on the frames taken. confidence None: never stop early (all N frames, = fixed K = N)."""
+    from istpan.data.preprocess import Preprocessing
+    from istpan.engine.predict import class_names, topk_classes
+
+    if max_frames < 1:
+        raise UserError(f"--max-frames must be >= 1, got {max_frames}")
+    if confidence is not None and not 0.0 <= confidence <= 1.0:
+        raise UserError(f"--confidence is a top-1 margin p1 - p2 in [0, 1], got {confidence}")
+    pre = Preprocessing.from_meta(model, meta).with_frames(max_frames)
+    names = class_names(meta, int(meta.get("num_classes") or len(meta.get("class_names") or [])))
+    threshold = 2.0 if confidence is None else confidence  # a margin never reaches 2: no early stop
+    results: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            views, indices, n = pre.read(path)  # (N, s, s, 3) uint8, in time order
+        except UserError as err:
+            results.append({"path": str(path), "error": str(err)})
+            continue
+        probs, used = anytime_predict(model, lambda k, views=views: pre.to_input(views[k]), len(indices),
+                                      threshold=threshold)
+        results.append({"path": str(path), "frames": n, "num_segments": used, "frames_used": used,
+                        "max_frames": len(indices), "multi_label": bool(getattr(model, "multi_label", False)),
+                        "top": topk_classes(probs.cpu(), names, topk, key="class")})
+    return results

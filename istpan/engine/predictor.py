@@ -17,7 +17,11 @@ Accepted inputs (one, or a list/tuple of them):
     uint8 (T, H, W, 3)                one video's RGB frames, numpy or torch; (B, T, H, W, 3): B videos
     float tensor (K, 3, S, S)         a clip already preprocessed (`preprocessing.to_input`); (B, K, 3, S, S): B clips
 
-A stream (`stream`, issue 11 section 3) builds on the same object: `preprocess_frame` is the per-frame step.
+    for decision in predictor.stream(frames):           # any iterable of uint8 (H, W, 3) frames, or a source:
+        print(decision["time_s"], decision["top"][0])   # a file, "/dev/video0", "rtsp://...", "-" (stdin)
+
+`stream` runs each frame through the backbone once and decides over the last K frames' cached features
+(istpan/engine/stream.py); `preprocess_frame` is its per-frame step.
 """
 
 from __future__ import annotations
@@ -181,6 +185,30 @@ class Predictor:
                         "top": topk_classes(probs, self.class_names, topk, key="class")}
             out.append(info)
         return out[0] if single else out
+
+    def stream(self, frames: Any, *, every_frames: int | None = 1, every_seconds: float | None = None,
+               fps: float | None = None, sample_fps: float | None = None, timeout_s: float = 10.0, topk: int = 5
+               ) -> Iterator[dict[str, Any]]:
+        """Decisions over a stream, as frames arrive: {"time_s", "frame", "frames_in_window", "window_s", "top",
+        "latency_ms"} once K frames are in, then every `every_frames` frames or `every_seconds` of stream time.
+
+        frames: any iterable of uint8 (H, W, 3) frames (numpy or torch; time = index / fps), of (time_s, frame)
+        pairs, or a source to open: a file, "/dev/videoN", an rtsp/http URL or "-" (stdin), read at `sample_fps`
+        frames per second (every frame when None) and ended with an error after `timeout_s` seconds without data.
+        A frame of the wrong shape or dtype is one UserError line.
+        """
+        from istpan.engine.stream import stream_decisions
+
+        if isinstance(frames, (str, Path)):
+            from istpan.data.sources import open_source
+
+            with open_source(frames, sample_fps=sample_fps, timeout_s=timeout_s,
+                             short_side=self.preprocessing.decode_short_side) as source:
+                yield from self.stream(source, every_frames=every_frames, every_seconds=every_seconds, topk=topk)
+            return
+        yield from stream_decisions(self.model, self.preprocessing, frames, class_names=self.class_names, topk=topk,
+                                    every_frames=every_frames, every_seconds=every_seconds, fps=fps,
+                                    multi_label=self.multi_label)
 
     def scores(self, inputs: Any, *, batch_size: int = 8) -> torch.Tensor:
         """Probabilities (N, C) (softmax, or sigmoid for a multi-label checkpoint), one row per video."""

@@ -1,6 +1,6 @@
 """Streaming inference with a feature cache: each sampled frame through the backbone once, a decision over the last K.
 
-    frame (H, W, 3) uint8 -> transform -> (3, S, S) -> model.frame_features -> (ΣC_j, h, w)   once per frame
+    frame (H, W, 3) uint8 -> pre.frame_input -> (3, S, S) -> model.frame_features -> (ΣC_j, h, w)   once per frame
     ring buffer of the last K frames' features (K, ΣC_j, h, w)
     decision: model.forward_clip(buffer) -> logits -> top-k                                   IST-PAN layer + head
 
@@ -19,16 +19,18 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from istpan.data.preprocess import Preprocessing
+from istpan.engine.predict import device_of, probabilities, topk_classes
 from istpan.errors import UserError
 
-__all__ = ["FeatureCache", "as_frame", "stream_decisions", "top_classes"]
+__all__ = ["FeatureCache", "as_frame", "stream_decisions"]
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +82,12 @@ def as_frame(frame: Any, index: int) -> torch.Tensor:
     return frame
 
 
-def top_classes(scores: torch.Tensor, names: Sequence[str], k: int) -> list[dict[str, Any]]:
-    """[{"class", "index", "score"}] of the k best of scores (C,), best first."""
-    values, idx = scores.topk(max(1, min(k, len(scores))))
-    return [{"class": names[i], "index": i, "score": round(float(v), 6)} for v, i in zip(values.tolist(), idx.tolist())]
-
-
 @torch.no_grad()
 def stream_decisions(
     model: nn.Module,
+    pre: Preprocessing,
     frames: Iterable[Any],
     *,
-    transform: Callable[[torch.Tensor], torch.Tensor],
-    num_segments: int,
     class_names: Sequence[str],
     topk: int = 5,
     every_frames: int | None = 1,
@@ -103,10 +98,11 @@ def stream_decisions(
     """Decisions over a stream of frames, as they come.
 
     frames: uint8 (H, W, 3) arrays/tensors, or (time_s, frame) pairs (a `VideoSource` yields those); a plain frame's
-    time is its index / `fps` (or its index when fps is None). transform: uint8 (n, H, W, 3) -> float (n, 3, S, S).
-    A decision is made once the buffer holds `num_segments` frames and then after every `every_frames` frames, or
-    when `every_seconds` of stream time have passed since the last one. A stream that ends before the buffer ever
-    filled gets one decision over the frames it had (logged: fewer frames than the model's K).
+    time is its index / `fps` (or its index when fps is None). Each frame is preprocessed by `pre.frame_input` (the
+    checkpoint's resize, centre crop, mean/std). A decision is made once the buffer holds K = `pre.num_frames`
+    frames and then after every `every_frames` frames, or when `every_seconds` of stream time have passed since the
+    last one. A stream that ends before the buffer ever filled gets one decision over the frames it had (logged:
+    fewer frames than the model's K).
 
     Yields {"time_s", "frame", "frames_in_window", "window_s", "top", "latency_ms"}: `frame` counts frames fed to the
     backbone (from 0), `latency_ms` is from receiving the frame to the decision (preprocessing, backbone, layer, head).
@@ -115,18 +111,18 @@ def stream_decisions(
         raise UserError(f"a decision every {every_frames} frames: must be >= 1")
     if every_seconds is not None and not every_seconds > 0:
         raise UserError(f"a decision every {every_seconds} seconds: must be > 0")
-    device = next(model.parameters()).device
+    device = device_of(model)
     model.eval()
+    num_segments = pre.num_frames
     cache = FeatureCache(num_segments)
     since, last_time = 0, None
     index, t = -1, 0.0
 
     def decide(received: float) -> dict[str, Any]:
-        logits = model.forward_clip(cache.clip()).logits[0].float()  # (C,)
-        scores = logits.sigmoid() if multi_label else logits.softmax(-1)
+        scores = probabilities(model.forward_clip(cache.clip()).logits, multi_label=multi_label)[0].cpu()  # (C,)
         times = cache.times
         return {"time_s": round(times[-1], 4), "frame": index, "frames_in_window": len(cache),
-                "window_s": round(times[-1] - times[0], 4), "top": top_classes(scores.cpu(), class_names, topk),
+                "window_s": round(times[-1] - times[0], 4), "top": topk_classes(scores, class_names, topk, key="class"),
                 "latency_ms": round(1000 * (time.perf_counter() - received), 3)}
 
     for index, item in enumerate(frames):
@@ -135,7 +131,7 @@ def stream_decisions(
             t, frame = float(item[0]), item[1]
         else:
             t, frame = (index / fps if fps else float(index)), item
-        x = transform(as_frame(frame, index)[None]).to(device)  # (1, 3, S, S)
+        x = pre.frame_input(as_frame(frame, index))[None].to(device)  # (1, 3, S, S)
         cache.push(model.frame_features(x)[0], t)  # (ΣC_j, h, w)
         if not cache.full:
             continue

@@ -1,0 +1,135 @@
+"""`istpan predict --stream` (stdin pipes, files), `Predictor.stream`, and `predict --max-frames/--confidence`."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from videos import make_video
+
+from istpan.cli.main import main
+from istpan.config import DataConfig
+from istpan.data import read_frames
+from istpan.engine.checkpoint import build_meta, save_checkpoint
+from istpan.engine.predictor import Predictor
+from istpan.errors import UserError
+from istpan.models import create_model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny order-aware checkpoint (K = 3) and a 12-frame video as .mp4 and as an MPEG-TS byte stream."""
+    base = tmp_path_factory.mktemp("stream")
+    torch.manual_seed(0)
+    model = create_model("istpan_tiny", num_classes=4, input_size=32, time_encoding="fourier", head="glimpse")
+    torch.nn.init.normal_(model.attention.time_proj.weight)
+    meta = build_meta(model, class_names=["a", "b", "c", "d"],
+                      data_cfg=DataConfig(input_size=32, short_side=36, test_segments=3))
+    ckpt = save_checkpoint({"model": model.state_dict(), "meta": meta, "epoch": 1}, base / "model.pt")
+    mp4 = make_video(base / "clip.mp4", num_frames=12, size=(40, 48), fps=4)
+    ts = make_video(base / "clip.ts", num_frames=12, size=(40, 48), fps=4)
+    return ckpt, mp4, ts
+
+
+def _scores(decision: dict, classes: int = 4) -> torch.Tensor:
+    out = torch.zeros(classes)
+    for t in decision["top"]:
+        out[t["index"]] = t["score"]
+    return out
+
+
+def _stdin_pipe(monkeypatch, data: bytes, *, hold_open_s: float = 0.0) -> None:
+    """sys.stdin becomes a pipe fed `data` by a thread (`cat clip.ts | istpan ...`), kept open `hold_open_s` more."""
+    r, w = os.pipe()
+
+    def feed():
+        os.write(w, data)
+        time.sleep(hold_open_s)
+        os.close(w)
+
+    threading.Thread(target=feed, daemon=True).start()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(os.fdopen(r, "rb")))
+
+
+def test_stdin_stream_prints_one_json_line_per_decision(setup, monkeypatch, capsys):
+    """`cat clip.ts | istpan predict --stream - ...`: 10 decisions (12 frames, K = 3), each the model on the 3 latest
+    frames, as the Python API computes them from the same frames as an array."""
+    ckpt, _, ts = setup
+    _stdin_pipe(monkeypatch, ts.read_bytes())
+    assert main(["predict", "--stream", "-", "--checkpoint", str(ckpt), "--topk", "4"]) == 0
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [d["frame"] for d in lines] == list(range(2, 12)) and "-: end of stream after 10 decisions" in err
+    assert all(d["latency_ms"] > 0 and d["frames_in_window"] == 3 for d in lines)
+    predictor = Predictor.from_checkpoint(ckpt)
+    frames = read_frames(ts, list(range(12)), short_side=36)  # what the stream decoded
+    ref = list(predictor.stream(frames.numpy(), fps=4, topk=4))  # an iterable of uint8 arrays
+    pre = predictor.preprocessing
+    for got, want in zip(lines, ref, strict=True):
+        assert got["time_s"] == pytest.approx(want["time_s"]) and got["frame"] == want["frame"]
+        torch.testing.assert_close(_scores(got), _scores(want), atol=1e-5, rtol=0)
+        with torch.no_grad():
+            clip = pre.to_input(pre.view(frames[got["frame"] - 2: got["frame"] + 1]))  # (3, 3, 32, 32)
+            model_probs = predictor.model(clip[None]).logits.softmax(-1)[0]
+        torch.testing.assert_close(_scores(got), model_probs, atol=1e-5, rtol=0)
+
+
+def test_ctrl_c_stops_cleanly(setup, monkeypatch, capsys):
+    """A live source that keeps the pipe open: Ctrl-C (SIGINT) while waiting for data ends with a summary line and
+    status 0 (PyAV swallows a KeyboardInterrupt raised in its read callback; the source hands it on)."""
+    import istpan.engine.stream as stream_module
+
+    ckpt, _, ts = setup
+    _stdin_pipe(monkeypatch, ts.read_bytes(), hold_open_s=30)
+    inner = stream_module.stream_decisions
+
+    def interrupted_after_first(*args, **kwargs):
+        for i, decision in enumerate(inner(*args, **kwargs)):
+            if i == 0:
+                threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+            yield decision
+
+    monkeypatch.setattr(stream_module, "stream_decisions", interrupted_after_first)
+    start = time.monotonic()
+    assert main(["predict", "--stream", "-", "--checkpoint", str(ckpt), "--timeout", "30"]) == 0
+    assert time.monotonic() - start < 20
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) >= 1 and "-: stopped (Ctrl-C) after" in err and "Traceback" not in err
+
+
+def test_file_stream_cadence_and_bad_sources(setup, capsys):
+    ckpt, mp4, _ = setup
+    assert main(["predict", "--stream", str(mp4), "--checkpoint", str(ckpt), "--every-seconds", "1"]) == 0
+    times = [json.loads(line)["time_s"] for line in capsys.readouterr().out.splitlines()]
+    assert times == [0.5, 1.5, 2.5]  # 4 fps, first decision when K = 3 frames are in, then every second
+    assert main(["predict", "--stream", str(mp4), "--checkpoint", str(ckpt), "--sample-fps", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [d["time_s"] for d in lines] == [1.0, 1.5, 2.0, 2.5] and lines[0]["window_s"] == 1.0
+    assert main(["predict", "--stream", str(mp4.with_name("gone.mp4")), "--checkpoint", str(ckpt)]) == 2
+    assert capsys.readouterr().err.strip().endswith("gone.mp4: file not found")
+    assert main(["predict", str(mp4), "--stream", str(mp4), "--checkpoint", str(ckpt)]) == 2
+    assert "--stream takes no VIDEO" in capsys.readouterr().err
+    with pytest.raises(UserError, match=r"frame 1: expected a uint8 array \(H, W, 3\), got int64 \(40, 48\)"):
+        list(Predictor.from_checkpoint(ckpt).stream([np.zeros((40, 48, 3), np.uint8), np.zeros((40, 48), int)]))
+
+
+def test_anytime_predict_cli(setup, capsys):
+    ckpt, mp4, _ = setup
+    assert main(["predict", str(mp4), "--checkpoint", str(ckpt), "--max-frames", "5", "--json"]) == 0
+    full = json.loads(capsys.readouterr().out)[0]
+    assert main(["predict", str(mp4), "--checkpoint", str(ckpt), "--num-segments", "5", "--json"]) == 0
+    fixed = json.loads(capsys.readouterr().out)[0]
+    assert full["frames_used"] == 5 and [t["index"] for t in full["top"]] == [t["index"] for t in fixed["top"]]
+    assert [t["score"] for t in full["top"]] == pytest.approx([t["score"] for t in fixed["top"]], abs=1e-5)
+    assert main(["predict", str(mp4), "--checkpoint", str(ckpt), "--max-frames", "5", "--confidence", "0"]) == 0
+    assert "(1 of 5 frames)" in capsys.readouterr().out
+    assert main(["predict", str(mp4), "--checkpoint", str(ckpt), "--confidence", "0.3"]) == 2
+    assert "--confidence needs --max-frames" in capsys.readouterr().err
