@@ -292,3 +292,30 @@ def test_modern_recipe_trains_and_keeps_raw_and_ema_weights(tmp_path, multi_labe
     chosen = state[state["eval_weights"]]
     assert state["eval_weights"] == ("model_ema" if val["weights"] == "ema" else "model")
     assert all(torch.equal(v, chosen[k]) for k, v in model.state_dict().items())
+
+
+def test_wandb_offline_run_gets_the_logged_scalars_and_resume_continues_it(tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="the optional wandb extra is not installed")
+    monkeypatch.setenv("WANDB_MODE", "offline")  # no network, no account: the run is written under the run folder
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    data = make_list_dataset(tmp_path / "data", train=4, val=2)
+    cfg = tiny_config(data, tmp_path / "run", train={"epochs": 1, "wandb": True, "wandb_project": "istpan-test"})
+    train(cfg, progress=False)
+    run_id = load_checkpoint(tmp_path / "run" / "last.pt")["run_id"]
+    files = list((tmp_path / "run" / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    assert len(files) == 1  # the W&B run id is the checkpoint's run id
+    record = files[0].read_bytes()  # W&B's binary log (protobuf records): the scalar names and values are in it
+    loss = read_records(tmp_path / "run", "step")[-1]["loss"]
+    assert b"train/loss" in record and b"val/top1" in record and repr(loss)[:8].encode() in record
+
+    cfg.train.epochs = 2  # resume: the same W&B run continues
+    train(cfg, progress=False)
+    assert len(list((tmp_path / "run" / "wandb").glob(f"offline-run-*-{run_id}"))) == 2
+
+
+def test_wandb_without_the_package_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
+    data = make_list_dataset(tmp_path / "data", train=2, val=0)
+    cfg = tiny_config(data, tmp_path / "run", data={"val_annotations": ""}, train={"epochs": 1, "wandb": True})
+    with pytest.raises(UserError, match=r"pip install 'istpan\[wandb\]'"):
+        train(cfg, progress=False)

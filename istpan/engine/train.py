@@ -389,8 +389,12 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
             _repair_run_dir(ckpt, state, run_dir)
         save_config(cfg, run_dir / "config.yaml")
     del state  # the weights live in the model now
+    wandb = None
+    if tcfg.wandb:  # the run id is the checkpoint's: a resumed training continues the same W&B run
+        wandb = dict(project=tcfg.wandb_project, name=tcfg.wandb_run or run_dir.name, id=run_id,
+                     config=config_to_dict(cfg))
     log = RunLog(run_dir, enabled=main, tensorboard=tcfg.tensorboard,
-                 resume_step=start_epoch * opt_steps + start_step // accum if ckpt is not None else None)
+                 resume_step=start_epoch * opt_steps + start_step // accum if ckpt is not None else None, wandb=wandb)
     metric_name = "mAP" if multi_label else "top1"
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
