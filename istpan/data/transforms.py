@@ -5,6 +5,12 @@ so a crop or flip is drawn once and applied to every frame. What v2 lacks is TSN
 crops at a few scales of the short side, the augmentation TSN and IST-PAN train with) and the three-crop test view;
 they are written here as v2 transforms so they compose with the rest.
 
+Operations that compute statistics of their input (AutoContrast's min/max, Equalize's histogram, Contrast's mean
+grey level) would compute them per frame on a (K, C, H, W) tensor: one draw, but a different mapping per frame,
+which erases the temporal brightness changes some actions are made of (a flash, a light switched on). The `Clip*`
+versions of RandAugment, TrivialAugmentWide and ColorJitter compute them over the whole clip instead (the clip viewed
+as one tall (C, K·H, W) image), so every frame gets the same pixel mapping.
+
 Randomness comes from torch's global RNG like every v2 transform; the dataset seeds it per (seed, epoch, video) in a
 forked RNG scope, so augmentations are reproducible whatever the number of workers.
 """
@@ -24,6 +30,9 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "TRAIN_CROPS",
+    "ClipColorJitter",
+    "ClipRandAugment",
+    "ClipTrivialAugmentWide",
     "MultiCrop",
     "MultiScaleCrop",
     "test_transform",
@@ -106,6 +115,48 @@ class MultiCrop(v2.Transform):
         return torch.stack([v.as_subclass(torch.Tensor) for v in views])  # (crops, K, C, s, s)
 
 
+def _as_one_image(fn: Callable[[torch.Tensor], torch.Tensor], clip: torch.Tensor) -> torch.Tensor:
+    """Apply an image function to a (K, C, H, W) clip viewed as one (C, K·H, W) image: its statistics span the clip."""
+    if clip.ndim != 4:
+        return fn(clip)
+    k, c, h, w = clip.shape
+    out = fn(clip.transpose(0, 1).reshape(c, k * h, w))  # (C, K·H, W)
+    return out.reshape(c, k, h, w).transpose(0, 1).contiguous()  # (K, C, H, W)
+
+
+_CLIP_STATISTIC_OPS = ("AutoContrast", "Equalize", "Contrast")
+
+
+class _ClipStatistics:
+    """Mixin for torchvision's auto-augment policies: the ops that use image statistics see the whole clip.
+
+    Hooks torchvision's `_apply_image_or_video_transform` (the one method every policy calls per op); the policy, its
+    op list and magnitudes stay torchvision's.
+    """
+
+    def _apply_image_or_video_transform(self, image, transform_id, magnitude, interpolation, fill):
+        apply = super()._apply_image_or_video_transform  # type: ignore[misc]
+        if transform_id in _CLIP_STATISTIC_OPS:
+            return _as_one_image(lambda x: apply(x, transform_id, magnitude, interpolation, fill), image)
+        return apply(image, transform_id, magnitude, interpolation, fill)
+
+
+class ClipRandAugment(_ClipStatistics, v2.RandAugment):
+    """RandAugment with clip-wide statistics (see the module docstring)."""
+
+
+class ClipTrivialAugmentWide(_ClipStatistics, v2.TrivialAugmentWide):
+    """TrivialAugmentWide with clip-wide statistics (see the module docstring)."""
+
+
+class ClipColorJitter(v2.ColorJitter):
+    """ColorJitter whose contrast uses the clip's mean grey level, not each frame's (it has only colour ops, so the
+    whole transform runs on the clip viewed as one image)."""
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return _as_one_image(lambda x: super(ClipColorJitter, self).transform(x, params), inpt)
+
+
 def _normalise(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
@@ -131,7 +182,8 @@ def train_transform(
     (TrivialAugmentWide), on uint8 frames after the crop; color_jitter: brightness/contrast/saturation strength
     (hue a quarter of it); random_erasing: probability of erasing one rectangle, on the normalised frames (filled
     with 0, the mean colour). All of them are torchvision v2 transforms: given the (K, C, H, W) clip as one input,
-    each draws its parameters once, so every frame gets the same operation, magnitude and rectangle.
+    each draws its parameters once, so every frame gets the same operation, magnitude and rectangle; the ones that
+    use image statistics compute them over the clip (`ClipRandAugment` etc.).
 
     The order follows timm's `create_transform`: geometry, colour policy, jitter, normalise, erase.
     """
@@ -146,13 +198,13 @@ def train_transform(
     flips = [v2.RandomHorizontalFlip()] if flip else []
     colour: list[v2.Transform] = []
     if policy == "randaugment":
-        colour.append(v2.RandAugment(num_ops=randaugment_ops, magnitude=randaugment_magnitude))
+        colour.append(ClipRandAugment(num_ops=randaugment_ops, magnitude=randaugment_magnitude))
     elif policy == "trivialaugment":
-        colour.append(v2.TrivialAugmentWide())
+        colour.append(ClipTrivialAugmentWide())
     elif policy != "none":
         raise ValueError(f"unknown augmentation policy '{policy}' (choose from {', '.join(AUGMENT_POLICIES)})")
     if color_jitter > 0:
-        colour.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter,
+        colour.append(ClipColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter,
                                      hue=min(color_jitter / 4, 0.5)))
     erase = [v2.RandomErasing(p=random_erasing, value=0)] if random_erasing > 0 else []
     return v2.Compose([*crops, *flips, *colour, *_normalise(mean, std), *erase])
