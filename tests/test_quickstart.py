@@ -1,9 +1,12 @@
-"""The README's quick start, end to end through the CLI: a folder-per-class dataset, `data check`, `train` from the
-real ImageNet MobileNetV2 weights, `eval`, `predict --explain`. Small sizes, same commands."""
+"""The README's quick start, end to end through the CLI: a folder-per-class dataset, `data check`, `train` with the
+modern recipe from the real ImageNet MobileNetV2 weights (`model.pretrained=imagenet`, from a torch hub cache built in
+a temp dir, HF_HUB_OFFLINE=1: nothing is downloaded), `eval`, `predict --explain`, `export --format hf`. Small sizes,
+same commands."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,7 +27,15 @@ def folder_dataset(tmp_path_factory):
     return root
 
 
-def test_readme_quick_start(folder_dataset, tmp_path, capsys, mobilenet_v2_weights):
+def test_readme_quick_start(folder_dataset, tmp_path, capsys, mobilenet_v2_weights, monkeypatch):
+    from huggingface_hub import constants
+
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    shutil.copy(mobilenet_v2_weights, cache / "mobilenet_v2-b0353104.pth")  # torchvision's cache name
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     small = ["data.input_size=32", "data.short_side=36", "data.num_segments=2", "data.test_segments=2",
              "data.num_workers=0", "model.options.input_size=32", "train.epochs=1", "train.batch_size=2",
              "train.tensorboard=false"]
@@ -34,7 +45,7 @@ def test_readme_quick_start(folder_dataset, tmp_path, capsys, mobilenet_v2_weigh
     assert json.dumps(report).count("jump") >= 1  # both splits found under <root>/train and <root>/val
 
     run = tmp_path / "run"
-    assert main(["train", *common, f"model.pretrained={mobilenet_v2_weights}", f"train.out_dir={run}", *small]) == 0
+    assert main(["train", *common, "model.pretrained=imagenet", f"train.out_dir={run}", *small]) == 0
     assert (run / "last.pt").is_file() and (run / "config.yaml").is_file()
 
     assert main(["eval", "--checkpoint", str(run / "last.pt"), "--json", str(tmp_path / "eval.json")]) == 0
@@ -48,3 +59,6 @@ def test_readme_quick_start(folder_dataset, tmp_path, capsys, mobilenet_v2_weigh
     result = json.loads(capsys.readouterr().out)[0]
     assert {t["class"] for t in result["top"]} == {"jump", "wave"}
     assert (tmp_path / "explain" / "index.html").is_file()
+
+    assert main(["export", "--checkpoint", str(run / "best.pt"), "--format", "hf", "--out", str(tmp_path / "my")]) == 0
+    assert (tmp_path / "my" / "config.json").is_file() and (tmp_path / "my" / "model.safetensors").is_file()
