@@ -1,12 +1,12 @@
 # Two entry points, both self-contained on a fresh machine with only Python 3.10+:
 #   make demo   -> creates .venv, installs istpan with the pinned constraints, runs `istpan demo`
-#   make test   -> same set-up plus dev extras, runs ruff and the test suite
+#   make test   -> same set-up plus dev extras, runs ruff and the test suite (make test-fast: without slow tests)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install --constraint constraints.txt
 
-.PHONY: demo test lint install install-dev browser clean
+.PHONY: demo test test-fast lint install install-dev browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ browser:
 test: install-dev browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: everything but the tests marked slow (torchrun DDP, SIGKILL/Ctrl-C resume, ONNX export, demo,
+# ablation, multi-process predict). `make test` still runs them all.
+test-fast: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

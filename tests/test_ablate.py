@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from istpan.cli.main import main
-from istpan.experiments.ablation import format_markdown, rows
+from istpan.experiments.ablation import ABLATION, format_markdown, rows
 from istpan.experiments.runs import glimpse_redundancy
 
 FULL = "N=3 + l_interactive + l_attn (full)"
@@ -49,23 +49,44 @@ def test_unknown_row_is_a_user_error(tmp_path: Path, capsys) -> None:
 
 
 def test_rows_cover_the_issue_table() -> None:
-    names = [r.name for r in rows()]
-    for needle in (
-        "TSN",
-        "single-scale",
-        "N=2",
-        "N=3",
-        "l_interactive",
-        "l_attn",
-        "R=max",
-        "R=bilinear",
-        "R=strided",
-        "F=sum",
-        "F=max",
-        "F=learned",
-        "untrimmed",
-    ):
-        assert any(needle in n for n in names), needle
+    """Each row of the issue's table is trained with the configuration its name claims: the model built from the row's
+    options has that scale count / reduction / fusion, and the loss weights are what the name says."""
+    from istpan.models import create_model
+
+    by_name = {r.name: r for r in rows(beta=0.1, gamma=0.01)}
+    built = {name: create_model(r.model, num_classes=8, input_size=ABLATION.size, **r.options)
+             for name, r in by_name.items()}
+
+    def only(needle: str):
+        matches = [n for n in by_name if needle in n and "untrimmed" not in n and "ours" not in n]
+        assert len(matches) == 1, (needle, matches)
+        return by_name[matches[0]], built[matches[0]].model_options
+
+    tsn, _ = only("TSN")
+    assert tsn.model == "tsn_tiny" and (tsn.beta, tsn.gamma) == (0.0, 0.0)
+    single, _ = only("single-scale")
+    assert single.model == "istpan_single_tiny"
+    for n in (2, 3):
+        row, opts = only(f"pyramid attention N={n}")
+        assert opts["num_scales"] == n and (row.beta, row.gamma) == (0.0, 0.0)
+    row, opts = by_name["N=3 + l_interactive"], built["N=3 + l_interactive"].model_options  # "(full)" contains it too
+    assert opts["num_scales"] == 3 and row.beta > 0 and row.gamma == 0.0
+    row, opts = only("(full)")
+    assert opts["num_scales"] == 3 and row.beta > 0 and row.gamma > 0 and row.test_k
+    for r in ("max", "bilinear", "strided"):
+        row, opts = only(f"R={r}")
+        assert opts["reduce"] == r and opts["num_scales"] == 3
+    for f in ("sum", "max", "learned"):
+        row, opts = only(f"F={f}")
+        assert opts["fuse"] == f and opts["num_scales"] == 3
+    untrimmed = {n: r for n, r in by_name.items() if n.startswith("untrimmed")}
+    assert untrimmed and all(r.untrimmed for r in untrimmed.values())
+    assert not any(r.untrimmed for n, r in by_name.items() if n not in untrimmed)
+    assert {r.model for r in untrimmed.values()} == {"tsn_tiny", "istpan_tiny"}
+    # no two rows train the same thing under different names
+    keys = [(r.model, sorted(built[n].model_options.items(), key=str), r.beta, r.gamma, r.untrimmed)
+            for n, r in by_name.items()]
+    assert len(set(map(str, keys))) == len(keys)
 
 
 def test_glimpse_redundancy_matches_the_definition() -> None:

@@ -27,6 +27,7 @@ from istpan.cli.main import main
 from istpan.config import save_config
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
+pytestmark = pytest.mark.slow  # two torchrun launches, ~35 s: `make test` runs them, `make test-fast` does not
 
 
 def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

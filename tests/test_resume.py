@@ -96,6 +96,7 @@ def _same_weights(a: str | Path, b: str | Path) -> bool:
                for w in ("model", "model_ema"))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_continues_exactly(setup):
     base, data, reference = setup
     cfg = _config(data, base / "killed")
@@ -113,6 +114,7 @@ def test_sigkill_mid_epoch_then_resume_continues_exactly(setup):
     assert resumed["final"]["top1"] == reference["final"]["top1"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_mid_epoch_and_says_how_to_resume(setup):
     base, data, reference = setup
     cfg = _config(data, base / "interrupted")

@@ -173,12 +173,12 @@ def test_trace_keeps_k_dynamic():
             torch.testing.assert_close(traced(video), model(video).logits, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_export_matches_pytorch(tmp_path, fmt):
+def test_torchscript_export_matches_pytorch_for_each_k(tmp_path):
+    """Frame times depend on K: each K's export matches. (ONNX of the same model: test_export, one export.)"""
     torch.manual_seed(5)
     model = _fourier_model()
     for K in (2, 5):
         meta = {"preprocessing": {"num_segments": K, "input_size": SIZE}}
-        result = export_model(model, meta, tmp_path / f"m{K}.{fmt}", format=fmt, tolerance=1e-4, seed=K)
+        result = export_model(model, meta, tmp_path / f"m{K}.ts", format="torchscript", tolerance=1e-4, seed=K)
         assert result["input_shape"] == [1, K, 3, SIZE, SIZE] and result["max_abs_diff"] <= 1e-4
     assert model(torch.randn(1, 5, 3, SIZE, SIZE)).logits.abs().max() > 0.01  # the compared logits are not ~0

@@ -158,9 +158,17 @@ def test_partial_bn_keeps_all_but_first_bn_frozen():
     assert all(not p.requires_grad for bn in bns[1:] for p in bn.parameters())
 
 
-def test_bf16_amp_trains_on_cpu(dataset, tmp_path):
-    result = train(tiny_config(dataset, tmp_path / "bf16", train={"amp": "bf16", "epochs": 1}), progress=False)
-    assert all(math.isfinite(r["loss"]) for r in read_records(result["run_dir"], "step"))
+def test_bf16_amp_trains_on_cpu_like_fp32(dataset, tmp_path):
+    """Same seed, data and init: bf16 autocast must really run (losses not bit-identical to fp32) and stay within
+    bf16's precision of the fp32 run, step by step and in validation (measured: ~5e-4 relative after 3 steps)."""
+    runs = {amp: train(tiny_config(dataset, tmp_path / amp, train={"amp": amp, "epochs": 1}), progress=False)
+            for amp in ("none", "bf16")}
+    losses = {amp: torch.tensor([r["loss"] for r in read_records(r["run_dir"], "step")]) for amp, r in runs.items()}
+    assert len(losses["bf16"]) == len(losses["none"]) >= 3 and torch.isfinite(losses["bf16"]).all()
+    assert not torch.equal(losses["bf16"], losses["none"])  # autocast was on
+    torch.testing.assert_close(losses["bf16"], losses["none"], rtol=2e-2, atol=0.0)
+    val = {amp: read_records(r["run_dir"], "epoch")[-1] for amp, r in runs.items()}
+    assert val["bf16"]["val"]["loss"] == pytest.approx(val["none"]["val"]["loss"], rel=2e-2)
 
 
 def test_wrong_dataset_path_and_wrong_checkpoint_are_user_errors(dataset, tmp_path, run):
