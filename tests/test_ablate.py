@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from istpan.cli.main import main
+from istpan.data import synth
 from istpan.experiments.ablation import ABLATION, format_markdown, rows
 from istpan.experiments.runs import glimpse_redundancy
 
@@ -110,3 +111,115 @@ def test_glimpse_redundancy_matches_the_definition() -> None:
     model_disjoint = lambda video: SimpleNamespace(attn=disjoint)  # noqa: E731
     model_disjoint.eval = lambda: None
     assert glimpse_redundancy(model_disjoint, [{"video": None}]) == pytest.approx(0.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The pretrained regime: cached features, intervals, the cluttered scene, the quick command
+
+
+def test_model_from_cached_stage_maps_is_the_model() -> None:
+    """Training on cached stage maps is training the same model: model(video) == forward_clip of the features built
+    from the backbone's maps, given only the stages the model uses (what the cache holds)."""
+    from istpan.models import create_model
+
+    torch.manual_seed(0)
+    video = torch.randn(2, 3, 3, 64, 64)  # (B, K, 3, H, W)
+    for name, options in (("istpan_mobilenetv2", dict(num_scales=3)), ("tsn_mobilenetv2", {}),
+                          ("istpan_mobilenetv2", dict(time_encoding="fourier", head="glimpse"))):
+        model = create_model(name, num_classes=8, input_size=64, **options).eval()
+        with torch.no_grad():
+            maps = model.backbone(video.flatten(0, 1))
+            cached = [m if i in model.scales else None for i, m in enumerate(maps)]  # only what the cache holds
+            a = model(video)
+            b = model.forward_clip(model.frame_features_from_maps(cached).unflatten(0, (2, 3)))
+        torch.testing.assert_close(a.logits, b.logits)
+        if a.attn is not None:
+            torch.testing.assert_close(a.attn, b.attn)
+
+
+def test_intervals_match_their_textbook_definitions() -> None:
+    from istpan.experiments.stats import bootstrap_paired, mean_ci, paired_ci, verdict
+
+    values = [50.0, 52.0, 47.0, 55.0, 51.0]
+    ci = mean_ci(values)
+    mean = sum(values) / 5
+    sd = (sum((v - mean) ** 2 for v in values) / 4) ** 0.5
+    assert ci["mean"] == pytest.approx(mean) and ci["std"] == pytest.approx(sd)
+    assert ci["hi"] - ci["mean"] == pytest.approx(2.776 * sd / 5**0.5)  # t_{0.975, 4}
+    other = [48.0, 49.0, 47.5, 50.0, 49.0]
+    assert paired_ci(values, other) == mean_ci([a - b for a, b in zip(values, other)])
+    assert verdict(dict(lo=0.5, hi=3.0)) == "holds"
+    assert verdict(dict(lo=-3.0, hi=-0.2)) == "does not hold"
+    assert verdict(dict(lo=-0.6, hi=0.8)) == "does not hold"  # no effect worth having, at this power
+    assert verdict(dict(lo=-2.0, hi=3.0)) == "too small to tell at this power"
+    right = torch.ones(3, 40, dtype=torch.bool)
+    assert bootstrap_paired(right, ~right) == dict(mean=100.0, lo=100.0, hi=100.0)
+    mixed = torch.rand(3, 400, generator=torch.Generator().manual_seed(1)) < 0.5
+    boot = bootstrap_paired(mixed, torch.zeros_like(mixed))
+    assert boot["mean"] == pytest.approx(100 * mixed.float().mean().item())
+    assert boot["lo"] < boot["mean"] < boot["hi"]
+
+
+def test_cluttered_scene_small_actor_deterministic_in_parallel(tmp_path: Path) -> None:
+    from istpan.data import synth
+
+    spec = synth.SynthSpec(seed=5, size=112, num_frames=6, scene="cluttered")
+    for i, cls in enumerate(synth.CLASSES):
+        frames, boxes, span = synth._render_video(spec, i, cls)
+        again, _, _ = synth._render_video(spec, i, cls)
+        assert frames.shape == (6, 112, 112, 3) and span == (0, 6) and (frames == again).all()
+        for box in boxes:
+            if box is not None:
+                assert 0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1
+                assert (box[2] - box[0]) * (box[3] - box[1]) <= 0.05  # the actor covers at most 5 % of the frame
+    common = dict(seed=2, num_videos=8, size=48, num_frames=4, scene="cluttered")
+    one = synth.generate(tmp_path / "one", workers=1, **common)
+    two = synth.generate(tmp_path / "two", workers=2, **common)
+    # same split, labels and per-frame boxes whichever process drew a video (the frames are compared above; the
+    # encoder's byte-determinism is tests/test_synth.py's)
+    for name in ("ground_truth.json", "train.txt", "val.txt"):
+        assert (one / name).read_bytes() == (two / name).read_bytes()
+    assert len(list(two.rglob("*.mp4"))) == 8
+
+
+@pytest.mark.slow
+def test_quick_pretrained_ablation(tmp_path: Path, capsys, mobilenet_v2_weights: Path) -> None:
+    """`istpan ablate --regime pretrained --quick` end to end: data, cache, rows, intervals, resume."""
+    from istpan.data import read_frames
+    from istpan.experiments.features import FeatureCache
+    from istpan.experiments.pretrained_report import format_markdown
+    from istpan.models import create_model
+
+    out = tmp_path / "abl"
+    args = ["ablate", "--regime", "pretrained", "--weights", str(mobilenet_v2_weights), "--quick", "--out", str(out),
+            "--epochs", "1", "--only", "N=3 + l_attn ("]
+    assert main(args) == 0
+    result = json.loads((out / "pretrained_ablation.json").read_text())
+    by = {r["name"]: r for r in result["rows"]}
+    assert set(by) == {"TSN average consensus", "pyramid attention N=3", "N=3 + l_attn (γ=0.01)"}
+    markdown = (out / "pretrained_ablation.md").read_text()
+    assert markdown == format_markdown(result) and markdown in capsys.readouterr().out
+    tsn, n3 = by["TSN average consensus"]["per_seed"], by["pyramid attention N=3"]["per_seed"]
+    assert [m["seed"] for m in n3] == [0, 1]
+    diffs = [a["top1"] - b["top1"] for a, b in zip(n3, tsn)]
+    assert by["pyramid attention N=3"]["vs_tsn"]["mean"] == pytest.approx(sum(diffs) / 2)
+    for m in n3:
+        assert len(m["correct"]) == result["num_val"] and m["top1"] == pytest.approx(
+            100 * m["correct"].count("1") / result["num_val"])
+        assert len(m["curve"]) == 1 and 0 <= m["pointing_game"] <= 100 and "top1_k25" in m
+    assert "pointing_game" not in tsn[0] and {c["claim"] for c in result["claims"]} >= {
+        "attention beats average pooling", "l_attn helps", "any K at test (trained K=8)"}
+    # the cache holds what the backbone computes on the decoded frames (float16)
+    cache = FeatureCache.load(out / "features" / "val")
+    gt = synth.load_ground_truth(out / "data")
+    rel = sorted(r for r, v in gt["videos"].items() if v["split"] == "val")[0]
+    model = create_model("tsn_mobilenetv2", num_classes=8, pretrained=mobilenet_v2_weights, input_size=64).eval()
+    frames = torch.as_tensor(read_frames(out / "data" / rel, cache.frames)).permute(0, 3, 1, 2).float() / 255
+    mean, std = (torch.tensor(v)[:, None, None] for v in (model.pretrained_cfg["mean"], model.pretrained_cfg["std"]))
+    with torch.no_grad():
+        top = model.backbone((frames - mean) / std)[4]  # (T, 1280, 2, 2)
+    got = cache.maps(torch.tensor([0]), torch.arange(len(cache.frames))[None])[4]
+    torch.testing.assert_close(got, top, atol=2e-2, rtol=1e-2)
+    # a rerun of the same setup trains nothing again
+    assert main(args) == 0
+    assert json.loads((out / "pretrained_ablation.json").read_text())["rows"][1]["per_seed"] == n3

@@ -28,7 +28,9 @@ import argparse
 import json
 import logging
 import math
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import av
@@ -41,6 +43,7 @@ from istpan.errors import UserError
 __all__ = [
     "CLASSES",
     "REVERSAL_PAIRS",
+    "SCENES",
     "SynthSpec",
     "add_arguments",
     "generate",
@@ -82,6 +85,7 @@ class SynthSpec:
     untrimmed_factor: int = 3  # untrimmed videos are this many times longer than the action
     val_fraction: float = 0.25
     num_distractors: tuple[int, int] = (2, 4)  # inclusive range per video
+    scene: str = "simple"  # "cluttered": textured, jittering, small actor among other classes' motions
     version: int = 3  # bump when the drawing or encoding changes, so old datasets are not silently reused
 
 
@@ -133,9 +137,13 @@ def _actor_pose(cls: str, t: float, p: dict) -> dict:
     return dict(cx=cx, cy=cy, length=length, angle=angle, visible=visible, flash=flash)
 
 
-def _actor_params(cls: str, rng: np.random.Generator, size: int) -> dict:
-    """Random per-video actor parameters, chosen so the whole motion stays inside the frame."""
-    length = rng.uniform(0.18, 0.42) * size
+def _actor_params(
+    cls: str, rng: np.random.Generator, size: int, *, length_range: tuple[float, float] = (0.18, 0.42)
+) -> dict:
+    """Random per-video actor parameters, chosen so the whole motion stays inside the frame.
+
+    length_range: bar length as a fraction of the frame size (the cluttered scene uses a smaller actor)."""
+    length = rng.uniform(*length_range) * size
     p = dict(length=length, angle=0.0, small=0.5, big=1.5, travel=0.0, turn=0.0, cycles=0.0, phase=0.0)
     if cls in ("rotate_cw", "rotate_ccw"):
         p["angle"] = rng.uniform(0, 2 * math.pi)  # random start, so the two senses see the same set of angles
@@ -215,6 +223,10 @@ def _draw_frame(background: np.ndarray, distractors: list[dict], frame: int, pos
 
 def _render_video(spec: SynthSpec, index: int, cls: str) -> tuple[np.ndarray, list, tuple[int, int]]:
     """All frames (T, size, size, 3) uint8 of video `index`, its per-frame boxes and the action span."""
+    if spec.scene == "cluttered":
+        from istpan.data.synth_scenes import render_cluttered
+
+        return render_cluttered(spec, index, cls, CLASSES)
     rng = np.random.default_rng([spec.seed, index])
     size = spec.size
     background = _background(rng, size)
@@ -272,6 +284,21 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
 # The dataset
 
 
+SCENES = ("simple", "cluttered")
+
+
+def _make_video(spec: SynthSpec, out: Path, index: int) -> tuple[str, dict]:
+    """Render and write video `index`; return its relative path and ground truth (runs in a worker process)."""
+    cls = _class_of(index)
+    frames, boxes, span = _render_video(spec, index, cls)
+    rel = f"videos/{cls}/{index:05d}.mp4"
+    _write_mp4(out / rel, frames, spec.fps)
+    split = "val" if _is_val(index, spec) else "train"
+    return rel, dict(
+        label=CLASSES.index(cls), class_name=cls, split=split, num_frames=len(frames), span=list(span), boxes=boxes
+    )
+
+
 def _class_of(index: int) -> str:
     return CLASSES[index % len(CLASSES)]
 
@@ -303,6 +330,8 @@ def generate(
     fps: int = 16,
     untrimmed: bool = False,
     val_fraction: float = 0.25,
+    scene: str = "simple",
+    workers: int = 1,
     reuse: bool = True,
     progress: bool = False,
 ) -> Path:
@@ -310,7 +339,8 @@ def generate(
 
     Layout: `videos/<class>/<index>.mp4`, `train.txt` / `val.txt` (`<relative path> <class name>` per line),
     `classes.txt` (one name per line) and `ground_truth.json`. With reuse=True an existing dataset made from the same
-    spec is kept as it is (the demo calls this every time).
+    spec is kept as it is (the demo calls this every time). `workers` > 1 renders and encodes videos in that many
+    processes; every video is a pure function of (spec, index), so the bytes do not depend on it.
     """
     if num_videos < len(CLASSES):
         raise UserError(f"--num-videos {num_videos}: need at least one video per class ({len(CLASSES)})")
@@ -318,6 +348,8 @@ def generate(
         raise UserError(f"--size {size}: frame size must be even and at least 32 pixels")
     if num_frames < 2:
         raise UserError(f"--frames {num_frames}: need at least 2 frames per action")
+    if scene not in SCENES:
+        raise UserError(f"--scene {scene}: one of {', '.join(SCENES)}")
     spec = SynthSpec(
         seed=seed,
         num_videos=num_videos,
@@ -326,6 +358,7 @@ def generate(
         fps=fps,
         untrimmed=untrimmed,
         val_fraction=val_fraction,
+        scene=scene,
     )
     out = Path(out_dir)
     gt_path = out / GROUND_TRUTH
@@ -342,16 +375,16 @@ def generate(
     gt_path.unlink(missing_ok=True)  # written last: its presence means the dataset is complete
 
     videos, lines = {}, {"train": [], "val": []}
-    for index in tqdm(range(num_videos), desc="synth videos", disable=None if progress else True, unit="video"):
-        cls = _class_of(index)
-        frames, boxes, span = _render_video(spec, index, cls)
-        rel = f"videos/{cls}/{index:05d}.mp4"
-        _write_mp4(out / rel, frames, fps)
-        split = "val" if _is_val(index, spec) else "train"
-        lines[split].append(f"{rel} {cls}")
-        videos[rel] = dict(
-            label=CLASSES.index(cls), class_name=cls, split=split, num_frames=len(frames), span=list(span), boxes=boxes
-        )
+    bar = dict(desc="synth videos", disable=None if progress else True, unit="video", total=num_videos)
+    make = partial(_make_video, spec, out)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            made = list(tqdm(pool.map(make, range(num_videos), chunksize=8), **bar))
+    else:
+        made = [make(index) for index in tqdm(range(num_videos), **bar)]
+    for rel, video in made:  # in index order either way
+        lines[video["split"]].append(f"{rel} {video['class_name']}")
+        videos[rel] = video
     for split, rows in lines.items():
         (out / f"{split}.txt").write_text("\n".join(rows) + "\n")
     (out / "classes.txt").write_text("\n".join(CLASSES) + "\n")
@@ -373,6 +406,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=int, default=16)
     parser.add_argument("--untrimmed", action="store_true", help="3x longer videos, the action fills one random span")
     parser.add_argument("--val-fraction", type=float, default=0.25)
+    parser.add_argument("--scene", choices=SCENES, default="simple",
+                        help="cluttered: textured per-video background, camera jitter, a small actor among "
+                        "distractors that perform other classes' motions (docs/synthetic.md)")
+    parser.add_argument("--workers", type=int, default=1, help="processes rendering videos (same bytes for any)")
     parser.add_argument("--force", action="store_true", help="regenerate even if the same dataset is already there")
 
 
@@ -386,6 +423,8 @@ def run(args: argparse.Namespace) -> int:
         fps=args.fps,
         untrimmed=args.untrimmed,
         val_fraction=args.val_fraction,
+        scene=args.scene,
+        workers=args.workers,
         reuse=not args.force,
         progress=True,
     )

@@ -24,6 +24,7 @@ from istpan.data.synth import CLASSES, REVERSAL_PAIRS, pair_of
 
 __all__ = [
     "Budget",
+    "attention_redundancy",
     "glimpse_redundancy",
     "measure_speed",
     "order_blind_ceiling",
@@ -165,13 +166,17 @@ def glimpse_redundancy(model: nn.Module, loader, *, max_batches: int = 4) -> flo
     for i, batch in enumerate(loader):
         if i >= max_batches:
             break
-        out = model(batch["video"])
-        A = F.normalize(out.attn.flatten(2).float(), dim=-1)  # (B, d, K·h·w)
-        gram = (A @ A.transpose(1, 2)).abs()  # (B, d, d)
-        d = gram.shape[-1]
-        off = gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(-1)
-        values.append(off / max(1, d * (d - 1)))
+        values.append(attention_redundancy(model(batch["video"]).attn))
     return float(torch.cat(values).mean()) if values else float("nan")
+
+
+def attention_redundancy(attn: torch.Tensor) -> torch.Tensor:
+    """Per video, mean off-diagonal |A Aᵀ| of the fused attention attn (B, d, ...) with L2-normalised rows: (B,)."""
+    A = F.normalize(attn.flatten(2).float(), dim=-1)  # (B, d, K·h·w)
+    gram = (A @ A.transpose(1, 2)).abs()  # (B, d, d)
+    d = gram.shape[-1]
+    off = gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(-1)
+    return off / max(1, d * (d - 1))
 
 
 @torch.no_grad()

@@ -95,7 +95,12 @@ class VideoClassifier(nn.Module):
         pool, (N, C_top, 1, 1). Everything that looks at more than one frame (the layer's projections, fusion,
         softmax over K·h·w, time encoding, consensus) is in `forward_clip`, so a stream computes this once per frame.
         """
-        maps = self.backbone(frames)  # N_stages x (N, C_j, h_j, w_j)
+        return self.frame_features_from_maps(self.backbone(frames))
+
+    def frame_features_from_maps(self, maps: list[torch.Tensor | None]) -> torch.Tensor:
+        """`frame_features` from the backbone's stage maps (N, C_j, h_j, w_j), every stage, shallow -> deep (None
+        for a stage this model does not use). Why: a cache of raw stage maps (istpan/experiments/features.py) serves
+        models that differ in R or N; the R-resized concatenation is specific to one model."""
         feats = [maps[i] for i in self.scales]
         if self.attention is None:
             return feats[-1].mean((-2, -1), keepdim=True)  # (N, C_top, 1, 1)
