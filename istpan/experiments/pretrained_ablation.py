@@ -123,8 +123,8 @@ def prepare_data(out: Path, setup: PretrainedSetup, *, pretrained: str | Path, w
 
 def _pointing(heat: torch.Tensor, boxes: torch.Tensor) -> dict[str, float]:
     """Pointing game (%) over every sampled frame with a visible actor, and its chance level (a random cell)."""
-    from istpan.viz.localization import pointing_game
-    from istpan.viz.synth_eval import pointing_chance
+    from istpan.engine.localization import pointing_game
+    from istpan.experiments.synth_eval import pointing_chance
 
     hits = chance = frames = 0.0
     h, w = heat.shape[-2:]
@@ -186,11 +186,13 @@ def run_pretrained_ablation(
     gamma: float = 0.01,
     workers: int = 2,
     processes: int = 1,
+    caches: dict[str, FeatureCache] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the table into out_dir (pretrained_ablation.json / .md); data and features go to cache_dir (default
     out_dir). TSN and N=3 always run, since every row is compared with them. `workers`: processes generating
-    videos; `processes`: rows trained at once (forked, one thread each)."""
+    videos; `processes`: rows trained at once (forked, one thread each). `caches`: train / val / val_anyk caches
+    already extracted (then no data is generated and no feature computed)."""
     from istpan.experiments.pretrained_report import format_markdown, summarise
 
     if not Path(pretrained).is_file():
@@ -203,8 +205,11 @@ def run_pretrained_ablation(
     if not table:
         raise UserError(f"--only {' '.join(only or [])}: no ablation row starts with that")
     table = [r for r in every if r in table or r.name in (TSN, N3)]
-    caches, timing = prepare_data(Path(cache_dir or out), setup, pretrained=pretrained, workers=workers,
-                                  progress=progress)
+    if caches is None:
+        caches, timing = prepare_data(Path(cache_dir or out), setup, pretrained=pretrained, workers=workers,
+                                      progress=progress)
+    else:
+        timing = {}
     json_path = out / "pretrained_ablation.json"
     runs: dict[str, list[dict[str, Any]]] = {r.name: [] for r in every}
     if json_path.is_file():
