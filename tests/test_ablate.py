@@ -223,3 +223,27 @@ def test_quick_pretrained_ablation(tmp_path: Path, capsys, mobilenet_v2_weights:
     # a rerun of the same setup trains nothing again
     assert main(args) == 0
     assert json.loads((out / "pretrained_ablation.json").read_text())["rows"][1]["per_seed"] == n3
+
+
+def test_precomputed_frame_features_give_the_same_model_outputs() -> None:
+    """FrameFeatures (R applied once, sliced per model) == each model's own frame_features_from_maps per batch."""
+    import numpy as np
+
+    from istpan.experiments.cached import FrameFeatures, _forward
+    from istpan.experiments.features import FeatureCache
+    from istpan.models import create_model
+
+    rng = np.random.default_rng(0)
+    shapes = {2: (32, 8, 8), 3: (96, 4, 4), 4: (1280, 2, 2)}  # MobileNetV2 stages 2-4 at 64 px
+    arrays = [rng.standard_normal((3, 5, *shapes[j])).astype(np.float16) for j in (2, 3, 4)]
+    cache = FeatureCache([2, 3, 4], 5, arrays, torch.tensor([0, 1, 2]), list(range(5)), torch.zeros(3, 5, 4), 5)
+    pre = FrameFeatures(cache, reduce="avg")
+    videos, frames = torch.tensor([2, 0]), torch.tensor([[0, 2, 4], [1, 1, 3]])
+    for name, options in (("istpan_mobilenetv2", dict(num_scales=3)), ("istpan_mobilenetv2", dict(num_scales=2)),
+                          ("istpan_single_mobilenetv2", {}), ("tsn_mobilenetv2", {}),
+                          ("istpan_mobilenetv2", dict(num_scales=3, reduce="max"))):  # not served: stage maps
+        model = create_model(name, num_classes=8, input_size=64, **options).eval()
+        with torch.no_grad():
+            a, b = _forward(model, pre, videos, frames), _forward(model, cache, videos, frames)
+        # the precomputed features are stored as float16 after R: equal to that rounding
+        torch.testing.assert_close(a.logits, b.logits, atol=1e-3, rtol=1e-3)

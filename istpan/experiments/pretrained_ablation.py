@@ -23,7 +23,7 @@ import torch
 
 from istpan.data import synth
 from istpan.errors import UserError
-from istpan.experiments.cached import CachedBudget, build_cached_model, predict_cached, train_cached
+from istpan.experiments.cached import CachedBudget, FrameFeatures, build_cached_model, predict_cached, train_cached
 from istpan.experiments.features import FeatureCache, extract_features
 
 __all__ = ["PRETRAINED", "QUICK_PRETRAINED", "PRow", "PretrainedSetup", "pretrained_rows", "run_pretrained_ablation"]
@@ -139,10 +139,11 @@ def _pointing(heat: torch.Tensor, boxes: torch.Tensor) -> dict[str, float]:
     return {"pointing_game": 100.0 * hits / max(frames, 1), "pointing_chance": 100.0 * chance / max(frames, 1)}
 
 
-def run_row(row: PRow, seed: int, caches: dict[str, FeatureCache], budget: CachedBudget, *,
+def run_row(row: PRow, seed: int, caches: dict[str, FrameFeatures], budget: CachedBudget, *,
             progress: bool = False) -> dict[str, Any]:
     """Train one row with one seed and measure it: top-1 (last epoch), pairs merged, the validation curve, which
-    videos it got right, glimpse redundancy, pointing game and (any_k rows) top-1 at test K = 1…25."""
+    videos it got right, glimpse redundancy, pointing game and (any_k rows) top-1 at test K = 1…25. caches: the
+    train / val / val_anyk frame features (R = avg; rows with another R are computed from their stage maps)."""
     from istpan.experiments.runs import pair_merged_top1
 
     train, val = caches["train"], caches["val"]
@@ -150,23 +151,23 @@ def run_row(row: PRow, seed: int, caches: dict[str, FeatureCache], budget: Cache
     fit = train_cached(model, train, val, budget=budget, beta=row.beta, gamma=row.gamma, seed=seed,
                        progress=progress)
     pred = predict_cached(model, val, segments=budget.segments, with_attention=row.localise)
-    correct = pred["scores"].argmax(1) == val.labels  # (V,)
+    correct = pred["scores"].argmax(1) == val.cache.labels  # (V,)
     m: dict[str, Any] = {
         "seed": seed,
         "top1": 100.0 * float(correct.float().mean()),
-        "top1_pairs_merged": pair_merged_top1(pred["scores"], val.labels),
+        "top1_pairs_merged": pair_merged_top1(pred["scores"], val.cache.labels),
         "train_s": fit["train_s"],
         "curve": fit["curve"],
         "correct": "".join("1" if c else "0" for c in correct.tolist()),
     }
     if "heat" in pred:
         m["redundancy"] = float(pred["redundancy"].mean())
-        m.update(_pointing(pred["heat"], val.boxes[:, pred["positions"]]))
+        m.update(_pointing(pred["heat"], val.cache.boxes[:, pred["positions"]]))
     if row.any_k:  # on the videos cached at every frame, each K sampled by the test protocol
         anyk = caches["val_anyk"]
         for k in ANY_K:
             scores = predict_cached(model, anyk, segments=k)["scores"]
-            m[f"top1_k{k}"] = 100.0 * float((scores.argmax(1) == anyk.labels).float().mean())
+            m[f"top1_k{k}"] = 100.0 * float((scores.argmax(1) == anyk.cache.labels).float().mean())
     return m
 
 
@@ -210,6 +211,9 @@ def run_pretrained_ablation(
                                       progress=progress)
     else:
         timing = {}
+    start = time.perf_counter()
+    sources = {name: FrameFeatures(cache) for name, cache in caches.items()}  # once, shared by the forked workers
+    timing["frame_features_s"] = time.perf_counter() - start
     json_path = out / "pretrained_ablation.json"
     runs: dict[str, list[dict[str, Any]]] = {r.name: [] for r in every}
     if json_path.is_file():
@@ -232,7 +236,7 @@ def run_pretrained_ablation(
     todo = [(row, seed) for seed in range(seeds) for row in table
             if not any(m["seed"] == seed for m in runs[row.name])]  # seed-major: every row gets seed 0 first
     start = time.perf_counter()
-    for i, (name, metrics) in enumerate(_run_all(todo, caches, setup.budget, processes=processes)):
+    for i, (name, metrics) in enumerate(_run_all(todo, sources, setup.budget, processes=processes)):
         runs[name].append(metrics)
         timing["rows_s"] = timing.get("rows_s", 0.0) + time.perf_counter() - start
         start = time.perf_counter()
@@ -252,11 +256,11 @@ def _run_one(job: tuple[PRow, int]) -> tuple[str, dict[str, Any]]:
     return row.name, run_row(row, seed, _CACHES, _BUDGET)
 
 
-_CACHES: dict[str, FeatureCache] = {}
+_CACHES: dict[str, FrameFeatures] = {}
 _BUDGET = CachedBudget()
 
 
-def _run_all(todo: list[tuple[PRow, int]], caches: dict[str, FeatureCache], budget: CachedBudget, *,
+def _run_all(todo: list[tuple[PRow, int]], caches: dict[str, FrameFeatures], budget: CachedBudget, *,
              processes: int):
     """Yield (row name, metrics) as the jobs finish; with processes > 1 in forked workers that share the caches
     (copy-on-write), each with one thread."""
