@@ -86,12 +86,12 @@ def test_sigkill_then_rerun_loses_nothing_and_duplicates_nothing(setup, tmp_path
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     part = tmp_path / "preds.jsonl.parts" / "rank-00000.jsonl"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not part.is_file() or part.read_text().count("\n") < 4):
-        time.sleep(0.05)
+    while time.monotonic() < deadline and (not part.is_file() or part.read_text().count("\n") < 2):
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     written = part.read_text().count("\n")
-    assert 4 <= written < 14, "the run was not interrupted mid-list"
+    assert 2 <= written < 14, "the run was not interrupted mid-list"
     with part.open("a") as fh:
         fh.write('{"line": 99, "path": "half-writ')  # what a kill in the middle of a write leaves
     main(_cli(setup, out, "--workers", "0"))

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
 from istpan.data.preprocess import Preprocessing
-from istpan.engine.distributed import barrier, get_rank, get_world_size, is_main_process, reduce_sum
+from istpan.engine.distributed import all_gather_objects, barrier, get_rank, get_world_size, is_main_process, reduce_sum
 from istpan.engine.predictor import Predictor
 from istpan.errors import UserError
 
@@ -126,7 +126,8 @@ def predict_list(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Predict every video of `list_file` not yet in `out` (this rank's share under torch.distributed); rank 0
-    merges the parts into `out`. Returns totals over all ranks: {"predicted", "failed", "skipped_done", "seconds"}."""
+    merges the parts into `out`. Returns totals over all ranks: {"predicted", "failed", "skipped_done", "seconds"
+    (the slowest rank's prediction loop)}."""
     if not Path(list_file).is_file():
         raise UserError(f"--list {list_file}: file not found")
     out = Path(out)
@@ -167,7 +168,7 @@ def predict_list(
         if batch:
             flush(batch)
             predicted += len(batch)
-    seconds = time.perf_counter() - start
+    seconds = max(all_gather_objects(time.perf_counter() - start))  # the slowest rank's loop
     totals = reduce_sum([predicted, failed], predictor.device)
     barrier()
     if is_main_process():

@@ -1,0 +1,90 @@
+"""Two "nodes" on this machine: two torchrun agents (one process each) meeting through a c10d rendezvous on
+localhost, exactly as docs/scale.md and scripts/slurm_train.sh launch a multi-node job.
+
+What must hold: the job's numbers are the numbers of one process (validation equals `istpan eval` of the same
+checkpoint; every training clip counted once), and when one node dies mid-epoch the other fails instead of hanging,
+and relaunching the job resumes from the last checkpoint and finishes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_train import make_list_dataset, read_records, tiny_config
+
+from istpan.cli.main import main
+from istpan.config import save_config
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun not installed")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _agents(cfg: Path, cwd: Path, job: str, *extra: str) -> list[subprocess.Popen]:
+    """Two agents of one job, as two nodes would start them (same command, same endpoint)."""
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [str(TORCHRUN), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+           "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", job, "--max-restarts", "0",
+           "-m", "istpan.cli.main", "train", "--config", str(cfg), *extra]
+    return [subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True) for _ in range(2)]
+
+
+def _wait(procs: list[subprocess.Popen], timeout: float = 300) -> list[tuple[int, str]]:
+    return [(p.wait(timeout=timeout), p.stdout.read()) for p in procs]
+
+
+def test_two_nodes_match_one_process(tmp_path):
+    data = make_list_dataset(tmp_path / "data", train=6, val=5)
+    cfg = tiny_config(data, tmp_path / "run", train={"epochs": 1, "batch_size": 1})
+    save_config(cfg, tmp_path / "cfg.yaml")
+    results = _wait(_agents(tmp_path / "cfg.yaml", tmp_path, "two-nodes", "--no-progress"))
+    assert [code for code, _ in results] == [0, 0], results[0][1][-2000:] + results[1][1][-2000:]
+    epoch = read_records(tmp_path / "run", "epoch")
+    assert len(epoch) == 1 and epoch[0]["train"]["clips"] == 6  # 3 steps x 2 nodes x 1 clip
+    assert main(["eval", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--json", str(tmp_path / "one.json")]) == 0
+    one, two = json.loads((tmp_path / "one.json").read_text()), epoch[0]["val"]
+    assert two["num_videos"] == one["num_videos"] == 5
+    for key in ("top1", "top5", "mean_class_acc"):
+        assert two[key] == one[key]
+    assert two["loss"] == pytest.approx(one["loss"], abs=1e-6)
+
+
+def test_a_node_killed_mid_epoch_fails_the_job_and_a_relaunch_resumes(tmp_path):
+    data = make_list_dataset(tmp_path / "data", train=40, val=2, frames=16, size=96)
+    cfg = tiny_config(data, tmp_path / "run", data={"input_size": 96, "short_side": 96, "num_segments": 8},
+                      model={"options": {"input_size": 96}}, train={"epochs": 3, "batch_size": 1})
+    save_config(cfg, tmp_path / "cfg.yaml")
+    agents = _agents(tmp_path / "cfg.yaml", tmp_path, "killed", "--no-progress")
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and all(a.poll() is None for a in agents):
+        if metrics.is_file() and '"step", "epoch": 2' in metrics.read_text():
+            break
+        time.sleep(0.005)
+    os.killpg(agents[1].pid, signal.SIGKILL)  # the whole "node": agent and its worker, in epoch 2 (or 3 at worst)
+    code, out = _wait(agents[:1], timeout=240)[0]
+    agents[1].wait()
+    assert code != 0, out[-2000:]  # the surviving node fails: no hang, no success with half a job
+    finished = len(read_records(tmp_path / "run", "epoch"))
+    assert 1 <= finished < 3, "the kill did not land mid-job"
+
+    results = _wait(_agents(tmp_path / "cfg.yaml", tmp_path, "relaunched"))  # says where it resumes
+    assert [c for c, _ in results] == [0, 0], results[0][1][-2000:]
+    assert any(f"at epoch {finished + 1}" in o and "resuming from" in o for _, o in results)
+    epochs = read_records(tmp_path / "run", "epoch")
+    assert [e["epoch"] for e in epochs] == [1, 2, 3] and epochs[-1]["train"]["clips"] == 40
