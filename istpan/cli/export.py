@@ -10,6 +10,7 @@ __all__ = ["add_parser", "run"]
 EXAMPLES = """examples:
   istpan export --checkpoint runs/ucf101_split1/best.pt --format onnx
   istpan export --checkpoint best.pt --format torchscript --out model.ts --num-segments 16
+  istpan export --checkpoint best.pt --format onnx --split --out model.onnx   # model_frame.onnx + model_head.onnx
   istpan export --checkpoint runs/mine/best.pt --format hf --out my-model   # config.json + model.safetensors
   huggingface-cli upload <user>/<repo> my-model                            # then: --checkpoint <user>/<repo>
 """
@@ -32,6 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--out", help="output file or, for hf, folder (default: beside the checkpoint, .onnx / .ts / _hf)")
     p.add_argument("--num-segments", type=int, default=None, help="K of the exported graph (default: checkpoint's)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |export - PyTorch| of the logits")
+    p.add_argument("--split", action="store_true", help="with --format onnx: two graphs for streaming, the per-frame "
+                   "backbone (<stem>_frame.onnx) and the head over K frames' features (<stem>_head.onnx, any K)")
     p.set_defaults(run=run)
     return p
 
@@ -43,7 +46,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_segments is not None and args.num_segments < 1:
         raise UserError(f"--num-segments must be >= 1, got {args.num_segments}")
+    if args.split and args.format != "onnx":
+        raise UserError("--split writes two ONNX graphs: use it with --format onnx")
     model, meta = load_model(args.checkpoint)
+    if args.split:
+        from istpan.engine.export_split import export_split
+
+        out = args.out or str(Path(args.checkpoint).with_suffix(".onnx"))
+        result = export_split(model, meta, out, num_segments=args.num_segments, tolerance=args.tolerance)
+        diff, shape = result["max_abs_diff"], ", ".join(map(str, result["feature_shape"]))
+        print(f"wrote {result['frame']} (frames (N, 3, S, S) -> features (N, {shape})), {result['head']} "
+              f"(features (B, K, {shape}) -> logits, any K) and {result['sidecar']}")
+        print(f"max_abs_diff frame={diff['frame']:.3g} head={diff['head']:.3g} (tolerance {args.tolerance:g}): ok")
+        return 0
     if args.format == "hf":
         from istpan.engine.checkpoint import load_checkpoint
         from istpan.models.hub import save_pretrained
