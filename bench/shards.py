@@ -3,7 +3,7 @@
     .venv/bin/python bench/shards.py [--videos 600] [--rounds 2] [--dir /tmp/istpan_bench_shards]
 
 The same generated H.264 videos (bench/video_index.py's: 24 frames, 48x64), as files (list format, the persistent
-index already filled, so files are at their best) and as shards written by `istpan data shard` (~1 MB each). One
+index already filled, so files are at their best) and as shards written by `istpan data shard` (~256 kB each). One
 epoch of the training loader (batch 16, K = 4, 32 px crops) is read for each source with 1 and 2 DataLoader workers,
 `--rounds` times alternating, best time kept; clips/s are compared in this one run.
 
@@ -87,7 +87,7 @@ def main() -> None:
     check_dataset({"train": load_split(files_cfg, "train")}, workers=2, progress=False, index=str(index))
     shards = args.dir / "shards"
     shutil.rmtree(shards, ignore_errors=True)
-    manifest = shard_dataset(files_cfg, out=shards, shard_size=10**6, workers=2, progress=False)["train"]
+    manifest = shard_dataset(files_cfg, out=shards, shard_size=256_000, workers=2, progress=False)["train"]
     shard_cfg = _config(root, format="webdataset", train_annotations=str(shards / "train.json"), root="")
     total_bytes = sum(s["bytes"] for s in manifest["shards"])
     print(f"{manifest['samples']} videos, {len(manifest['shards'])} shards, {total_bytes / 2**20:.1f} MB",

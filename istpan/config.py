@@ -53,7 +53,7 @@ class DataConfig:
     short_side: int = 256  # frames are resized to this short side while decoding
     backend: str = "pyav"  # pyav | opencv | frames
     index: str = "auto"  # persistent video index: auto (<root>/istpan_index.sqlite) | none | a file path
-    shuffle_buffer: int = 1000  # data.format=webdataset: samples held for shuffling (per DataLoader worker)
+    shuffle_buffer: int = 100  # data.format=webdataset: encoded videos held for shuffling, per DataLoader worker
     num_workers: int = 2
     train_crop: str = "multiscale"  # multiscale (TSN) | resized (RandomResizedCrop) | center (no crop augmentation)
     flip: bool = True  # random horizontal flip in training; false when classes depend on left/right

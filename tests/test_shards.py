@@ -161,6 +161,7 @@ def test_resume_mid_epoch_continues_with_the_same_batches(sharded):
     rest = [(b["index"].tolist(), b["video"]) for b in resumed]
     assert [r[0] for r in rest] == [w[0] for w in whole[1:]]
     assert all(torch.equal(a[1], b[1]) for a, b in zip(rest, whole[1:]))
+    assert len(list(resumed)) == len(whole)  # the skip was for that pass only
 
 
 def test_truncated_shard_and_failing_url_are_skipped_and_counted(sharded, tmp_path, caplog):

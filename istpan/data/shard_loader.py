@@ -146,6 +146,10 @@ class ShardStream(IterableDataset):
         self.template.set_epoch(epoch)  # shared memory: reaches persistent workers
 
     def skip(self, n: int) -> None:
+        """Start the next pass `n` samples in (resuming mid-epoch): exact, at the next batch, not a shard boundary."""
+        if n > 0:
+            log.info("resuming mid-epoch from shards: rank %d re-reads (without decoding) the %d samples it had done "
+                     "and continues at the next batch; no sample of this epoch is repeated or lost", self.rank, n)
         self._skip.fill_(n)
 
     def _worker_sizes(self) -> list[int]:
@@ -252,15 +256,18 @@ class ShardLoader:
 
     def __iter__(self) -> Iterator[dict]:
         items: list = []
-        for item in self.loader:
-            if item is not None:
-                item = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in item.items()}
-            items.append(item)
-            if len(items) == self.batch_size:
+        try:
+            for item in self.loader:
+                if item is not None:
+                    item = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in item.items()}
+                items.append(item)
+                if len(items) == self.batch_size:
+                    yield collate_clips(items)
+                    items = []
+            if items and not self.drop_last:
                 yield collate_clips(items)
-                items = []
-        if items and not self.drop_last:
-            yield collate_clips(items)
+        finally:
+            self.stream.skip(0)  # a resume skip applies to one pass only (every worker has read it by now)
 
 
 def build_shard_loader(data_cfg, *, split: str, train: bool, batch_size: int, num_workers: int, seed: int,
