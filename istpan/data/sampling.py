@@ -18,6 +18,7 @@ __all__ = [
     "dense_indices",
     "sample_indices",
     "segment_indices",
+    "stack_starts",
     "uniform_indices",
     "view_indices",
 ]
@@ -121,3 +122,24 @@ def view_indices(num_frames: int, *, method: str, length: int, stride: int = 1, 
         for c in range(clips)
     ]
     return torch.stack(rows)  # (clips, K)
+
+
+def stack_starts(
+    num_flow: int,
+    *,
+    method: str,
+    length: int,
+    stack: int,
+    stride: int = 1,
+    rng: torch.Generator | None = None,
+    offset: float = 0.5,
+) -> torch.Tensor:
+    """First flow frame of each of K stacks of `stack` (L) consecutive flow frames: (K,) long.
+
+    TSN's flow sampling: the K segments divide the num_flow - L + 1 valid start positions, so every stack fits in
+    the video. The caller checks num_flow >= L (a shorter video has no stack; data/flow_frames.py says so).
+    """
+    if stack < 1:
+        raise ValueError(f"stack length must be >= 1, got {stack}")
+    starts = max(1, num_flow - stack + 1)
+    return sample_indices(starts, method=method, length=length, stride=stride, rng=rng, offset=offset)

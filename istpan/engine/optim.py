@@ -6,6 +6,7 @@ exactly from the step counter, and so that short runs (a few dozen steps) still 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -18,16 +19,27 @@ __all__ = ["apply_partial_bn", "build_optimizer", "build_scheduler", "lr_factor"
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 
 
+def _bns(module: nn.Module):
+    return (m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+
+
 def apply_partial_bn(model: nn.Module) -> int:
-    """TSN's partial BN: every BatchNorm but the first keeps its ImageNet statistics and affine parameters.
+    """TSN's partial BN: every BatchNorm but the first (of each stream, in an RGB + flow model) keeps its ImageNet
+    statistics and affine parameters.
 
     Why: with small video batches (B·K frames of few videos) re-estimating BN statistics overfits; TSN freezes all
     but the first BN layer. Call after every `model.train()` (which would switch them back to batch statistics).
     Returns how many layers were frozen.
     """
     frozen = 0
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for bn in bns[1:]:
+    bns = list(_bns(model))
+    keep = {id(b) for b in bns[:1]}
+    for module in model.modules():  # a two-stream backbone (RGB + flow): the first BN of each stream stays trainable
+        for stream in getattr(module, "streams", []):
+            keep.update(id(b) for b in itertools.islice(_bns(stream), 1))
+    for bn in bns:
+        if id(bn) in keep:
+            continue
         bn.eval()
         for p in bn.parameters(recurse=False):
             p.requires_grad_(False)

@@ -11,6 +11,18 @@ size its per-scale projections W_j at construction time (timm's `features_only` 
 
 `pretrained` is a local file or `imagenet` / `torchvision:...` / `timm:...` (istpan/models/weights.py says where
 those come from); random init when None.
+
+`in_chans != 3` (optical-flow stacks of 2L channels) is handled here, once, for every family: the 3-channel backbone
+is built and its ImageNet weights loaded as usual, then the first convolution is replaced by one with `in_chans`
+inputs. With pretrained weights it gets TSN's cross-modality initialisation (Wang et al. 2016): the RGB filters
+averaged over their 3 input channels and that mean replicated over the `in_chans` channels. Without, it is freshly
+initialised (PyTorch's default), since averaging random filters only loses their diversity.
+
+Why not timm's `in_chans=`: timm (`timm.models._manipulate.adapt_input_conv`) repeats the R, G, B filters cyclically
+over the new channels and scales them by 3/in_chans, so flow channel x_1 would get the red filter, y_1 the green
+one, x_2 the blue one, ...: an arbitrary difference between channels that mean the same thing. TSN's average
+treats every flow channel alike, is what two-stream results are reported with, and works for the torchvision and
+BN-Inception backbones too, which have no `in_chans` argument.
 """
 
 from __future__ import annotations
@@ -32,7 +44,8 @@ from istpan.models.weights import (
     torchvision_weights_file,
 )
 
-__all__ = ["BACKBONES", "TIMM_BACKBONES", "Backbone", "FeatureInfo", "build_backbone"]
+__all__ = ["BACKBONES", "TIMM_BACKBONES", "Backbone", "FeatureInfo", "adapt_input_conv", "build_backbone",
+           "first_conv"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -53,9 +66,19 @@ class Backbone(nn.Module):
 
     feature_info: list[FeatureInfo]
     default_input_size: int = 224
+    in_chans: int = 3
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError
+
+    @property
+    def num_stages(self) -> int:
+        """Stages a pyramid can draw from (per stream for a two-stream backbone)."""
+        return len(self.feature_info)
+
+    def pyramid_indices(self, num_scales: int) -> list[int]:
+        """Which stages feed an N-scale pyramid, shallow -> deep, the last being the top map: the last N."""
+        return list(range(self.num_stages - num_scales, self.num_stages))
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -156,8 +179,48 @@ class TimmBackbone(Backbone):
         return list(self.model(x))
 
 
-def build_backbone(name: str, *, pretrained: str | Path | None = None) -> Backbone:
-    """Backbone by short name (see `BACKBONES`); `pretrained` is a local checkpoint file or None (random init)."""
+def first_conv(module: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
+    """(parent, attribute name, conv) of the first Conv2d in registration order: every backbone here registers its
+    stem first, so that is the convolution that sees the input frames."""
+    for parent in module.modules():
+        for attr, child in parent.named_children():
+            if isinstance(child, nn.Conv2d):
+                return parent, attr, child
+    raise ValueError(f"{type(module).__name__} has no Conv2d")
+
+
+def adapt_input_conv(backbone: Backbone, in_chans: int, *, pretrained: bool) -> Backbone:
+    """Make the backbone take `in_chans` input channels (see the module doc): TSN's cross-modality initialisation
+    when `pretrained`, a fresh convolution otherwise. In place; returns the backbone."""
+    if in_chans == backbone.in_chans:
+        return backbone
+    parent, attr, conv = first_conv(backbone)
+    if conv.in_channels != backbone.in_chans or conv.groups != 1:
+        raise ValueError(f"{type(backbone).__name__}: first conv {attr} takes {conv.in_channels} channels")
+    new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                    dilation=conv.dilation, bias=conv.bias is not None, padding_mode=conv.padding_mode)
+    new = new.to(device=conv.weight.device, dtype=conv.weight.dtype)
+    if pretrained:
+        with torch.no_grad():
+            mean = conv.weight.mean(dim=1, keepdim=True)  # (C_out, 1, kh, kw): the filters averaged over R, G, B
+            new.weight.copy_(mean.expand(-1, in_chans, -1, -1))  # (C_out, in_chans, kh, kw)
+            if conv.bias is not None:
+                new.bias.copy_(conv.bias)
+    setattr(parent, attr, new)
+    backbone.in_chans = in_chans
+    return backbone
+
+
+def build_backbone(name: str, *, pretrained: str | Path | None = None, in_chans: int = 3) -> Backbone:
+    """Backbone by short name (see `BACKBONES`); `pretrained` as in the module doc (None: random init);
+    `in_chans` input channels per frame (3 for RGB, 2L for a flow stack; see the module doc)."""
+    if in_chans < 1:
+        raise UserError(f"in_chans must be >= 1, got {in_chans}")
+    backbone = _build_rgb(name, pretrained=pretrained)
+    return adapt_input_conv(backbone, in_chans, pretrained=bool(pretrained))
+
+
+def _build_rgb(name: str, *, pretrained: str | Path | None) -> Backbone:
     if is_hub_weights(pretrained) and name in ("tiny", "bninception"):
         raise UserError(f"model.pretrained={pretrained}: neither torchvision nor timm has weights for the {name} "
                         f"backbone; give a local file (model.pretrained takes {PRETRAINED_FORMS})")

@@ -21,7 +21,8 @@ from typing import Any
 from torch import nn
 
 from istpan.errors import UserError
-from istpan.models.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from istpan.modality import DEFAULT_FLOW_LENGTH, MODALITIES, in_channels, input_stats
+from istpan.models.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, Backbone, build_backbone
 from istpan.models.classifier import HEADS, VideoClassifier
 from istpan.models.pyramid_attention import FUSIONS, POOL_WEIGHTS, REDUCTIONS, TIME_ENCODINGS, PyramidAttention
 
@@ -42,8 +43,10 @@ DEFAULT_OPTIONS: dict[str, Any] = dict(
     multi_label=False,
     time_encoding="none",  # ours, opt-in: "fourier" makes the attention order-aware (docs/models.md)
     head="mean",  # "glimpse" keeps the d glimpses apart in the head instead of averaging them
+    modality="rgb",  # rgb | flow (2L-channel stacks) | rgb+flow (two backbones, one pyramid: models/two_stream.py)
+    flow_length=DEFAULT_FLOW_LENGTH,  # L flow frames per segment (flow and rgb+flow)
 )
-_TSN_OPTIONS = ("input_size", "dropout", "multi_label")
+_TSN_OPTIONS = ("input_size", "dropout", "multi_label", "modality", "flow_length")
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -78,9 +81,11 @@ def _resolve(name: str, allowed: tuple[str, ...], options: dict[str, Any], **ove
         raise UserError(f"{name}: unknown option(s) {', '.join(unknown)} (known: {', '.join(allowed)})")
     resolved = {k: DEFAULT_OPTIONS[k] for k in allowed} | overrides | options
     for key, choices in (("reduce", REDUCTIONS), ("fuse", FUSIONS), ("pool_weights", POOL_WEIGHTS),
-                         ("time_encoding", TIME_ENCODINGS), ("head", HEADS)):
+                         ("time_encoding", TIME_ENCODINGS), ("head", HEADS), ("modality", MODALITIES)):
         if key in resolved and resolved[key] not in choices:
             raise UserError(f"{name}: {key}={resolved[key]!r} is not one of {', '.join(choices)}")
+    if int(resolved["flow_length"]) < 1:
+        raise UserError(f"{name}: flow_length must be >= 1, got {resolved['flow_length']}")
     if not 0.0 <= float(resolved["dropout"]) < 1.0:
         raise UserError(f"{name}: dropout must be in [0, 1), got {resolved['dropout']}")
     return resolved
@@ -99,10 +104,16 @@ def _build(
         options = {k: v for k, v in options.items() if k not in ignored}
     allowed = tuple(DEFAULT_OPTIONS) if attention else _TSN_OPTIONS
     opts = _resolve(name, allowed, options, **({"num_scales": 1} if single else {}))
-    backbone = build_backbone(backbone_name, pretrained=pretrained)
-    stages = len(backbone.feature_info)
+    modality, flow_length = opts["modality"], int(opts["flow_length"])
+    if modality == "rgb+flow":
+        from istpan.models.two_stream import TwoStreamBackbone
+
+        backbone: Backbone = TwoStreamBackbone(backbone_name, flow_length=flow_length, pretrained=pretrained)
+    else:
+        backbone = build_backbone(backbone_name, pretrained=pretrained, in_chans=in_channels(modality, flow_length))
+    stages = backbone.num_stages
     opts["input_size"] = int(opts["input_size"] or backbone.default_input_size)
-    attn_module, scales = None, [stages - 1]
+    attn_module, scales = None, backbone.pyramid_indices(1)
     if attention:
         if single and opts["num_scales"] != 1:
             raise UserError(f"{name}: single-scale model takes num_scales=1, got {opts['num_scales']}")
@@ -112,7 +123,7 @@ def _build(
         opts["d"] = int(opts["d"] or math.ceil(opts["input_size"] / top.reduction) ** 2)
         if opts["d"] < 1:
             raise UserError(f"{name}: d (number of glimpses) must be >= 1, got {opts['d']}")
-        scales = list(range(stages - int(opts["num_scales"]), stages))
+        scales = backbone.pyramid_indices(int(opts["num_scales"]))
         attn_module = PyramidAttention(
             [backbone.feature_info[i].num_chs for i in scales],
             d=opts["d"], reduce=opts["reduce"], fuse=opts["fuse"], pool_weights=opts["pool_weights"],
@@ -124,7 +135,8 @@ def _build(
         head=opts["head"] if attention else "mean",
     )
     model.model_options = opts
-    model.pretrained_cfg = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=opts["input_size"])
+    mean, std = input_stats(modality, flow_length, IMAGENET_MEAN, IMAGENET_STD)
+    model.pretrained_cfg = dict(mean=mean, std=std, input_size=opts["input_size"])
     return model
 
 

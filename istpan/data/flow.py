@@ -1,0 +1,253 @@
+"""Optical flow: computing it (TV-L1, DIS, Farneback), its 8-bit encoding, and `istpan data flow` for a whole dataset.
+
+The encoding is TSN's `dense_flow` one, so folders written here and folders written by TSN / MMAction2's
+`denseflow` are interchangeable: each component is clipped to ±bound pixels (bound 20) and mapped linearly to
+0..255, `u = round(255 · (v + bound) / (2 · bound))`, then stored as a grey JPEG (`flow_x_00001.jpg`,
+`flow_y_00001.jpg`: the flow from frame 1 to frame 2, 1-based). One step is 2·bound/255 ≈ 0.157 px.
+
+Why OpenCV: TV-L1 (Zach et al. 2007, `cv2.optflow.DualTVL1OpticalFlow`, the two-stream / TSN / I3D standard) is in
+opencv-contrib only, and DIS (Kroeger et al. 2016) and Farneback are OpenCV's fast CPU methods; no other maintained
+CPU library offers all three. OpenCV is the optional `istpan[opencv]` extra (opencv-contrib-python-headless), imported
+lazily, so reading existing flow folders (`istpan.data.flow_frames`) never needs it.
+
+A dataset is written with one worker process per core, each video into a hidden temporary folder that is renamed
+into place only when complete: a finished video is skipped by a rerun, a video killed half-way (SIGKILL, power loss)
+leaves only its temporary folder, which the rerun deletes and redoes. A video that cannot be decoded is logged and
+skipped; the run goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from istpan.data._backends import VideoError
+from istpan.errors import UserError
+
+__all__ = [
+    "DEFAULT_BOUND",
+    "FLOW_ALGORITHMS",
+    "FlowEstimator",
+    "FlowJob",
+    "dequantise",
+    "extract_flow",
+    "flow_folder",
+    "frames_flow",
+    "quantise",
+    "write_video_flow",
+]
+
+FLOW_ALGORITHMS = ("tvl1", "dis", "farneback")
+DEFAULT_BOUND = 20.0  # pixels; TSN / MMAction2's bound
+JPEG_QUALITY = 95  # dense_flow's (OpenCV's default) quality
+PARTIAL_PREFIX = ".partial-"  # temporary folder of a video being written; deleted and redone by a rerun
+
+log = logging.getLogger(__name__)
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as err:
+        raise UserError("optical flow needs OpenCV with its contrib modules: "
+                        "pip install 'istpan[opencv]' (opencv-contrib-python-headless)") from err
+    return cv2
+
+
+class FlowEstimator:
+    """`estimator(prev, next)`: dense flow float32 (H, W, 2) from prev to next, both grey uint8 (H, W).
+
+    The OpenCV object is built once and reused for every pair (building TV-L1 costs as much as a small frame pair).
+    Parameters are OpenCV's defaults (TV-L1 as in dense_flow; DIS "medium" preset; Farneback with the values of
+    OpenCV's own sample: pyramid 0.5 x 3 levels, window 15, 3 iterations, poly_n 5, sigma 1.2).
+    """
+
+    def __init__(self, algorithm: str = "tvl1") -> None:
+        if algorithm not in FLOW_ALGORITHMS:
+            raise UserError(f"unknown flow algorithm '{algorithm}' (choose from {', '.join(FLOW_ALGORITHMS)})")
+        cv2 = self._cv2 = _cv2()
+        self.algorithm = algorithm
+        self._impl = None
+        if algorithm == "tvl1":
+            if not hasattr(cv2, "optflow"):
+                raise UserError("TV-L1 flow needs OpenCV's contrib modules (cv2.optflow): pip uninstall "
+                                "opencv-python-headless && pip install opencv-contrib-python-headless")
+            self._impl = cv2.optflow.DualTVL1OpticalFlow_create()
+        elif algorithm == "dis":
+            self._impl = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+
+    def __call__(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        if self.algorithm == "farneback":
+            flow = self._cv2.calcOpticalFlowFarneback(prev, nxt, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        else:
+            flow = self._impl.calc(prev, nxt, None)
+        return np.asarray(flow, dtype=np.float32)  # (H, W, 2): (dx, dy)
+
+
+@functools.cache
+def _estimator(algorithm: str) -> FlowEstimator:
+    """One estimator per algorithm and process, reused by on-the-fly flow (data loader workers are processes)."""
+    return FlowEstimator(algorithm)
+
+
+def quantise(flow: np.ndarray, bound: float = DEFAULT_BOUND) -> np.ndarray:
+    """float flow in pixels -> uint8, TSN's mapping: clip to ±bound, then round(255 · (v + bound) / (2 · bound))."""
+    scaled = (np.clip(flow, -bound, bound) + bound) * (255.0 / (2.0 * bound))
+    return np.rint(scaled).astype(np.uint8)
+
+
+def dequantise(code: np.ndarray, bound: float = DEFAULT_BOUND) -> np.ndarray:
+    """uint8 -> float flow in pixels (the inverse of `quantise` up to half a step, 2·bound/255 / 2)."""
+    return code.astype(np.float32) * (2.0 * bound / 255.0) - bound
+
+
+def _grey(frame: np.ndarray) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> grey uint8 (H, W) with ITU-R 601 weights (what cv2.cvtColor(RGB2GRAY) does)."""
+    return np.rint(frame[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.uint8)
+
+
+def frames_flow(frames: np.ndarray, *, algorithm: str = "tvl1", bound: float = DEFAULT_BOUND) -> np.ndarray:
+    """Flow between consecutive frames, encoded as stored on disk: RGB uint8 (T, H, W, 3) -> uint8 (T-1, 2, H, W).
+
+    Used for on-the-fly flow (small datasets, predict): the same quantisation as the folders, so a model trained on
+    folders sees the same values when flow is computed on the fly.
+    """
+    if len(frames) < 2:
+        raise ValueError(f"flow needs at least 2 frames, got {len(frames)}")
+    estimate = _estimator(algorithm)
+    grey = [_grey(np.asarray(f)) for f in frames]
+    flows = [quantise(estimate(a, b), bound) for a, b in itertools.pairwise(grey)]  # (T-1) x (H, W, 2)
+    return np.stack(flows).transpose(0, 3, 1, 2)  # (T-1, 2, H, W)
+
+
+# ------------------------------------------------------------------------------------------- one video to disk
+def flow_folder(video: str | Path, *, root: str | Path, out: str | Path) -> Path:
+    """Where a video's flow goes: its path relative to `root`, without suffix, under `out` (MMAction2's layout:
+    `out/<class>/<video name>/flow_x_00001.jpg` for UCF101's `<class>/<video>.avi`)."""
+    video = Path(video)
+    try:
+        rel = video.relative_to(root) if root else Path(video.name)
+    except ValueError:
+        rel = Path(video.name)  # a video outside the root (absolute path in a list file): by its name
+    return Path(out) / rel.with_suffix("")
+
+
+def write_video_flow(
+    video: str | Path,
+    folder: str | Path,
+    *,
+    algorithm: str = "tvl1",
+    bound: float = DEFAULT_BOUND,
+    short_side: int | None = 256,
+) -> int:
+    """Compute and write one video's flow folder atomically; returns the number of flow frames (frames - 1).
+
+    Frames are streamed (flat memory for any length), resized to `short_side` (aspect kept; TSN resizes to 340x256
+    whatever the aspect) and turned grey; each pair's flow goes to `flow_x_%05d.jpg` / `flow_y_%05d.jpg` in a
+    temporary folder beside `folder`, renamed to `folder` at the end.
+    """
+    from istpan.data.decode import iter_frames  # PyAV, only in the processes that decode
+
+    cv2 = _cv2()
+    folder = Path(folder)
+    tmp = folder.parent / f"{PARTIAL_PREFIX}{folder.name}"
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run: redo it
+    tmp.mkdir(parents=True)
+    estimate = FlowEstimator(algorithm)
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    prev, count = None, 0
+    try:
+        for _, frame in iter_frames(video, short_side=short_side):
+            grey = _grey(frame.numpy())
+            if prev is not None:
+                code = quantise(estimate(prev, grey), bound)  # (H, W, 2) uint8
+                count += 1
+                for axis, name in ((0, "flow_x"), (1, "flow_y")):
+                    if not cv2.imwrite(str(tmp / f"{name}_{count:05d}.jpg"), code[..., axis], params):
+                        raise OSError(f"cannot write {tmp / name}_{count:05d}.jpg")
+            prev = grey
+        if count == 0:
+            raise VideoError(video, "fewer than 2 frames decode: no optical flow")
+        os.replace(tmp, folder)  # atomic on one file system: the folder exists only when complete
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return count
+
+
+# ------------------------------------------------------------------------------------------- a whole dataset
+@dataclass(frozen=True)
+class FlowJob:
+    """One video to convert: where it is read and where its folder goes."""
+
+    video: str
+    folder: str
+
+
+def _init_worker() -> None:
+    """One thread per worker process: the parallelism is across videos (OpenCV and torch would oversubscribe)."""
+    import torch
+
+    torch.set_num_threads(1)
+    with contextlib.suppress(UserError):
+        _cv2().setNumThreads(1)
+
+
+def _run_job(job: FlowJob, algorithm: str, bound: float, short_side: int | None) -> tuple[str, int, str]:
+    """(video, flow frames, error message or "") — never raises for a bad video, so one file cannot stop the pool."""
+    try:
+        return job.video, write_video_flow(job.video, job.folder, algorithm=algorithm, bound=bound,
+                                           short_side=short_side), ""
+    except VideoError as err:
+        return job.video, 0, str(err)
+    except (OSError, ValueError, RuntimeError) as err:  # a decoder failure that slipped past decode.py's checks
+        return job.video, 0, f"{job.video}: {type(err).__name__}: {err}"
+
+
+def extract_flow(
+    jobs: Sequence[FlowJob],
+    *,
+    algorithm: str = "tvl1",
+    bound: float = DEFAULT_BOUND,
+    short_side: int | None = 256,
+    workers: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Write the flow folders of `jobs`; returns dict(written, skipped (already complete), frames, failed=[lines]).
+
+    A folder that exists is complete (it only appears by rename), so it is skipped. Partial folders are removed
+    when their video is redone.
+    """
+    FlowEstimator(algorithm)  # fail fast (missing OpenCV contrib, unknown algorithm) before any process starts
+    todo = [j for j in jobs if not Path(j.folder).is_dir()]
+    result = dict(written=0, skipped=len(jobs) - len(todo), frames=0, failed=[])
+    bar = dict(total=len(todo), desc=f"flow ({algorithm})", unit="video", disable=not progress, dynamic_ncols=True)
+    args = ([algorithm] * len(todo), [bound] * len(todo), [short_side] * len(todo))
+    if workers <= 1 or len(todo) <= 1:
+        _init_worker()
+        outcomes = map(_run_job, todo, *args)
+        return _collect(tqdm(outcomes, **bar), result)
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+        return _collect(tqdm(pool.map(_run_job, todo, *args), **bar), result)
+
+
+def _collect(outcomes, result: dict) -> dict:
+    for _video, frames, error in outcomes:
+        if error:
+            log.warning("skipping %s", error)
+            result["failed"].append(error)
+        else:
+            result["written"] += 1
+            result["frames"] += frames
+    return result
