@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from istpan.errors import UserError
+from istpan.modality import FLOW_ALGORITHMS, MODALITIES
 
 __all__ = [
     "AugmentConfig",
@@ -57,6 +58,14 @@ class DataConfig:
     num_workers: int = 2
     train_crop: str = "multiscale"  # multiscale (TSN) | resized (RandomResizedCrop) | center (no crop augmentation)
     flip: bool = True  # random horizontal flip in training; false when classes depend on left/right
+    # Optical flow (docs/flow.md). modality: rgb | flow (K stacks of flow_length flow frames, 2L channels) |
+    # rgb+flow (both, for feature-level fusion). flow_root: the folders `istpan data flow` wrote (TSN / MMAction2
+    # flow_x_/x_ folders read too); "" computes flow on the fly from the videos (small datasets).
+    modality: str = "rgb"
+    flow_length: int = 5  # L
+    flow_root: str = ""
+    flow_algorithm: str = "tvl1"  # tvl1 | dis | farneback (`istpan data flow` and on-the-fly flow)
+    flow_bound: float = 20.0  # pixels mapped to 0..255 (TSN's ±20)
 
 
 @dataclass
@@ -153,7 +162,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.backend": ("pyav", "opencv", "frames"),
     "data.train_crop": ("multiscale", "resized", "center"),
     "augment.policy": ("none", "randaugment", "trivialaugment"),
+    "data.modality": MODALITIES,
+    "data.flow_algorithm": FLOW_ALGORITHMS,
 }
+
 
 @dataclass(frozen=True)
 class Range:
@@ -220,6 +232,8 @@ RANGES: dict[str, Range] = {
     "optim.backbone_lr_mult": Range(ge=0.0),
     "train.accumulate_steps": Range(ge=1),
     "train.ema_decay": Range(ge=0.0, le=0.999999),
+    "data.flow_length": Range(ge=1, why="L flow frames per stack"),
+    "data.flow_bound": Range(gt=0.0, why="flow is clipped to ±bound pixels"),
 }
 
 

@@ -1,4 +1,5 @@
-"""`istpan data check` (scan a dataset for broken videos and annotation problems) and `istpan data synth`.
+"""`istpan data check` (scan a dataset for broken videos and annotation problems), `istpan data flow` (optical flow
+folders) and `istpan data synth`.
 
     istpan data check --config configs/ucf101.yaml                       # both splits of a configured dataset
     istpan data check --format hmdb51 --root data/hmdb51/videos \\
@@ -18,11 +19,21 @@ import sys
 from istpan.data import synth
 from istpan.errors import UserError
 
+FLOW_HELP = """Compute the optical flow of every video of a dataset config (both splits) into the TSN / MMAction2
+layout: OUT/<video path relative to data.root, without suffix>/flow_x_00001.jpg, flow_y_00001.jpg, ... (the flow
+from frame i to i+1, clipped to ±bound pixels and mapped to 0..255 as TSN's dense_flow). Resumable: finished videos
+are skipped; a video interrupted half-way is redone. A video that cannot be decoded is reported and skipped (exit
+status 1).
+
+    istpan data flow --config configs/ucf101_flow.yaml --out data/ucf101/flow                # TV-L1, all cores
+    istpan data flow --config configs/synthetic_flow.yaml --out data/synthetic/flow --algorithm dis
+"""
+
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("data", help="dataset tools: check a dataset, shard it, generate the synthetic one",
+    p = subparsers.add_parser("data", help="dataset tools: check, shard, optical flow, the synthetic dataset",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(run=run, _data_parser=p)
     sub = p.add_subparsers(dest="data_command", metavar="ACTION")
@@ -52,6 +63,17 @@ def add_parser(subparsers) -> None:
     h.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="parallel processes")
     h.add_argument("--seed", type=int, default=0, help="seed of the shuffle before sharding")
     h.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f = sub.add_parser("flow", help="compute optical flow of every video into TSN/MMAction2 flow_x_/flow_y_ folders",
+                       description=FLOW_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    f.add_argument("--config", required=True, help="YAML config; its data section says which videos")
+    f.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.split=2")
+    f.add_argument("--out", required=True, help="folder for the flow folders (then train with data.flow_root=OUT)")
+    f.add_argument("--algorithm", choices=["tvl1", "dis", "farneback"],
+                   help="tvl1 (TSN's, slow), dis or farneback (fast); default: the config's data.flow_algorithm")
+    f.add_argument("--bound", type=float, help="flow clipped to ±bound pixels (default: data.flow_bound, 20)")
+    f.add_argument("--short-side", type=int, help="resize frames to this short side first (default data.short_side)")
+    f.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (default: cores)")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = sub.add_parser("synth", help="generate the synthetic action dataset (real H.264 videos, list files)")
     synth.add_arguments(s)
@@ -128,12 +150,41 @@ def run_shard(args) -> int:
     return 1 if any(m["skipped"] for m in manifests.values()) else 0
 
 
+def run_flow(args) -> int:
+    from istpan.config import load_config
+    from istpan.data.flow import FlowJob, extract_flow, flow_folder
+    from istpan.data.video_dataset import load_split
+
+    cfg = load_config(args.config, args.overrides).data
+    videos: dict[str, None] = {}  # both splits, each video once, in order
+    for split, given in (("train", cfg.train_annotations), ("val", cfg.val_annotations)):
+        if given or (cfg.format in ("synthetic", "folder") and cfg.root):
+            videos.update(dict.fromkeys(r.path for r in load_split(cfg, split).records))
+    if not videos:
+        raise UserError("data flow: no annotations; set data.train_annotations / data.val_annotations in the config")
+    jobs = [FlowJob(v, str(flow_folder(v, root=cfg.root, out=args.out))) for v in videos]
+    algorithm = args.algorithm or cfg.flow_algorithm
+    bound = args.bound if args.bound is not None else cfg.flow_bound
+    short_side = args.short_side if args.short_side is not None else (cfg.short_side or None)
+    print(f"optical flow ({algorithm}, bound {bound:g}, short side {short_side}) of {len(jobs)} videos into "
+          f"{args.out} with {args.workers} workers", file=sys.stderr)
+    result = extract_flow(jobs, algorithm=algorithm, bound=bound, short_side=short_side, workers=args.workers,
+                          progress=not args.no_progress)
+    print(f"written {result['written']}, already done {result['skipped']}, failed {len(result['failed'])} "
+          f"({result['frames']} flow frames written); train with data.modality=flow data.flow_root={args.out}")
+    for line in result["failed"]:
+        print(f"error: {line}", file=sys.stderr)
+    return 1 if result["failed"] else 0
+
+
 def run(args) -> int:
     command = getattr(args, "data_command", None)
     if command == "check":
         return run_check(args)
     if command == "shard":
         return run_shard(args)
+    if command == "flow":
+        return run_flow(args)
     if command == "synth":
         return int(args._data_run(args) or 0)
     args._data_parser.print_help()

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from istpan.data._backends import VideoError
 from istpan.errors import UserError
+from istpan.modality import FLOW_ALGORITHMS
 
 __all__ = [
     "DEFAULT_BOUND",
@@ -48,7 +49,6 @@ __all__ = [
     "write_video_flow",
 ]
 
-FLOW_ALGORITHMS = ("tvl1", "dis", "farneback")
 DEFAULT_BOUND = 20.0  # pixels; TSN / MMAction2's bound
 JPEG_QUALITY = 95  # dense_flow's (OpenCV's default) quality
 PARTIAL_PREFIX = ".partial-"  # temporary folder of a video being written; deleted and redone by a rerun

@@ -72,11 +72,17 @@ def _check_length(where: str | Path, available: int, length: int) -> None:
 
 
 def read_flow_stacks(
-    folder: str | Path, starts: torch.Tensor, *, length: int, short_side: int | None = None
+    folder: str | Path,
+    starts: torch.Tensor,
+    *,
+    length: int,
+    short_side: int | None = None,
+    size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Flow stacks starting at `starts` (K,) (0-based flow frame indices): uint8 (K, 2L, H, W).
 
-    Each image is read once even when stacks overlap; `short_side` resizes them (bilinear, aspect kept). The flow
+    Each image is read once even when stacks overlap; `short_side` resizes them (bilinear, aspect kept), `size`
+    (H, W) to exactly that (onto the RGB frames of an rgb+flow clip, whatever size another tool wrote). The flow
     values are not rescaled with the image (TSN's habit: a stack is treated as an image).
     """
     xs, ys = flow_files(folder)
@@ -84,8 +90,7 @@ def read_flow_stacks(
     wanted = sorted({int(s) + j for s in starts.tolist() for j in range(length)})
     if wanted and (wanted[0] < 0 or wanted[-1] >= len(xs)):
         raise VideoError(folder, f"flow frame {wanted[-1]} requested but the folder holds {len(xs)}")
-    size = None
-    if short_side is not None:
+    if size is None and short_side is not None:
         with Image.open(xs[0]) as first:
             size = resized_size(first.height, first.width, short_side)
     cache = {i: np.stack([_load_grey(xs[i], size), _load_grey(ys[i], size)]) for i in wanted}  # i -> (2, H, W)

@@ -14,6 +14,10 @@ Test-time pipeline, for a video of n frames (or a window of n frames starting at
 
 The view / to_input split lets the viz modules draw on exactly the pixels the model saw. Every step works on any
 leading shape, so one frame (H, W, 3) -> (3, s, s) is the same code (`frame_input`, what a stream feeds).
+
+A flow checkpoint (`modality` flow or rgb+flow, docs/flow.md) sees C = 2L or 3 + 2L channels instead of 3: `read`
+computes the K flow stacks from the video on the fly (TSN's stack sampling, the checkpoint's algorithm and bound),
+`view` / `to_input` work on any channel count, `transform` negates horizontal flow in mirrored crops.
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ __all__ = ["Preprocessing"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)  # = istpan.data.transforms.IMAGENET_MEAN (not imported: keeps this module light)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _stats(modality: str, flow_length: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    from istpan.modality import input_stats
+
+    return input_stats(modality, flow_length, _IMAGENET_MEAN, _IMAGENET_STD)
 
 
 def _test_ratio(input_size: int) -> int:
@@ -50,6 +60,10 @@ class Preprocessing:
     sampling: str = "segment"  # segment (TSN) | dense | uniform; see istpan.data.sampling
     clip_len: int = 8  # dense sampling: frames per clip (the K of a dense checkpoint)
     frame_stride: int = 1  # dense sampling: step between frames
+    modality: str = "rgb"  # rgb | flow | rgb+flow (istpan/modality.py)
+    flow_length: int = 5  # L flow frames per segment (flow, rgb+flow)
+    flow_algorithm: str = "tvl1"  # flow computed on the fly at test time: the algorithm the training flow used
+    flow_bound: float = 20.0
 
     def __post_init__(self) -> None:  # tuples, whatever came in (lists from JSON / a checkpoint)
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -62,16 +76,23 @@ class Preprocessing:
                          std: Sequence[float] | None = None) -> Preprocessing:
         """From a `DataConfig` and the backbone's mean/std (`model.pretrained_cfg`; ImageNet's when None)."""
         d = data_cfg
+        modality, flow_length = str(getattr(d, "modality", "rgb")), int(getattr(d, "flow_length", 5))
+        if mean is None:
+            mean, std = _stats(modality, flow_length)
         return cls(
             input_size=int(d.input_size),
             short_side=int(d.short_side),
             resize=max(int(d.short_side), int(d.input_size)),
-            mean=tuple(mean or _IMAGENET_MEAN),
-            std=tuple(std or _IMAGENET_STD),
+            mean=tuple(mean),
+            std=tuple(std),
             num_segments=int(d.test_segments),
             sampling=str(d.sampling),
             clip_len=int(d.clip_len),
             frame_stride=int(d.frame_stride),
+            modality=modality,
+            flow_length=flow_length,
+            flow_algorithm=str(getattr(d, "flow_algorithm", "tvl1")),
+            flow_bound=float(getattr(d, "flow_bound", 20.0)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,6 +113,9 @@ class Preprocessing:
         d = dict(data or {})
         input_size = int(d.get("input_size") or 224)
         num_segments = int(d.get("num_segments") or 8)
+        modality, flow_length = str(d.get("modality") or "rgb"), int(d.get("flow_length") or 5)
+        if modality != "rgb" and mean is None:
+            mean, std = _stats(modality, flow_length)
         return cls(
             input_size=input_size,
             short_side=int(d["short_side"]) if d.get("short_side") is not None else _test_ratio(input_size),
@@ -102,6 +126,10 @@ class Preprocessing:
             sampling=str(d.get("sampling") or "segment"),
             clip_len=int(d.get("clip_len") or num_segments),
             frame_stride=int(d.get("frame_stride") or 1),
+            modality=modality,
+            flow_length=flow_length,
+            flow_algorithm=str(d.get("flow_algorithm") or "tvl1"),
+            flow_bound=float(d.get("flow_bound") or 20.0),
         )
 
     @classmethod
@@ -148,12 +176,32 @@ class Preprocessing:
         """
         from istpan.data.decode import VideoError, count_frames, read_frames
 
+        if self.modality != "rgb":
+            return self._read_flow(path, backend=backend)
         n = count_frames(path, backend=backend)
         if n <= 0:
             raise VideoError(path, "no frame could be decoded")
         indices = self.indices(n)
         frames = read_frames(path, indices, backend=backend, short_side=self.decode_short_side)  # (K, H, W, 3)
         return self.view(frames), indices, n
+
+    def _read_flow(self, path: str | Path, *, backend: str) -> tuple[torch.Tensor, list[int], int]:
+        """Flow stacks computed from the video: (views uint8 (K, s, s, C), stack starts, frame count)."""
+        from istpan.data.decode import VideoError, count_frames, read_frames
+        from istpan.data.flow_frames import stacks_from_video
+        from istpan.data.sampling import stack_starts
+
+        n, length = count_frames(path, backend=backend), self.flow_length
+        if n - 1 < length:
+            raise VideoError(path, f"{max(n - 1, 0)} flow frames, too short for a stack of L={length} flow frames")
+        method = "segment" if self.sampling == "dense" else self.sampling
+        starts = stack_starts(n - 1, method=method, length=self.num_frames, stack=length)  # (K,)
+        stacks = stacks_from_video(path, starts, length=length, num_frames=n, short_side=self.decode_short_side,
+                                   algorithm=self.flow_algorithm, bound=self.flow_bound)  # (K, 2L, H, W)
+        if self.modality == "rgb+flow":  # the RGB frame at each stack's centre first
+            rgb = read_frames(path, starts + length // 2, backend=backend, short_side=self.decode_short_side)
+            stacks = torch.cat([rgb.movedim(-1, -3), stacks], dim=1)  # (K, 3 + 2L, H, W)
+        return self.view(stacks.movedim(-3, -1)), [int(s) for s in starts], n
 
     # ------------------------------------------------------------------------------------------- pixels
 
@@ -169,7 +217,12 @@ class Preprocessing:
         """uint8 views (..., s, s, 3) -> normalised float (..., 3, s, s), the network's input."""
         from torchvision.transforms.v2 import functional as F
 
-        x = F.to_dtype(views.movedim(-1, -3).contiguous(), torch.float32, scale=True)  # (..., 3, s, s)
+        if views.shape[-1] != len(self.mean):
+            from istpan.errors import UserError
+
+            raise UserError(f"this checkpoint takes {self.modality} input with {len(self.mean)} channels per frame, "
+                            f"got {views.shape[-1]}; give it video files (flow is computed from them)")
+        x = F.to_dtype(views.movedim(-1, -3).contiguous(), torch.float32, scale=True)  # (..., C, s, s)
         return F.normalize(x, list(self.mean), list(self.std))
 
     def frame_input(self, frame: torch.Tensor) -> torch.Tensor:
@@ -181,6 +234,12 @@ class Preprocessing:
         (crops, K, 3, s, s). With one crop it computes what `to_input(view(...))` does (same torchvision ops)."""
         from istpan.data.transforms import test_transform
 
+        if self.modality != "rgb":
+            from istpan.data.flow_transforms import flow_test_transform
+            from istpan.modality import flow_x_channels
+
+            return flow_test_transform(input_size=self.input_size, resize=self.resize, mean=self.mean, std=self.std,
+                                       x_channels=flow_x_channels(self.modality, self.flow_length), crops=crops)
         return test_transform(input_size=self.input_size, resize=self.resize, mean=self.mean, std=self.std,
                               crops=crops)
 

@@ -19,8 +19,9 @@ from istpan.config import AugmentConfig, DataConfig
 from istpan.data import index as video_index
 from istpan.data.datasets import FORMATS, Annotations, VideoRecord, parse_annotations
 from istpan.data.decode import VideoError, count_frames, read_frames
+from istpan.data.flow import flow_folder
 from istpan.data.preprocess import Preprocessing
-from istpan.data.sampling import clip_generator, sample_indices, view_indices
+from istpan.data.sampling import clip_generator, sample_indices, stack_starts, view_indices
 from istpan.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform
 from istpan.errors import UserError
 
@@ -33,8 +34,11 @@ _FRAMES, _AUGMENT, _REPLACEMENT = 0, 1, 2  # independent random streams per (see
 
 
 class VideoDataset(torch.utils.data.Dataset):
-    """dataset[i] -> dict(video=float (K, 3, h, w) or (V, K, 3, h, w) with V = clips x crops > 1,
+    """dataset[i] -> dict(video=float (K, C, h, w) or (V, K, C, h, w) with V = clips x crops > 1,
     label=long () or float multi-hot (num_classes,), index=i) or None when the video can't be decoded.
+
+    C = 3 for modality "rgb", 2L for "flow" (L consecutive flow frames per segment), 3 + 2L for "rgb+flow"
+    (istpan/modality.py).
     """
 
     def __init__(
@@ -54,6 +58,12 @@ class VideoDataset(torch.utils.data.Dataset):
         seed: int = 0,
         replace_failed: bool | None = None,
         index_path: str | Path | None = None,
+        modality: str = "rgb",
+        flow_length: int = 5,
+        flow_root: str | None = None,
+        root: str = "",
+        flow_algorithm: str = "dis",
+        flow_bound: float = 20.0,
     ):
         self.records = list(records)
         self.class_names = list(class_names)
@@ -69,6 +79,13 @@ class VideoDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.replace_failed = train if replace_failed is None else replace_failed
         self.index_path = str(index_path) if index_path else None  # persistent video index (istpan.data.index)
+        # Modality (docs/flow.md): what one segment is; flow comes from `flow_root` folders or is computed on the fly.
+        self.modality = modality
+        self.flow_length = flow_length
+        self.flow_root = flow_root or None
+        self.root = root
+        self.flow_algorithm = flow_algorithm
+        self.flow_bound = flow_bound
         self._epoch = torch.zeros((), dtype=torch.long).share_memory_()  # seen by workers forked or spawned earlier
 
     @property
@@ -107,10 +124,10 @@ class VideoDataset(torch.utils.data.Dataset):
     def load_record(self, record: VideoRecord, index: int) -> dict:
         """Load any record (e.g. one streamed from a shard) as item `index`: randomness follows (seed, epoch, index)."""
         try:
-            frames = self._frames(record, index)  # (V·K, H, W, 3) uint8
+            load = self._frames if self.modality == "rgb" else self._flow
+            video = load(record, index)  # (V·K, C, H, W) uint8
         except (av.error.FFmpegError, OSError) as err:  # a decoder failure that slipped past decode.py's checks
             raise VideoError(record.path, f"decoding failed ({err})") from err
-        video = frames.permute(0, 3, 1, 2)  # (V·K, 3, H, W)
         if self.train:
             with torch.random.fork_rng(devices=[]):  # augmentation from (seed, epoch, index), global RNG untouched
                 torch.manual_seed(int(torch.randint(2**62, (1,), generator=self._rng(index, _AUGMENT))))
@@ -136,7 +153,51 @@ class VideoDataset(torch.utils.data.Dataset):
             idx = sample_indices(n, **opts, rng=self._rng(index, _FRAMES))  # (K,)
         else:
             idx = view_indices(n, **opts, clips=self.views[0]).flatten()  # (clips·K,)
-        return read_frames(record.path, idx, backend=self.backend, short_side=self.short_side)
+        return read_frames(record.path, idx, backend=self.backend, short_side=self.short_side).permute(0, 3, 1, 2)
+
+    def _flow(self, record: VideoRecord, index: int) -> torch.Tensor:
+        """uint8 (V·K, 2L, H, W) flow stacks, or (V·K, 3 + 2L, H, W) with the RGB frame at each stack's centre.
+
+        TSN's flow sampling: K segments over the start positions where an L-stack fits (`stack_starts`).
+        """
+        from istpan.data import flow_frames  # flow reading only where flow is used
+
+        length = self.flow_length
+        folder = flow_folder(record.path, root=self.root, out=self.flow_root) if self.flow_root else None
+        try:
+            n_flow = flow_frames.count_flow(folder) if folder else count_frames(record.path, backend=self.backend) - 1
+        except VideoError as err:
+            if folder is None:
+                raise
+            raise VideoError(record.path, f"{err.reason} ({err.path})") from err
+        if n_flow < length:
+            raise VideoError(record.path, f"{max(n_flow, 0)} flow frames, too short for a stack of L={length} flow "
+                                          f"frames (data.flow_length)")
+        opts = dict(method="segment" if self.sampling == "dense" else self.sampling, length=self.num_frames,
+                    stack=length)
+        if self.train:
+            starts = stack_starts(n_flow, **opts, rng=self._rng(index, _FRAMES))  # (K,)
+        else:
+            clips = self.views[0]
+            starts = torch.cat([stack_starts(n_flow, **opts, offset=(c + 0.5) / clips) for c in range(clips)])
+        rgb = None
+        if self.modality == "rgb+flow":
+            rgb = read_frames(record.path, starts + length // 2, backend=self.backend, short_side=self.short_side)
+            rgb = rgb.permute(0, 3, 1, 2)  # (V·K, 3, H, W)
+        if folder is None:
+            if self.backend != "pyav":
+                raise UserError("on-the-fly flow reads videos with PyAV: set data.backend=pyav or data.flow_root")
+            flow = flow_frames.stacks_from_video(record.path, starts, length=length, num_frames=n_flow + 1,
+                                                 short_side=self.short_side, algorithm=self.flow_algorithm,
+                                                 bound=self.flow_bound)
+        else:
+            size = tuple(rgb.shape[-2:]) if rgb is not None else None  # flow resized onto the RGB frame exactly
+            try:
+                flow = flow_frames.read_flow_stacks(folder, starts, length=length, short_side=self.short_side,
+                                                    size=size)
+            except VideoError as err:
+                raise VideoError(record.path, f"{err.reason} ({err.path})") from err
+        return flow if rgb is None else torch.cat([rgb, flow], dim=1)  # (V·K, 2L or 3 + 2L, H, W)
 
     def _label(self, record: VideoRecord) -> torch.Tensor:
         if self.multi_label:
@@ -179,8 +240,11 @@ def build_dataset(
     if not multi_label and any(isinstance(r.label, list) and len(r.label) > 1 for r in parsed.records):
         log.warning("%s split: some videos have several labels but data.multi_label is false: only the first "
                     "label of each is used (set data.multi_label=true for a sigmoid head)", split)
-    mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
-    if train:
+    if train and d.modality != "rgb":  # flow: crops and a flip that negates horizontal motion (no colour policies)
+        transform = _flow_train_transform(d, mean=mean, std=std)
+        num_frames = d.num_segments
+    elif train:
+        mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
         a = augment or AugmentConfig()
         transform = train_transform(input_size=d.input_size, mean=mean, std=std, crop=d.train_crop, flip=d.flip,
                                     policy=a.policy, randaugment_ops=a.randaugment_ops,
@@ -204,7 +268,39 @@ def build_dataset(
         short_side=d.short_side or None,
         seed=seed,
         index_path=video_index.index_path_for(d.index, root=d.root, annotations=d.train_annotations),
+        modality=d.modality,
+        flow_length=d.flow_length,
+        flow_root=d.flow_root or None,
+        root=d.root,
+        flow_algorithm=d.flow_algorithm,
+        flow_bound=d.flow_bound,
     )
+
+
+def _flow_train_transform(d: DataConfig, *, mean, std) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Training transform of flow / rgb+flow clips: the RGB crops with a flip that negates horizontal motion.
+
+    mean/std: the model's pretrained_cfg (one value per input channel); the modality's own when None.
+    """
+    from istpan.data.flow_transforms import flow_train_transform
+    from istpan.modality import flow_x_channels, input_stats
+
+    if mean is None:
+        mean, std = input_stats(d.modality, d.flow_length)
+    check_channels(d, len(mean))
+    return flow_train_transform(input_size=d.input_size, mean=mean, std=std, crop=d.train_crop, flip=d.flip,
+                                x_channels=flow_x_channels(d.modality, d.flow_length))
+
+
+def check_channels(d: DataConfig, normalised: int) -> None:
+    """The data's channels per segment must be what the model normalises (a flow model on RGB data, ...)."""
+    from istpan.modality import in_channels
+
+    channels = in_channels(d.modality, d.flow_length)
+    if normalised != channels:
+        raise UserError(f"data.modality={d.modality} with data.flow_length={d.flow_length} gives {channels} input "
+                        f"channels but the model takes {normalised}: use the checkpoint's data.modality / "
+                        "data.flow_length (istpan train sets the model's from the data section)")
 
 
 def load_split(data_cfg: DataConfig, split: str) -> Annotations:

@@ -319,6 +319,10 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
     multi_label = is_multi_label(cfg)
     if multi_label:
         options.setdefault("multi_label", True)
+    for key in ("modality", "flow_length"):  # the model's input channels follow the data (docs/flow.md)
+        value = getattr(cfg.data, key)
+        if options.setdefault(key, value) != value:
+            raise UserError(f"model.options.{key}={options[key]!r} but data.{key}={value!r}; set only data.{key}")
     model = create_model(cfg.model.name, num_classes=len(class_names), pretrained=cfg.model.pretrained or None,
                          **options)
     model.to(device)
