@@ -80,7 +80,8 @@ def test_bad_names_and_options_are_user_errors(name, options, match):
 
 def test_tsn_ignores_attention_options_so_one_config_serves_both():
     model = create_model("tsn_tiny", num_classes=3, fuse="learned", num_scales=2, dropout=0.3)
-    assert model.model_options == {"input_size": 112, "dropout": 0.3, "multi_label": False}
+    assert model.model_options == {"input_size": 112, "dropout": 0.3, "multi_label": False, "modality": "rgb",
+                                   "flow_length": 5}
     assert model.attention is None
 
 

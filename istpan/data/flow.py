@@ -46,6 +46,7 @@ __all__ = [
     "flow_folder",
     "frames_flow",
     "quantise",
+    "save_flow_frame",
     "write_video_flow",
 ]
 
@@ -143,6 +144,15 @@ def flow_folder(video: str | Path, *, root: str | Path, out: str | Path) -> Path
     return Path(out) / rel.with_suffix("")
 
 
+def save_flow_frame(folder: str | Path, number: int, code: np.ndarray) -> None:
+    """Write encoded flow uint8 (H, W, 2) as `flow_x_%05d.jpg` / `flow_y_%05d.jpg` (number is 1-based)."""
+    cv2 = _cv2()
+    for axis, name in ((0, "flow_x"), (1, "flow_y")):
+        file = Path(folder) / f"{name}_{number:05d}.jpg"
+        if not cv2.imwrite(str(file), np.ascontiguousarray(code[..., axis]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
+            raise OSError(f"cannot write {file}")
+
+
 def write_video_flow(
     video: str | Path,
     folder: str | Path,
@@ -159,23 +169,18 @@ def write_video_flow(
     """
     from istpan.data.decode import iter_frames  # PyAV, only in the processes that decode
 
-    cv2 = _cv2()
     folder = Path(folder)
     tmp = folder.parent / f"{PARTIAL_PREFIX}{folder.name}"
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run: redo it
     tmp.mkdir(parents=True)
     estimate = FlowEstimator(algorithm)
-    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
     prev, count = None, 0
     try:
         for _, frame in iter_frames(video, short_side=short_side):
             grey = _grey(frame.numpy())
             if prev is not None:
-                code = quantise(estimate(prev, grey), bound)  # (H, W, 2) uint8
                 count += 1
-                for axis, name in ((0, "flow_x"), (1, "flow_y")):
-                    if not cv2.imwrite(str(tmp / f"{name}_{count:05d}.jpg"), code[..., axis], params):
-                        raise OSError(f"cannot write {tmp / name}_{count:05d}.jpg")
+                save_flow_frame(tmp, count, quantise(estimate(prev, grey), bound))
             prev = grey
         if count == 0:
             raise VideoError(video, "fewer than 2 frames decode: no optical flow")

@@ -1,0 +1,204 @@
+"""Flow models and fusion: cross-modality init, the RGB+flow backbone, late-fusion arithmetic, `istpan data flow`
+surviving SIGKILL, and a flow-stream training run on the synthetic set."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from references import charades_ap_loop
+from videos import make_frames, make_video
+
+from istpan.engine.fusion import fuse_scores, fused_metrics, parse_fuse_weights
+from istpan.engine.optim import apply_partial_bn
+from istpan.errors import UserError
+from istpan.models import create_model
+from istpan.models.backbones import build_backbone, first_conv
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _check_cross_modality(name: str, pretrained: Path, in_chans: int = 10) -> None:
+    rgb = build_backbone(name, pretrained=pretrained)
+    flow = build_backbone(name, pretrained=pretrained, in_chans=in_chans)
+    w_rgb, w_flow = first_conv(rgb)[2].weight, first_conv(flow)[2].weight
+    assert w_flow.shape == (w_rgb.shape[0], in_chans, *w_rgb.shape[2:])
+    expected = (w_rgb[:, 0] + w_rgb[:, 1] + w_rgb[:, 2]) / 3  # (C_out, kh, kw): TSN's average over R, G, B
+    for c in range(in_chans):
+        assert torch.allclose(w_flow[:, c], expected, atol=1e-6)
+    first = first_conv(rgb)[1]
+    rest = {k: v for k, v in rgb.state_dict().items() if first not in k.split(".")}
+    flow_state = flow.state_dict()
+    assert all(torch.equal(v, flow_state[k]) for k, v in rest.items())  # every other weight is ImageNet's
+
+
+def test_cross_modality_init_tiny_and_timm(tmp_path):
+    for name, module in (("tiny", build_backbone("tiny")), ("mobilenetv2_100", None)):
+        if module is None:  # timm: a full model's state dict, loaded through timm's feature wrapper
+            timm = pytest.importorskip("timm")
+            module = timm.create_model(name, pretrained=False)
+        torch.save(module.state_dict(), tmp_path / f"{name}.pth")
+        _check_cross_modality(name, tmp_path / f"{name}.pth")
+
+
+def test_cross_modality_init_imagenet_mobilenetv2(mobilenet_v2_weights):
+    _check_cross_modality("mobilenetv2", mobilenet_v2_weights)
+
+
+def test_random_init_flow_conv_is_fresh_not_averaged():
+    torch.manual_seed(0)
+    w = first_conv(build_backbone("tiny", in_chans=6))[2].weight  # (16, 6, 3, 3)
+    assert w.shape == (16, 6, 3, 3) and not torch.allclose(w[:, 0], w[:, 1])
+
+
+def test_rgb_plus_flow_tsn_is_concatenated_consensus():
+    torch.manual_seed(0)
+    model = create_model("tsn_tiny", num_classes=4, modality="rgb+flow", flow_length=2, input_size=32).eval()
+    video = torch.randn(2, 3, 3 + 4, 32, 32)  # (B, K, 3 + 2L, H, W)
+    frames = video.flatten(0, 1)
+    rgb = model.backbone.rgb(frames[:, :3])[-1].mean((-2, -1)).unflatten(0, (2, 3)).mean(1)  # (B, 128)
+    flow = model.backbone.flow(frames[:, 3:])[-1].mean((-2, -1)).unflatten(0, (2, 3)).mean(1)
+    expected = model.head(torch.cat([rgb, flow], dim=1))
+    assert torch.allclose(model(video).logits, expected, atol=1e-5)
+    assert model.pretrained_cfg["mean"][3:] == (0.5,) * 4 and len(model.pretrained_cfg["std"]) == 7
+
+
+def test_rgb_plus_flow_istpan_attends_over_both_pyramids():
+    model = create_model("istpan_tiny", num_classes=4, modality="rgb+flow", flow_length=2, input_size=32, num_scales=3)
+    info = model.backbone.feature_info
+    # two scales below the top from each stream, then the joint top map (128 + 128 channels)
+    assert [info[i].num_chs for i in model.scales] == [32, 64, 32, 64, 256]
+    assert len(model.attention.proj) == 5
+    out = model(torch.randn(1, 2, 7, 32, 32))
+    assert out.attn.shape[:3] == (1, model.model_options["d"], 2)
+
+
+def test_partial_bn_keeps_first_bn_of_each_stream():
+    model = create_model("istpan_tiny", num_classes=3, modality="rgb+flow", flow_length=1, input_size=32)
+    model.train()
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert apply_partial_bn(model) == len(bns) - 2
+    firsts = [next(m for m in s.modules() if isinstance(m, torch.nn.BatchNorm2d)) for s in model.backbone.streams]
+    assert all(bn.training and bn.weight.requires_grad for bn in firsts)
+    assert sum(bn.training for bn in bns) == 2
+
+
+def test_late_fusion_matches_hand_computation():
+    rgb = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])
+    flow = torch.tensor([[0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]])
+    labels = torch.tensor([1, 2, 2])
+    fused = fuse_scores([rgb, flow], [1.0, 1.5])
+    # by hand: (1 · rgb + 1.5 · flow) / 2.5, e.g. video 0 class 1: (0.3 + 1.05) / 2.5 = 0.54
+    assert fused[0].tolist() == pytest.approx([0.36, 0.54, 0.10])
+    assert fused[1].tolist() == pytest.approx([0.14, 0.26, 0.60])
+    results = [dict(scores=s, labels=labels, indices=torch.tensor([0, 1, 2]), num_videos=3, skipped=0)
+               for s in (rgb, flow)]
+    single = fused_metrics(results, [1.0, 1.5], multi_label=False)
+    assert single["top1"] == pytest.approx(100.0)  # rgb alone: 1 of 3 right; flow alone: 3 of 3; fused: 3 of 3
+    rgb_only = fused_metrics(results, [1.0, 0.0], multi_label=False)
+    assert rgb_only["top1"] == pytest.approx(100 / 3)
+    # a video only one model scored (the other could not read it) is left out and counted as skipped
+    results[1] = dict(scores=flow[1:], labels=labels[1:], indices=torch.tensor([1, 2]), num_videos=2, skipped=1)
+    partial = fused_metrics(results, [1.0, 1.5], multi_label=False)
+    assert partial["num_videos"] == 2 and partial["skipped"] == 1 and partial["indices"].tolist() == [1, 2]
+
+
+def test_late_fusion_multilabel_map_matches_hand_ap():
+    a = torch.tensor([[0.9, 0.2], [0.3, 0.8], [0.6, 0.1], [0.2, 0.4]])
+    b = torch.tensor([[0.5, 0.1], [0.7, 0.6], [0.4, 0.9], [0.1, 0.3]])
+    labels = torch.tensor([[1, 0], [0, 1], [1, 1], [0, 0]])
+    results = [dict(scores=s, labels=labels, indices=torch.arange(4), num_videos=4, skipped=0) for s in (a, b)]
+    out = fused_metrics(results, [2.0, 1.0], multi_label=True)
+    fused = (2 * a + b) / 3
+    aps = [charades_ap_loop(fused[:, c].tolist(), labels[:, c].tolist()) for c in range(2)]
+    assert out["mAP"] == pytest.approx(100 * sum(aps) / 2)
+
+
+def test_fuse_weights_are_checked():
+    assert parse_fuse_weights(None, 2) == [1.0, 1.0]
+    with pytest.raises(UserError, match="2 weight"):
+        parse_fuse_weights([1.0, 1.5], 3)
+    with pytest.raises(UserError, match="not all 0"):
+        parse_fuse_weights([0.0, 0.0], 2)
+
+
+def _flow_config(tmp_path: Path, videos: list[Path]) -> Path:
+    (tmp_path / "list.txt").write_text("".join(f"{v.name} a\n" for v in videos))
+    (tmp_path / "classes.txt").write_text("a\n")
+    cfg = tmp_path / "flow.yaml"
+    cfg.write_text(f"data: {{format: list, root: {videos[0].parent}, train_annotations: {tmp_path / 'list.txt'}, "
+                   f"classes: {tmp_path / 'classes.txt'}, short_side: 0}}\n")
+    return cfg
+
+
+@pytest.mark.slow
+def test_data_flow_resumes_after_sigkill_without_half_written_video(tmp_path):
+    # DIS on 160² frames: fast, yet a video takes long enough (tenths of a second) to be caught half-way
+    first = make_video(tmp_path / "v" / "0.mp4", make_frames(40, (160, 160)))
+    videos = [first, *(Path(shutil.copy(first, tmp_path / "v" / f"{i}.mp4")) for i in (1, 2))]
+    out = tmp_path / "flow"
+    cmd = [sys.executable, "-m", "istpan.cli.main", "data", "flow", "--config", str(_flow_config(tmp_path, videos)),
+           "--out", str(out), "--algorithm", "dis", "--workers", "1", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    partial = []
+    try:  # kill it while a video is half-written, after at least one finished
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = [p for p in out.glob("[0-9]") if p.is_dir()]
+            partial = [p for p in out.glob(".partial-*") if any(p.iterdir())] if out.is_dir() else []
+            if done and partial:
+                break
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert partial, "the run ended before it could be killed half-way through a video"
+    finished = {p.name: {f.name: f.stat().st_mtime_ns for f in p.iterdir()} for p in out.glob("[0-9]")}
+    assert all(len(files) == 2 * 39 for files in finished.values())  # a folder that exists is complete
+    half = partial[0].name.removeprefix(".partial-")
+    assert half not in finished  # the half-written video has no folder under its own name
+
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"already done {len(finished)}" in rerun.stdout
+    assert not list(out.glob(".partial-*"))
+    for i in range(3):
+        assert len(list((out / str(i)).iterdir())) == 2 * 39
+    for name, files in finished.items():  # finished videos were not redone
+        assert {f.name: f.stat().st_mtime_ns for f in (out / name).iterdir()} == files
+
+
+def test_flow_stream_trains_on_the_synthetic_set(tmp_path):
+    from istpan.config import Config
+    from istpan.data import synth
+    from istpan.data.flow import FlowJob, extract_flow, flow_folder
+    from istpan.data.video_dataset import load_split
+    from istpan.engine.checkpoint import load_model
+    from istpan.engine.train import train
+
+    data = synth.generate(tmp_path / "synth", seed=1, num_videos=16, size=32, num_frames=12, fps=8)
+    cfg = Config()
+    d = cfg.data
+    d.format, d.root, d.modality, d.flow_length, d.flow_root = "synthetic", str(data), "flow", 3, str(tmp_path / "f")
+    d.num_segments = d.test_segments = 3
+    d.input_size, d.short_side, d.train_crop, d.flip, d.num_workers = 32, 32, "center", False, 0
+    videos = [r.path for s in ("train", "val") for r in load_split(d, s).records]
+    extract_flow([FlowJob(v, str(flow_folder(v, root=d.root, out=d.flow_root))) for v in videos],
+                 algorithm="farneback", short_side=None, progress=False)
+    cfg.model.name, cfg.model.options = "istpan_tiny", {"input_size": 32}
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.partial_bn, cfg.train.tensorboard = 1, 4, False, False
+    cfg.train.out_dir = str(tmp_path / "run")
+    result = train(cfg, progress=False)
+    model, meta = load_model(result["last_checkpoint"])
+    assert meta["model_options"]["modality"] == "flow" and first_conv(model.backbone)[2].in_channels == 6
+    assert len(meta["preprocessing"]["mean"]) == 6
+    n_val = len(load_split(d, "val").records)
+    assert result["history"][-1]["val_num_videos"] == n_val and result["history"][-1]["val_skipped"] == 0
