@@ -190,9 +190,10 @@ def test_flow_stream_trains_on_the_synthetic_set(tmp_path):
     d.format, d.root, d.modality, d.flow_length, d.flow_root = "synthetic", str(data), "flow", 3, str(tmp_path / "f")
     d.num_segments = d.test_segments = 3
     d.input_size, d.short_side, d.train_crop, d.flip, d.num_workers = 32, 32, "center", False, 0
+    d.flow_algorithm = "farneback"  # what `istpan data flow` uses by default, and predict on the fly
     videos = [r.path for s in ("train", "val") for r in load_split(d, s).records]
     extract_flow([FlowJob(v, str(flow_folder(v, root=d.root, out=d.flow_root))) for v in videos],
-                 algorithm="farneback", short_side=None, progress=False)
+                 algorithm=d.flow_algorithm, short_side=None, progress=False)
     cfg.model.name, cfg.model.options = "istpan_tiny", {"input_size": 32}
     cfg.train.epochs, cfg.train.batch_size, cfg.train.partial_bn, cfg.train.tensorboard = 1, 4, False, False
     cfg.train.out_dir = str(tmp_path / "run")
@@ -202,3 +203,15 @@ def test_flow_stream_trains_on_the_synthetic_set(tmp_path):
     assert len(meta["preprocessing"]["mean"]) == 6
     n_val = len(load_split(d, "val").records)
     assert result["history"][-1]["val_num_videos"] == n_val and result["history"][-1]["val_skipped"] == 0
+
+    # predict computes the flow from the video on the fly: the scores eval got from the flow folders
+    from istpan import Predictor
+    from istpan.data import build_dataset, build_loader
+    from istpan.engine.evaluate import evaluate
+
+    val = build_dataset(d, split="val", train=False, mean=meta["preprocessing"]["mean"],
+                        std=meta["preprocessing"]["std"])
+    ref = evaluate(model, build_loader(val, batch_size=4, train=False, num_workers=0, seed=0), multi_label=False,
+                   return_scores=True)
+    got = Predictor(model, meta).scores([val.records[int(i)].path for i in ref["indices"]])
+    assert torch.allclose(got, ref["scores"], atol=0.02)  # JPEG's round trip is the only difference

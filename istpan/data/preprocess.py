@@ -77,14 +77,13 @@ class Preprocessing:
         """From a `DataConfig` and the backbone's mean/std (`model.pretrained_cfg`; ImageNet's when None)."""
         d = data_cfg
         modality, flow_length = str(getattr(d, "modality", "rgb")), int(getattr(d, "flow_length", 5))
-        if mean is None:
-            mean, std = _stats(modality, flow_length)
+        default_mean, default_std = _stats(modality, flow_length)
         return cls(
             input_size=int(d.input_size),
             short_side=int(d.short_side),
             resize=max(int(d.short_side), int(d.input_size)),
-            mean=tuple(mean),
-            std=tuple(std),
+            mean=tuple(mean or default_mean),
+            std=tuple(std or default_std),
             num_segments=int(d.test_segments),
             sampling=str(d.sampling),
             clip_len=int(d.clip_len),
@@ -114,8 +113,8 @@ class Preprocessing:
         input_size = int(d.get("input_size") or 224)
         num_segments = int(d.get("num_segments") or 8)
         modality, flow_length = str(d.get("modality") or "rgb"), int(d.get("flow_length") or 5)
-        if modality != "rgb" and mean is None:
-            mean, std = _stats(modality, flow_length)
+        if modality != "rgb":
+            mean, std = mean or _stats(modality, flow_length)[0], std or _stats(modality, flow_length)[1]
         return cls(
             input_size=input_size,
             short_side=int(d["short_side"]) if d.get("short_side") is not None else _test_ratio(input_size),
