@@ -47,6 +47,7 @@ __all__ = [
     "frames_flow",
     "quantise",
     "save_flow_frame",
+    "to_grey",
     "write_video_flow",
 ]
 
@@ -113,7 +114,7 @@ def dequantise(code: np.ndarray, bound: float = DEFAULT_BOUND) -> np.ndarray:
     return code.astype(np.float32) * (2.0 * bound / 255.0) - bound
 
 
-def _grey(frame: np.ndarray) -> np.ndarray:
+def to_grey(frame: np.ndarray) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> grey uint8 (H, W) with ITU-R 601 weights (what cv2.cvtColor(RGB2GRAY) does)."""
     return np.rint(frame[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.uint8)
 
@@ -127,7 +128,7 @@ def frames_flow(frames: np.ndarray, *, algorithm: str = "tvl1", bound: float = D
     if len(frames) < 2:
         raise ValueError(f"flow needs at least 2 frames, got {len(frames)}")
     estimate = _estimator(algorithm)
-    grey = [_grey(np.asarray(f)) for f in frames]
+    grey = [to_grey(np.asarray(f)) for f in frames]
     flows = [quantise(estimate(a, b), bound) for a, b in itertools.pairwise(grey)]  # (T-1) x (H, W, 2)
     return np.stack(flows).transpose(0, 3, 1, 2)  # (T-1, 2, H, W)
 
@@ -177,7 +178,7 @@ def write_video_flow(
     prev, count = None, 0
     try:
         for _, frame in iter_frames(video, short_side=short_side):
-            grey = _grey(frame.numpy())
+            grey = to_grey(frame.numpy())
             if prev is not None:
                 count += 1
                 save_flow_frame(tmp, count, quantise(estimate(prev, grey), bound))
