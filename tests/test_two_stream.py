@@ -176,28 +176,42 @@ def test_data_flow_resumes_after_sigkill_without_half_written_video(tmp_path):
         assert {f.name: f.stat().st_mtime_ns for f in (out / name).iterdir()} == files
 
 
-def test_flow_stream_trains_on_the_synthetic_set(tmp_path):
+@pytest.fixture(scope="module")
+def two_streams(tmp_path_factory):
+    """An RGB and a flow checkpoint trained briefly on the same small synthetic set (flow folders by Farneback)."""
     from istpan.config import Config
     from istpan.data import synth
     from istpan.data.flow import FlowJob, extract_flow, flow_folder
     from istpan.data.video_dataset import load_split
-    from istpan.engine.checkpoint import load_model
     from istpan.engine.train import train
 
-    data = synth.generate(tmp_path / "synth", seed=1, num_videos=16, size=32, num_frames=12, fps=8)
-    cfg = Config()
+    tmp = tmp_path_factory.mktemp("two_streams")
+    data = synth.generate(tmp / "synth", seed=1, num_videos=16, size=32, num_frames=12, fps=8)
+    runs = {}
+    for modality in ("rgb", "flow"):
+        cfg = Config()
+        d = cfg.data
+        d.format, d.root, d.modality, d.flow_length, d.flow_root = "synthetic", str(data), modality, 3, str(tmp / "f")
+        d.num_segments = d.test_segments = 3
+        d.input_size, d.short_side, d.train_crop, d.flip, d.num_workers = 32, 32, "center", False, 0
+        d.flow_algorithm = "farneback"  # what `istpan data flow` uses by default, and predict on the fly
+        if modality == "flow":
+            videos = [r.path for s in ("train", "val") for r in load_split(d, s).records]
+            extract_flow([FlowJob(v, str(flow_folder(v, root=d.root, out=d.flow_root))) for v in videos],
+                         algorithm=d.flow_algorithm, short_side=None, progress=False)
+        cfg.model.name, cfg.model.options = "istpan_tiny", {"input_size": 32}
+        cfg.train.epochs, cfg.train.batch_size, cfg.train.partial_bn, cfg.train.tensorboard = 1, 4, False, False
+        cfg.train.out_dir = str(tmp / modality)
+        runs[modality] = (cfg, train(cfg, progress=False))
+    return runs
+
+
+def test_flow_stream_trains_on_the_synthetic_set(two_streams):
+    from istpan.data.video_dataset import load_split
+    from istpan.engine.checkpoint import load_model
+
+    cfg, result = two_streams["flow"]
     d = cfg.data
-    d.format, d.root, d.modality, d.flow_length, d.flow_root = "synthetic", str(data), "flow", 3, str(tmp_path / "f")
-    d.num_segments = d.test_segments = 3
-    d.input_size, d.short_side, d.train_crop, d.flip, d.num_workers = 32, 32, "center", False, 0
-    d.flow_algorithm = "farneback"  # what `istpan data flow` uses by default, and predict on the fly
-    videos = [r.path for s in ("train", "val") for r in load_split(d, s).records]
-    extract_flow([FlowJob(v, str(flow_folder(v, root=d.root, out=d.flow_root))) for v in videos],
-                 algorithm=d.flow_algorithm, short_side=None, progress=False)
-    cfg.model.name, cfg.model.options = "istpan_tiny", {"input_size": 32}
-    cfg.train.epochs, cfg.train.batch_size, cfg.train.partial_bn, cfg.train.tensorboard = 1, 4, False, False
-    cfg.train.out_dir = str(tmp_path / "run")
-    result = train(cfg, progress=False)
     model, meta = load_model(result["last_checkpoint"])
     assert meta["model_options"]["modality"] == "flow" and first_conv(model.backbone)[2].in_channels == 6
     assert len(meta["preprocessing"]["mean"]) == 6
@@ -215,3 +229,47 @@ def test_flow_stream_trains_on_the_synthetic_set(tmp_path):
                    return_scores=True)
     got = Predictor(model, meta).scores([val.records[int(i)].path for i in ref["indices"]])
     assert torch.allclose(got, ref["scores"], atol=0.02)  # JPEG's round trip is the only difference
+
+
+def test_eval_and_predict_fuse_two_checkpoints(two_streams, tmp_path, capsys):
+    import json
+
+    from istpan import Predictor
+    from istpan.cli.main import main
+    from istpan.engine.evaluate import evaluate_checkpoint
+
+    rgb, flow = (two_streams[m][1]["last_checkpoint"] for m in ("rgb", "flow"))
+    each = [evaluate_checkpoint(c, return_scores=True) for c in (rgb, flow)]
+    by_hand = (1.0 * each[0]["scores"] + 1.5 * each[1]["scores"]) / 2.5  # (N, C)
+    expected = 100.0 * float((by_hand.argmax(1) == each[0]["labels"]).float().mean())
+    out = tmp_path / "fused.json"
+    assert main(["eval", "--checkpoint", rgb, "--checkpoint", flow, "--fuse-weights", "1", "1.5",
+                 "--json", str(out)]) == 0
+    fused = json.loads(out.read_text())
+    assert fused["top1"] == pytest.approx(expected) and fused["fuse_weights"] == [1.0, 1.5]
+    assert [s["top1"] for s in fused["streams"]] == pytest.approx([e["top1"] for e in each])
+    assert "late fusion" in capsys.readouterr().out
+
+    videos = each[0]["videos"][:3]
+    probs = [Predictor.from_checkpoint(c).scores(videos) for c in (rgb, flow)]
+    hand = (probs[0] + 1.5 * probs[1]) / 2.5
+    capsys.readouterr()
+    assert main(["predict", *videos, "--checkpoint", rgb, "--checkpoint", flow, "--fuse-weights", "1", "1.5",
+                 "--json", "--topk", "1"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert [r["top"][0]["index"] for r in got] == hand.argmax(1).tolist()
+    assert [r["top"][0]["score"] for r in got] == pytest.approx(hand.max(1).values.tolist(), abs=1e-5)
+    assert main(["eval", "--checkpoint", rgb, "--checkpoint", flow, "--fuse-weights", "1", "1", "1"]) == 2
+    assert "--fuse-weights: 3 weight(s) for 2 checkpoints" in capsys.readouterr().err  # one line, no traceback
+
+
+def test_reversal_pair_metrics_by_hand():
+    from istpan.data.synth import CLASSES
+    from istpan.experiments.two_stream import pair_class_top1, within_pair_accuracy
+
+    left, right, blink = CLASSES.index("move_left"), CLASSES.index("move_right"), CLASSES.index("blink")
+    labels = torch.tensor([left, left, right, right, blink])
+    pred = torch.tensor([left, right, right, blink, blink])  # pair videos: right, wrong member, right, other class
+    scores = torch.nn.functional.one_hot(pred, len(CLASSES)).float()
+    assert pair_class_top1(scores, labels) == pytest.approx(50.0)  # 2 of the 4 pair videos
+    assert within_pair_accuracy(scores, labels) == pytest.approx(200 / 3)  # 2 of the 3 predicted inside their pair

@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   istpan eval --checkpoint runs/charades/best.pt --json charades_eval.json  # mAP / wAP, per-class AP
   istpan eval --checkpoint best.pt --json eval.json    # + eval.confusion.png (single-label datasets)
   istpan eval --checkpoint best.pt data.root=/mnt/ucf101/UCF-101           # data moved since training
+  istpan eval --checkpoint rgb/best.pt --checkpoint flow/best.pt --fuse-weights 1 1.5   # two-stream late fusion
 """
 
 
@@ -31,8 +32,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "stored in the checkpoint; change it with key=value overrides). Scores of all views are averaged per video.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--checkpoint", required=True,
-                   help="a .pt file written by istpan train, or a model folder / Hub repo id (export --format hf)")
+    p.add_argument("--checkpoint", required=True, action="append",
+                   help="a .pt file written by istpan train, or a model folder / Hub repo id (export --format hf); "
+                   "give it twice or more for late fusion of the models' scores (e.g. RGB and flow, docs/flow.md)")
+    p.add_argument("--fuse-weights", type=float, nargs="+", metavar="W",
+                   help="one weight per --checkpoint, in order (default equal; TSN's RGB + flow: 1 1.5)")
     p.add_argument("--views", default="1x1", help="CLIPSxCROPS, e.g. 1x1, 2x3, 10x1 (crops: 1, 3 or 10)")
     p.add_argument("--batch-size", type=int, default=None, help="videos per batch (default: the training batch size)")
     p.add_argument("--json", metavar="FILE", help="write all metrics (confusion matrix / per-class AP included) and "
@@ -44,12 +48,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from istpan.engine.evaluate import evaluate_checkpoint
+    from istpan.engine.fusion import evaluate_fused
+    from istpan.errors import UserError
 
-    result = evaluate_checkpoint(args.checkpoint, views=args.views, batch_size=args.batch_size,
-                                 overrides=args.overrides, progress=sys.stderr.isatty())
+    if len(args.checkpoint) > 1:
+        result = evaluate_fused(args.checkpoint, weights=args.fuse_weights, views=args.views,
+                                batch_size=args.batch_size, overrides=args.overrides, progress=sys.stderr.isatty())
+    elif args.fuse_weights:
+        raise UserError("--fuse-weights needs two or more --checkpoint (late fusion of their scores)")
+    else:
+        result = evaluate_checkpoint(args.checkpoint[0], views=args.views, batch_size=args.batch_size,
+                                     overrides=args.overrides, progress=sys.stderr.isatty())
     if result is None:  # another DDP rank: the main process prints
         return 0
     class_names = result["class_names"]
+    result.pop("videos", None)
+    for stream, weight in zip(result.get("streams", []), result.get("fuse_weights", [])):
+        metric = (f"mAP {stream['mAP']:.2f}" if result["multi_label"] else
+                  f"top1 {stream['top1']:.2f}  top5 {stream['top5']:.2f}")
+        print(f"{stream['checkpoint']} (weight {weight:g}): {metric}  videos {stream['num_videos']}")
+    if "streams" in result:
+        print("late fusion:")
     if result["multi_label"]:
         print(f"mAP {result['mAP']:.2f}  wAP {result['wAP']:.2f}  "
               f"(classes without positives: {result['classes_without_positives']}, left out of mAP)")
@@ -66,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
             png = Path(args.json).with_suffix(".confusion.png")
             plot_confusion(result["confusion"], class_names, png,
-                           title=f"{Path(args.checkpoint).name}, views {args.views}")
+                           title=f"{', '.join(Path(c).name for c in args.checkpoint)}, views {args.views}")
             print(f"wrote {png}")
     return 0
 

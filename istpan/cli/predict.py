@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   istpan predict clip.mp4 --checkpoint best.pt --topk 3 --num-segments 25 --json
   istpan predict clip.mp4 --checkpoint best.pt --explain out/          # attention overlays + HTML report
   istpan predict long.mp4 --checkpoint best.pt --window 4 --stride 2 --unit seconds   # untrimmed video
+  istpan predict clip.mp4 --checkpoint rgb.pt --checkpoint flow.pt --fuse-weights 1 1.5   # RGB + flow late fusion
   istpan predict --list videos.txt --out preds.jsonl --checkpoint best.pt   # millions of videos, resumable
   torchrun --nproc_per_node 4 -m istpan.cli.main predict --list videos.txt --out preds.jsonl --checkpoint best.pt
   istpan predict clip.mp4 --checkpoint best.pt --max-frames 8 --confidence 0.4    # anytime: stop when clear
@@ -35,8 +36,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("videos", nargs="*", metavar="VIDEO")
-    p.add_argument("--checkpoint", required=True,
-                   help="a .pt file written by istpan train, or a model folder / Hub repo id (export --format hf)")
+    p.add_argument("--checkpoint", required=True, action="append",
+                   help="a .pt file written by istpan train, or a model folder / Hub repo id (export --format hf); "
+                   "give it twice or more to fuse the models' scores (e.g. RGB and flow, docs/flow.md)")
+    p.add_argument("--fuse-weights", type=float, nargs="+", metavar="W",
+                   help="with several --checkpoint: one weight each, in order (default equal; RGB + flow: 1 1.5)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--num-segments", type=int, default=None,
                    help="K frames per video, or per window with --window (default: the checkpoint's)")
@@ -133,12 +137,39 @@ def _stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fused(args: argparse.Namespace) -> int:
+    """Late fusion of several checkpoints' scores, whole videos only."""
+    from istpan.engine.fusion import predict_fused
+    from istpan.errors import UserError
+
+    if len(args.checkpoint) < 2:
+        raise UserError("--fuse-weights needs two or more --checkpoint (late fusion of their scores)")
+    if args.list or args.stream or args.window is not None or args.explain or args.max_frames is not None:
+        raise UserError("several --checkpoint fuse whole-video predictions only: not with --list, --stream, --window, "
+                        "--explain or --max-frames")
+    if not args.videos:
+        raise UserError("give at least one VIDEO")
+    results = predict_fused(args.checkpoint, args.videos, weights=args.fuse_weights, topk=args.topk,
+                            num_segments=args.num_segments, device=args.device)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    for r in results:
+        if "error" in r:
+            print(f"error: {r['error']}", file=sys.stderr)
+        elif not args.json:
+            print(f"{r['path']}: " + "  ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"]))
+    return 1 if any("error" in r for r in results) else 0
+
+
 def run(args: argparse.Namespace) -> int:
     from istpan.engine.checkpoint import load_model
     from istpan.errors import UserError
 
     if args.topk < 1:
         raise UserError(f"--topk must be >= 1, got {args.topk}")
+    if len(args.checkpoint) > 1 or args.fuse_weights:
+        return _fused(args)
+    args.checkpoint = args.checkpoint[0]
     if args.list:
         return _run_list(args)
     if args.num_segments is not None and args.num_segments < 1:

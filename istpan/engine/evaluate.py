@@ -115,7 +115,8 @@ def evaluate(
 
 
 def evaluate_checkpoint(checkpoint: str, *, views: str = "1x1", batch_size: int | None = None,
-                        overrides: list[str] | tuple[str, ...] = (), progress: bool = False) -> dict | None:
+                        overrides: list[str] | tuple[str, ...] = (), progress: bool = False,
+                        return_scores: bool = False) -> dict | None:
     """`istpan eval`: a checkpoint on the validation split of the dataset it was trained on (its stored config, then
     `key=value` overrides), with the checkpoint's normalisation (`Preprocessing.mean/std`) and CLIPSxCROPS `views`.
 
@@ -152,14 +153,15 @@ def evaluate_checkpoint(checkpoint: str, *, views: str = "1x1", batch_size: int 
                               distributed=distributed)
         multi_label = bool(meta.get("multi_label"))
         result = evaluate(model, loader, multi_label=multi_label, device=device, amp=cfg.train.amp,
-                          progress=progress)
+                          progress=progress, return_scores=return_scores)
         if not dist.is_main_process():
             return None
     finally:
         dist.cleanup_distributed()
     if result["num_videos"] == 0:  # metrics of zero videos would be made up
         raise nothing_decoded(result["skipped"], split=f"{checkpoint}: validation")
-    result.update(views=views, class_names=list(meta["class_names"]), multi_label=multi_label)
+    result.update(views=views, class_names=list(meta["class_names"]), multi_label=multi_label,
+                  videos=[r.path for r in dataset.records])  # what the dataset indices refer to (late fusion)
     return result
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from istpan.engine.metrics import multilabel_metrics, single_label_metrics
 from istpan.errors import UserError
 
-__all__ = ["TSN_FLOW_WEIGHTS", "fuse_scores", "fused_metrics", "parse_fuse_weights"]
+__all__ = ["TSN_FLOW_WEIGHTS", "evaluate_fused", "fuse_scores", "fused_metrics", "parse_fuse_weights", "predict_fused"]
 
 TSN_FLOW_WEIGHTS = (1.0, 1.5)  # RGB, flow (TSN, Wang et al. 2016)
 
@@ -76,3 +76,73 @@ def fused_metrics(results: Sequence[dict], weights: Sequence[float], *, multi_la
     total = max(r["num_videos"] + r.get("skipped", 0) for r in results)
     out.update(num_videos=len(keep), skipped=total - len(keep), scores=scores, labels=labels, indices=keep)
     return out
+
+
+def evaluate_fused(checkpoints: Sequence[str], *, weights: Sequence[float] | None = None, views: str = "1x1",
+                   batch_size: int | None = None, overrides: Sequence[str] = (), progress: bool = False) -> dict | None:
+    """`istpan eval --checkpoint A --checkpoint B --fuse-weights 1 1.5`: each checkpoint evaluated on its own
+    validation data (`evaluate_checkpoint`: an RGB model reads frames, a flow model its flow), then the per-video
+    probabilities fused. The checkpoints must share the class list and the validation videos.
+
+    Returns the fused metrics, plus `streams` (each checkpoint's own metrics) and `fuse_weights`; None on the other
+    DDP ranks.
+    """
+    from istpan.engine.evaluate import evaluate_checkpoint
+
+    weights = parse_fuse_weights(weights, len(checkpoints))
+    results = []
+    for ckpt in checkpoints:
+        res = evaluate_checkpoint(ckpt, views=views, batch_size=batch_size, overrides=list(overrides),
+                                  progress=progress, return_scores=True)
+        if res is None:
+            return None
+        results.append(res)
+    first = results[0]
+    for ckpt, res in zip(checkpoints[1:], results[1:]):
+        if res["class_names"] != first["class_names"]:
+            raise UserError(f"{ckpt}: its classes differ from {checkpoints[0]}'s; late fusion needs models of the "
+                            "same classes, in the same order")
+        if res["videos"] != first["videos"]:
+            raise UserError(f"{ckpt}: its validation videos differ from {checkpoints[0]}'s ({len(res['videos'])} vs "
+                            f"{len(first['videos'])}); evaluate both on the same split (data.* overrides apply to "
+                            "every checkpoint)")
+    out = fused_metrics(results, weights, multi_label=bool(first["multi_label"]))
+    keys = ("mAP", "wAP") if first["multi_label"] else ("top1", "top5", "mean_class_acc")
+    out.update(
+        views=views, class_names=first["class_names"], multi_label=first["multi_label"], fuse_weights=weights,
+        streams=[{"checkpoint": str(c), **{k: r[k] for k in (*keys, "num_videos", "skipped")}}
+                 for c, r in zip(checkpoints, results)],
+    )
+    for key in ("scores", "labels", "indices"):  # tensors: not for printing or JSON
+        out.pop(key)
+    return out
+
+
+def predict_fused(checkpoints: Sequence[str], videos: Sequence[str], *, weights: Sequence[float] | None = None,
+                  topk: int = 5, num_segments: int | None = None, device: str = "cpu") -> list[dict]:
+    """`istpan predict VIDEO... --checkpoint A --checkpoint B --fuse-weights 1 1.5`: each checkpoint predicts every
+    video as it alone would (its own Preprocessing: frames for RGB, flow computed on the fly for a flow model), then
+    the probabilities are fused. One dict per video, in order; a video any model cannot read gives {"path", "error"}.
+    """
+    from istpan.engine.predict import topk_classes
+    from istpan.engine.predictor import Predictor
+
+    weights = parse_fuse_weights(weights, len(checkpoints))
+    predictors = [Predictor.from_checkpoint(c, device=device, num_segments=num_segments) for c in checkpoints]
+    first = predictors[0]
+    for ckpt, pred in zip(checkpoints[1:], predictors[1:]):
+        if pred.class_names != first.class_names or pred.multi_label != first.multi_label:
+            raise UserError(f"{ckpt}: its classes differ from {checkpoints[0]}'s; late fusion needs models of the "
+                            "same classes, in the same order")
+    runs = [list(p._run(list(videos), 8, "report")) for p in predictors]  # per model: (info, probs (C,) or None)
+    results = []
+    for path, outputs in zip(videos, zip(*runs)):
+        errors = [info["error"] for info, probs in outputs if probs is None]
+        if errors:
+            results.append({"path": str(path), "error": errors[0]})
+            continue
+        fused = fuse_scores([probs[None] for _, probs in outputs], weights)[0]  # (C,)
+        info = outputs[0][0]
+        results.append({"path": str(path), "frames": info["frames"], "multi_label": first.multi_label,
+                        "fuse_weights": weights, "top": topk_classes(fused, first.class_names, topk, key="class")})
+    return results
