@@ -273,3 +273,15 @@ def test_reversal_pair_metrics_by_hand():
     scores = torch.nn.functional.one_hot(pred, len(CLASSES)).float()
     assert pair_class_top1(scores, labels) == pytest.approx(50.0)  # 2 of the 4 pair videos
     assert within_pair_accuracy(scores, labels) == pytest.approx(200 / 3)  # 2 of the 3 predicted inside their pair
+
+
+def test_flow_checkpoint_with_rgb_data_or_rgb_only_tools_is_one_line(two_streams, capsys):
+    from istpan.cli.main import main
+
+    flow = two_streams["flow"][1]["last_checkpoint"]
+    assert main(["eval", "--checkpoint", flow, "data.modality=rgb"]) == 2
+    assert "data.modality=rgb with data.flow_length=3 gives 3 input channels but the model takes 6" in \
+        capsys.readouterr().err
+    some = next(Path(two_streams["flow"][0].data.root).rglob("*.mp4"))
+    assert main(["predict", str(some), "--checkpoint", flow, "--window", "4"]) == 2
+    assert "--window and --max-frames take RGB checkpoints" in capsys.readouterr().err

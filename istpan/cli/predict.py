@@ -191,6 +191,10 @@ def run(args: argparse.Namespace) -> int:
 
         check_window_args(window=args.window, stride=args.stride, unit=args.unit, reduce=args.reduce)
     model, meta = load_model(args.checkpoint, device=args.device)
+    modality = (meta.get("preprocessing") or {}).get("modality", "rgb")
+    if modality != "rgb" and (args.explain or args.window is not None or args.max_frames is not None):
+        raise UserError(f"{args.checkpoint}: a {modality} checkpoint predicts whole videos (and --list); --explain, "
+                        "--window and --max-frames take RGB checkpoints (docs/flow.md)")
 
     if args.max_frames is not None:
         from istpan.engine.anytime import predict_anytime

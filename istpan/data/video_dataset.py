@@ -240,6 +240,8 @@ def build_dataset(
     if not multi_label and any(isinstance(r.label, list) and len(r.label) > 1 for r in parsed.records):
         log.warning("%s split: some videos have several labels but data.multi_label is false: only the first "
                     "label of each is used (set data.multi_label=true for a sigmoid head)", split)
+    if mean is not None:
+        check_channels(d, len(mean))  # e.g. a flow checkpoint evaluated with data.modality=rgb
     if train and d.modality != "rgb":  # flow: crops and a flip that negates horizontal motion (no colour policies)
         transform = _flow_train_transform(d, mean=mean, std=std)
         num_frames = d.num_segments
@@ -287,7 +289,6 @@ def _flow_train_transform(d: DataConfig, *, mean, std) -> Callable[[torch.Tensor
 
     if mean is None:
         mean, std = input_stats(d.modality, d.flow_length)
-    check_channels(d, len(mean))
     return flow_train_transform(input_size=d.input_size, mean=mean, std=std, crop=d.train_crop, flip=d.flip,
                                 x_channels=flow_x_channels(d.modality, d.flow_length))
 
