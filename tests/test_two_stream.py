@@ -285,3 +285,12 @@ def test_flow_checkpoint_with_rgb_data_or_rgb_only_tools_is_one_line(two_streams
     some = next(Path(two_streams["flow"][0].data.root).rglob("*.mp4"))
     assert main(["predict", str(some), "--checkpoint", flow, "--window", "4"]) == 2
     assert "--window and --max-frames take RGB checkpoints" in capsys.readouterr().err
+
+
+def test_flow_checkpoint_exports_to_torchscript(two_streams, tmp_path):
+    from istpan.engine.checkpoint import load_model
+    from istpan.engine.export import export_model
+
+    model, meta = load_model(two_streams["flow"][1]["last_checkpoint"])
+    result = export_model(model, meta, tmp_path / "flow.pt", format="torchscript")
+    assert result["input_shape"][2] == 6 and result["max_abs_diff"] <= result["tolerance"]

@@ -91,7 +91,8 @@ def export_model(
     model = model.cpu().eval()
     pre = Preprocessing.from_meta(model, meta).with_frames(num_segments)
     k, size = pre.num_frames, pre.input_size
-    example = torch.randn(batch_size, k, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    channels = len(pre.mean)  # 3 for RGB, 2L for a flow checkpoint, 3 + 2L for rgb+flow (docs/flow.md)
+    example = torch.randn(batch_size, k, channels, size, size, generator=torch.Generator().manual_seed(seed))
     wrapper = _Logits(model).eval()
     expected = wrapper(example)  # (B, classes)
     exporter = _export_onnx if format == "onnx" else _export_torchscript
@@ -115,7 +116,7 @@ def write_sidecar(meta: dict[str, Any], pre: Preprocessing, out: str | Path, *, 
     """Write what a deployment needs besides the graph: class names, multi-label flag, preprocessing, input shape."""
     path = sidecar_path(out)
     path.write_text(json.dumps({
-        "input": "video (B, K, 3, S, S), normalised",
+        "input": f"video (B, K, {len(pre.mean)}, S, S), normalised",
         "output": "logits (B, classes)",
         "class_names": list(meta.get("class_names") or []),
         "multi_label": bool(meta.get("multi_label", False)),
