@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/shards.py [--videos 600] [--rounds 2] [--dir /tmp/istpan_bench_shards]
 
-The same generated H.264 videos (bench/video_index.py's: 24 frames, 48x64), as files (list format, the persistent
+The same generated H.264 videos (bench/video_index.py's, 24 frames of 48x64), as files (list format, the persistent
 index already filled, so files are at their best) and as shards written by `istpan data shard` (~256 kB each). One
 epoch of the training loader (batch 16, K = 4, 32 px crops) is read for each source with 1 and 2 DataLoader workers,
 `--rounds` times alternating, best time kept; clips/s are compared in this one run.

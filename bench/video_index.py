@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/video_index.py [--videos 5000] [--entries 650000] [--dir /tmp/istpan_bench_index]
 
-Part 1 (epochs). 5,000 generated H.264 videos (24 frames, 48x64, a keyframe every 8) and a list file; each "run" is
+Part 1 (epochs). 5,000 generated H.264 videos (250 frames = 10 s at 25 fps like a Kinetics clip, but only 48x64 px
+to keep the files small; a keyframe every second) and a list file; each "run" is
 a fresh Python process that builds the training dataset and loader (2 workers, batch 16) and reads one epoch:
 - run 1 finds no index: every video is scanned once (a full decode) when it is first sampled, and stored;
 - run 2 is a new process (empty memory caches) with the index from run 1: it must decode nothing but the sampled
@@ -31,21 +32,21 @@ from pathlib import Path
 
 import numpy as np
 
-FRAMES, SIZE = 24, (48, 64)
+SIZE = (48, 64)
 
 
-def _write_one(args: tuple[str, int]) -> None:
+def _write_one(args: tuple[str, int, int]) -> None:
     import av
 
-    path, seed = args
+    path, seed, frames = args
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 200, size=3)
     h, w = SIZE
     with av.open(path, mode="w") as container:
         stream = container.add_stream("libx264", rate=Fraction(25))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": "23", "g": "8"}
-        for t in range(FRAMES):
+        stream.options = {"preset": "ultrafast", "crf": "23", "g": "25"}  # a keyframe every second
+        for t in range(frames):
             img = np.full((h, w, 3), base, dtype=np.uint8)
             img[(t * 2) % (h - 8):(t * 2) % (h - 8) + 8, (t * 3) % (w - 8):(t * 3) % (w - 8) + 8] = 255
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
@@ -54,12 +55,13 @@ def _write_one(args: tuple[str, int]) -> None:
             container.mux(packet)
 
 
-def write_videos(folder: Path, count: int, *, classes: int = 10, workers: int = 2) -> Path:
-    """`count` small videos under folder/videos plus folder/train.txt ("path label"); reused when present."""
+def write_videos(folder: Path, count: int, *, frames: int = 24, classes: int = 10, workers: int = 2) -> Path:
+    """`count` small videos (48x64, `frames` frames at 25 fps) under folder/videos plus folder/train.txt
+    ("path label"); reused when present (use a new folder for another frame count)."""
     videos = folder / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     names = [f"v{i:06d}.mp4" for i in range(count)]
-    todo = [(str(videos / n), i) for i, n in enumerate(names) if not (videos / n).is_file()]
+    todo = [(str(videos / n), i, frames) for i, n in enumerate(names) if not (videos / n).is_file()]
     if todo:
         print(f"writing {len(todo)} videos to {videos} ...", file=sys.stderr)
         with ProcessPoolExecutor(workers) as pool:
@@ -159,10 +161,11 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=5000)
     parser.add_argument("--entries", type=int, default=650_000)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of each run")
-    parser.add_argument("--dir", type=Path, default=Path("/tmp/istpan_bench_index"))
+    parser.add_argument("--frames", type=int, default=250, help="frames per video")
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/istpan_bench_index250"))
     args = parser.parse_args()
 
-    root = write_videos(args.dir, args.videos)
+    root = write_videos(args.dir, args.videos, frames=args.frames)
     (root / "istpan_index.sqlite").unlink(missing_ok=True)
     for suffix in ("-wal", "-shm"):
         Path(f"{root / 'istpan_index.sqlite'}{suffix}").unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from test_train import make_list_dataset, tiny_config
 from istpan.cli.main import main
 from istpan.config import save_config
 from istpan.data import index as video_index
-from istpan.data.shard_loader import build_shard_loader, rank_range, worker_skips
+from istpan.data.shard_loader import build_shard_loader, rank_range, resume_plan
 from istpan.data.shards import parse_size
 from istpan.data.video_dataset import build_dataset
 
@@ -143,13 +143,17 @@ def test_clips_from_shards_equal_clips_from_files(sharded):
         assert torch.equal(from_shards[i], files[by_path[Path(path).name]]["video"])
 
 
-def test_worker_skips_follow_round_robin():
-    assert worker_skips([3, 3], 3) == [2, 1]
-    assert worker_skips([1, 3, 2], 5) == [1, 2, 2]
-    assert worker_skips([2, 2], 0) == [0, 0]
+def test_resume_plan_follows_round_robin_chunks():
+    # 2 workers of 5 and 4 samples, chunks of 2: w0[0:2] w1[0:2] w0[2:4] w1[2:4] w0[4:5]
+    assert resume_plan([5, 4], 2, 0) == ([0, 0], 0)
+    assert resume_plan([5, 4], 2, 2) == ([2, 0], 1)  # worker 1's chunk is next: it becomes DataLoader worker 0
+    assert resume_plan([5, 4], 2, 3) == ([2, 1], 1)  # cut inside worker 1's chunk: it re-sends from the cut
+    assert resume_plan([5, 4], 2, 8) == ([4, 4], 0)
+    assert resume_plan([1, 3, 2], 1, 5) == ([1, 2, 2], 1)
 
 
-def test_resume_mid_epoch_continues_with_the_same_batches(sharded):
+@pytest.mark.parametrize("done", [1, 2])
+def test_resume_mid_epoch_continues_with_the_same_batches(sharded, done):
     d = _shard_cfg(sharded)
     common = dict(batch_size=2, num_workers=2, seed=3, rank=1, world=2)
     full = build_shard_loader(d, split="train", train=True, **common)
@@ -157,10 +161,10 @@ def test_resume_mid_epoch_continues_with_the_same_batches(sharded):
     whole = [(b["index"].tolist(), b["video"]) for b in full]
     resumed = build_shard_loader(d, split="train", train=True, **common)
     resumed.sampler.set_epoch(2)
-    resumed.sampler.skip(1 * 2)  # what the training loop does after 1 finished step
+    resumed.sampler.skip(done * 2)  # what the training loop does after `done` finished steps
     rest = [(b["index"].tolist(), b["video"]) for b in resumed]
-    assert [r[0] for r in rest] == [w[0] for w in whole[1:]]
-    assert all(torch.equal(a[1], b[1]) for a, b in zip(rest, whole[1:]))
+    assert [r[0] for r in rest] == [w[0] for w in whole[done:]]
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(rest, whole[done:]))
     assert len(list(resumed)) == len(whole)  # the skip was for that pass only
 
 

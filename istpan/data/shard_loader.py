@@ -17,10 +17,11 @@ is how an epoch is cut between ranks and workers, because "every sample exactly 
   yielded as None: batches keep their count (ranks stay in step), `skipped` counts it, and one line names the shard
   and what went wrong.
 
-Batches are formed in the main process from the workers' single samples (workers are read round-robin, in order),
-so no worker leaves a partial batch behind. That fixed order makes resuming mid-epoch exact: each worker skips the
-samples it had already delivered, after the shuffle buffer and before decoding (bytes are re-read, nothing is
-decoded). Shuffle randomness is a function of (seed, epoch, rank, worker); augmentation of (seed, epoch, sample).
+Batches are formed in the main process from the workers' chunks of samples (workers are read round-robin, in
+order), so no worker leaves a partial batch behind. That fixed order makes resuming mid-epoch exact
+(`resume_plan`): each worker skips the samples it had already delivered, after the shuffle buffer and before
+decoding (bytes are re-read, nothing is decoded). Shuffle randomness is a function of (seed, epoch, rank, worker);
+augmentation of (seed, epoch, sample).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from istpan.data.loader import collate_clips
 from istpan.data.shards import MANIFEST_VERSION
 from istpan.errors import UserError
 
-__all__ = ["ShardLoader", "ShardStream", "load_manifest", "rank_range", "shard_urls", "worker_skips"]
+__all__ = ["ShardLoader", "ShardStream", "load_manifest", "rank_range", "resume_plan", "shard_urls"]
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +80,31 @@ def rank_range(total: int, rank: int, world: int, *, pad: bool) -> tuple[int, in
     return rank * total // world, (rank + 1) * total // world
 
 
-def worker_skips(sizes: list[int], delivered: int) -> list[int]:
-    """How many samples each worker had delivered when the main process had received `delivered`: workers are read
-    round-robin in order, and a worker that has run out is passed over (DataLoader's in-order iteration)."""
+def resume_plan(sizes: list[int], chunk: int, delivered: int) -> tuple[list[int], int]:
+    """Where each worker restarts after the main process had received `delivered` samples: (samples each worker
+    had delivered, which worker's chunk comes next).
+
+    Workers send chunks of `chunk` consecutive samples of their own stream (one message per chunk, not per sample);
+    DataLoader reads them round-robin in worker order and passes over a worker that has run out, and the main
+    process batches the concatenated samples. On resume the worker whose chunk was next becomes DataLoader worker 0
+    (workers are interchangeable: a logical worker's stream depends only on its number), so the order goes on as it
+    was; a chunk cut by the resume point is re-sent from the cut."""
     skips = [0] * len(sizes)
     left, t = delivered, 0
-    while left > 0 and t < max(sizes, default=0):
+    while t * chunk < max(sizes, default=0):
         for w, n in enumerate(sizes):
-            if left and t < n:
-                skips[w] += 1
-                left -= 1
+            size = min(chunk, n - t * chunk)
+            if size <= 0:
+                continue
+            if left == 0:
+                return skips, w
+            take = min(size, left)
+            skips[w] += take
+            left -= take
+            if take < size:
+                return skips, w
         t += 1
-    return skips
+    return skips, 0
 
 
 def _segments(counts: list[int], order: list[int], start: int, stop: int) -> list[tuple[int, int, int]]:
@@ -135,7 +149,8 @@ class ShardStream(IterableDataset):
         self.rank, self.world, self.shuffle_buffer = rank, world, shuffle_buffer
         self.total = sum(self.counts)
         self._skip = torch.zeros((), dtype=torch.long).share_memory_()  # samples of this rank to skip (resume)
-        self.num_workers = 0
+        self.num_workers = 0  # set by ShardLoader
+        self.chunk = 1  # samples per message from a worker (ShardLoader: its batch size)
 
     @property
     def rank_samples(self) -> int:
@@ -156,16 +171,19 @@ class ShardStream(IterableDataset):
         n, w = self.rank_samples, max(self.num_workers, 1)
         return [(i + 1) * n // w - i * n // w for i in range(w)]
 
-    def __iter__(self) -> Iterator[dict | None]:
+    def __iter__(self) -> Iterator[list[dict | None]]:
+        """Chunks (lists) of up to `chunk` items of this worker's part of the epoch."""
         info = get_worker_info()
-        worker = info.id if info else 0
+        workers = max(self.num_workers, 1)
+        sizes = self._worker_sizes()
+        skips, rotation = resume_plan(sizes, self.chunk, int(self._skip))
+        worker = ((info.id if info else 0) + rotation) % workers  # the logical worker this process plays
         epoch = self.template.epoch
         order = list(range(len(self.counts)))
         if self.train:
             order = torch.randperm(len(order), generator=torch.Generator().manual_seed(
                 self.template.seed * 1_000_003 + epoch)).tolist()
         start, _ = rank_range(self.total, self.rank, self.world, pad=self.train)
-        sizes = self._worker_sizes()
         begin = start + sum(sizes[:worker])
         raw = self._raw(_segments(self.counts, order, begin, begin + sizes[worker]))
         if self.train and self.shuffle_buffer > 1:
@@ -173,10 +191,16 @@ class ShardStream(IterableDataset):
 
             rng = random.Random(((self.template.seed * 1_000_003 + epoch) * 1_009 + self.rank) * 101 + worker)
             raw = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)(raw)
-        skip = worker_skips(sizes, int(self._skip))[worker]
+        items: list[dict | None] = []
         for i, (index, sample) in enumerate(raw):
-            if i >= skip:
-                yield self._decode(index, sample)
+            if i < skips[worker]:
+                continue  # delivered before the interruption: not decoded again
+            items.append(self._decode(index, sample))
+            if (i + 1) % self.chunk == 0:  # the chunk boundaries of an uninterrupted pass
+                yield items
+                items = []
+        if items:
+            yield items
 
     def _raw(self, segments: list[tuple[int, int, int]]) -> Iterator[tuple[int, dict | None]]:
         """(manifest-order index, raw sample or None) for every planned sample, in segment order."""
@@ -216,9 +240,9 @@ class ShardStream(IterableDataset):
             data = next(v for k, v in sample.items() if k.startswith("video."))
             video = EncodedVideo(f"{name} ({doc['path']})", data, doc["index"])
             item = self.template.load_record(VideoRecord(video, doc["label"], doc.get("meta", {})), index)
-            if get_worker_info() is not None:  # numpy crosses the worker queue as plain pickled bytes: for one
-                item = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in item.items()}  # sample
-            return item  # that is several times cheaper than a shared-memory segment per tensor (measured)
+            if get_worker_info() is not None:  # numpy crosses the worker queue as plain pickled bytes: for small
+                item = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in item.items()}  # samples
+            return item  # that is cheaper than a shared-memory segment per tensor
         except (KeyError, StopIteration, ValueError) as err:
             log.warning("skipping sample %s: not an istpan shard sample (%s)", name, _one_line(err))
         except VideoError as err:
@@ -242,14 +266,14 @@ class ShardLoader:
 
     def __init__(self, stream: ShardStream, *, batch_size: int, num_workers: int, train: bool):
         self.stream = self.sampler = stream
-        stream.num_workers = num_workers
+        stream.num_workers, stream.chunk = num_workers, batch_size
         self.batch_size = batch_size
         n = stream.rank_samples
         self.drop_last = train and n >= batch_size
         self._len = n // batch_size if self.drop_last else math.ceil(n / batch_size)
         self.loader = DataLoader(stream, batch_size=None, num_workers=num_workers, collate_fn=_identity,
                                  pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
-                                 prefetch_factor=max(2, batch_size) if num_workers > 0 else None)
+                                 prefetch_factor=2 if num_workers > 0 else None)
 
     def __len__(self) -> int:
         return self._len
@@ -257,13 +281,14 @@ class ShardLoader:
     def __iter__(self) -> Iterator[dict]:
         items: list = []
         try:
-            for item in self.loader:
-                if item is not None:
-                    item = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in item.items()}
-                items.append(item)
-                if len(items) == self.batch_size:
-                    yield collate_clips(items)
-                    items = []
+            for chunk in self.loader:
+                for item in chunk:
+                    if item is not None:
+                        item = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in item.items()}
+                    items.append(item)
+                    if len(items) == self.batch_size:
+                        yield collate_clips(items)
+                        items = []
             if items and not self.drop_last:
                 yield collate_clips(items)
         finally:
