@@ -7,9 +7,9 @@ index already filled, so files are at their best) and as shards written by `istp
 epoch of the training loader (batch 16, K = 4, 32 px crops) is read for each source with 1 and 2 DataLoader workers,
 `--rounds` times alternating, best time kept; clips/s are compared in this one run.
 
-"Remote": the same shards through `pipe:` (what WebDataset uses for curl, aws s3 cp, gsutil cat, ...) with a
-command that rate-limits to the bytes/s at which one worker decodes them: with no worker (no prefetching) transfer
-and decoding add up; with workers one shard downloads while another is decoded.
+"Remote": the same shards through `pipe:curl -s --limit-rate R file://...` (WebDataset reads http shards through
+curl too), R = the bytes/s at which one worker decodes them: with no worker (no prefetching) transfer and decoding
+add up; with workers, shards download while others are decoded.
 Last line: `shard_speedup=<min over 1 and 2 workers of shards/files> shard_speedup_w1=<x> shard_speedup_w2=<x>
 remote_prefetch=<clips/s with 2 workers / with 0 workers on the throttled source>`.
 """
@@ -24,22 +24,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from video_index import write_videos  # bench/ is not a package: a sibling script
-
-
-def throttle(rate: float, path: str) -> None:
-    """cat PATH at `rate` bytes/s: the "remote" shard source."""
-    start, sent = time.perf_counter(), 0
-    try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(64 * 1024):
-                sys.stdout.buffer.write(chunk)
-                sent += len(chunk)
-                ahead = sent / rate - (time.perf_counter() - start)
-                if ahead > 0:
-                    time.sleep(ahead)
-        sys.stdout.buffer.flush()
-    except BrokenPipeError:  # the reader had all the samples it wanted from this shard
-        sys.stderr.close()
 
 
 def _config(videos: Path, **data):
@@ -66,10 +50,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/istpan_bench_shards"))
-    parser.add_argument("--throttle", nargs=2, metavar=("BYTES_PER_S", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.throttle:
-        return throttle(float(args.throttle[0]), args.throttle[1])
     import torch
 
     torch.set_num_threads(1)
@@ -106,10 +87,12 @@ def main() -> None:
             for name, make in ((f"files_w{workers}", files(workers)), (f"shards_w{workers}", from_shards(workers))):
                 best[name] = max(best.get(name, 0.0), epoch_rate(make))
     rate = total_bytes * best["shards_w1"] / manifest["samples"]  # bytes/s one worker decodes
-    remote_cfg = _config(root, format="webdataset", train_annotations=str(shards / "train.json"),
-                         root=f"pipe:{sys.executable} {Path(__file__).resolve()} --throttle {rate:.0f} {shards}/{{}}")
-    for workers in (0, 2):
-        best[f"remote_w{workers}"] = epoch_rate(from_shards(workers, remote_cfg))
+    remote = f"pipe:curl -s --limit-rate {rate:.0f} file://{shards.resolve()}/{{}}"  # what http shards go through
+    remote_cfg = _config(root, format="webdataset", train_annotations=str(shards / "train.json"), root=remote)
+    for _ in range(args.rounds):
+        for workers in (0, 2):
+            name = f"remote_w{workers}"
+            best[name] = max(best.get(name, 0.0), epoch_rate(from_shards(workers, remote_cfg)))
 
     for name, value in best.items():
         print(f"{name:>10}: {value:7.1f} clips/s")
