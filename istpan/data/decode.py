@@ -244,7 +244,8 @@ def _index(path: Path | EncodedVideo, *, scan: bool) -> _Index | None:
         index = _scan(path)
         video_index.store(*key, dataclasses.asdict(index))
     _index_cache[key] = index
-    _counts[key] = index.num_frames
+    if video_index.active() is None:  # with a persistent index an evicted entry is looked up there: no dict that
+        _counts[key] = index.num_frames  # grows with every video a long-lived worker ever reads
     if len(_index_cache) > _CACHE_SIZE:
         _index_cache.popitem(last=False)
     return index
