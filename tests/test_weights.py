@@ -98,3 +98,32 @@ def test_wrong_weight_names_are_one_line_errors(offline, backbone, spec, words):
     with pytest.raises(UserError) as err:
         build_backbone(backbone, pretrained=spec)
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+class _RunsCode:
+    """What a malicious .pth holds: unpickling it calls os.system (it would create `marker`)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_a_malicious_pretrained_file_is_refused_in_one_line_without_running_it(tmp_path, wrapped):
+    """model.pretrained=FILE with a pickled os.system call: the code never runs, and the message says what the file is
+    instead of quoting torch's advice to retry with weights_only=False (the same wording as a bad training
+    checkpoint, from the one helper both use)."""
+    marker = tmp_path / "it_ran"
+    evil = tmp_path / "evil.pth"
+    payload = _RunsCode(marker)
+    torch.save({"state_dict": payload} if wrapped else payload, evil)
+    with pytest.raises(UserError) as err:
+        create_model("istpan_tiny", num_classes=3, pretrained=str(evil))
+    text = str(err.value)
+    assert not marker.exists()
+    assert text.startswith(f"{evil}: not a plain-tensor checkpoint (it holds a Python object, posix.system)")
+    assert "\n" not in text and "weights_only" not in text and "weights only" not in text.lower()

@@ -19,10 +19,8 @@ start.
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ import torch
 from torch import nn
 
 from istpan.errors import UserError
+from istpan.models.weights import load_tensors
 
 __all__ = [
     "build_meta",
@@ -75,15 +74,6 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     return stale
 
 
-def _refusal(path: Path, err: Exception) -> str:
-    """torch's weights_only refusal says how to load the file unsafely; we never do, so say what the file is."""
-    text = str(err)
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    what = f"it holds a Python object, {found.group(1)}" if found else "it holds something other than tensors"
-    return (f"{path}: not a plain-tensor checkpoint ({what}); istpan reads only tensors and built-in types, never "
-            "code, so use a checkpoint written by `istpan train`")
-
-
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint`, or a model folder in the Hugging Face layout / a Hub repo id
     (`istpan.models.hub`: same dict, without optimiser state); any problem is a one-line UserError naming the file."""
@@ -97,11 +87,10 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     if path.stat().st_size == 0:
         raise UserError(f"{path}: checkpoint is empty (0 bytes); was its run killed before the first save?")
     try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise on top of the one line below
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as err:  # pickled objects (or random bytes) that weights_only refuses
-        raise UserError(_refusal(path, err)) from err
+        # a pickled object is refused in one line, never run
+        state = load_tensors(path, map_location=device, instead="a checkpoint written by `istpan train`")
+    except UserError:
+        raise
     except Exception as err:  # truncated file, not a torch file
         first = str(err).strip().split(". ")[0].splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"{path}: cannot read checkpoint ({first}); is it complete and written by istpan?") from err

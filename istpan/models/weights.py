@@ -23,7 +23,10 @@ the file and the first mismatched keys.
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import sys
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -38,6 +41,7 @@ __all__ = [
     "is_hub_weights",
     "load_state_dict_file",
     "load_strict",
+    "load_tensors",
     "timm_pretrained_tag",
     "torchvision_weights_file",
 ]
@@ -46,6 +50,27 @@ PRETRAINED_FORMS = "a local file, imagenet, timm:<name> or torchvision:<weights>
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 _SHOW = 5  # how many mismatched keys an error message names
+
+
+def load_tensors(path: str | Path, *, map_location: str | torch.device = "cpu",
+                 instead: str = "a file of weights (a state dict of tensors)") -> object:
+    """`torch.load(path, weights_only=True)`: tensors and built-in types only, never code from the file.
+
+    When torch refuses a pickled object (a checkpoint of another tool, or a malicious file), its message advises
+    retrying with `weights_only=False`, i.e. running whatever the file holds; we never do, so the refusal becomes a
+    `UserError` saying what the file is and to use `instead`. Other failures (truncated, not a torch file) propagate
+    for the caller to word (a training checkpoint and a backbone file call for different advice).
+    """
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise on top of the one line below
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:  # pickled objects (or random bytes) that weights_only refuses
+        # torch names the refused global as "Unsupported global: GLOBAL x.y" or "unsupported GLOBAL x.y whose module"
+        found = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(err), flags=re.IGNORECASE)
+        what = f"it holds a Python object, {found.group(1)}" if found else "it holds something other than tensors"
+        raise UserError(f"{path}: not a plain-tensor checkpoint ({what}); istpan reads only tensors and built-in "
+                        f"types, never code, so use {instead}") from err
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -59,7 +84,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
             obj = load_file(str(path))
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = load_tensors(path)
+    except UserError:
+        raise
     except Exception as err:  # torch raises many types for corrupt/truncated/non-torch files
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({reason}); re-download or re-save it") from err
