@@ -139,9 +139,11 @@ def test_kinetics_csv_without_label_column_is_one_error(tmp_path):
 def test_folder_per_class(tmp_path):
     for rel in ("train/walk/a.mp4", "train/walk/nested/b.AVI", "train/run/c.mkv", "train/run/notes.txt"):
         write(tmp_path / rel, "x")
+    (tmp_path / "train/run/d.mp4").mkdir()  # not a video, but listed: the decoder says what it is (issue 10)
     ann = parse_annotations("folder", tmp_path / "train")
     assert ann.class_names == ["run", "walk"]
-    assert [(Path(r.path).name, r.label) for r in ann.records] == [("c.mkv", 0), ("a.mp4", 1), ("b.AVI", 1)]
+    assert [(Path(r.path).name, r.label) for r in ann.records] == [("c.mkv", 0), ("d.mp4", 0), ("a.mp4", 1),
+                                                                   ("b.AVI", 1)]
 
 
 def test_list_file_names_ids_multi_label_spaces_and_tabs(tmp_path):

@@ -215,7 +215,11 @@ def _kinetics(ann: Path, root: Path, *, subset: str, split: int, classes: Path |
 
 # --------------------------------------------------------------------------------------------- folder and list
 def _folder(ann: Path, root: Path, *, subset: str, split: int, classes: Path | None, names: list[str] | None):
-    """`<ann>/<class>/**/<video>` for every video suffix; the class is the first folder level."""
+    """`<ann>/<class>/**/<video>` for every video suffix; the class is the first folder level.
+
+    Every path with a video suffix is a record, also one that is not a file (a folder named `x.mp4`, a dangling
+    link): the decoder says what is wrong with it, so `data check` reports it and training skips it with the usual
+    line instead of the video silently not existing."""
     if not ann.is_dir():
         raise UserError(f"{ann}: not a folder (format 'folder' expects <folder>/<class>/<video>.mp4)")
     found = sorted(p.name for p in ann.iterdir() if p.is_dir())
@@ -224,7 +228,7 @@ def _folder(ann: Path, root: Path, *, subset: str, split: int, classes: Path | N
     lookup = {n: i for i, n in enumerate(names)}
     records, problems = [], []
     for cls in found:
-        videos = sorted(p for p in (ann / cls).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and not p.is_dir())
+        videos = sorted(p for p in (ann / cls).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
         if cls not in lookup:
             problems.append(f"{ann / cls}: class folder '{cls}' is not a known class ({len(videos)} videos skipped)")
             continue
