@@ -61,12 +61,14 @@ class Explainer:
             entry.update(draw_explanation(inference, self.pre, vdir, fps=fps if fps > 0 else 25.0,
                                           levels=self.levels))
         except UserError as err:  # e.g. the file changed or broke between the prediction and the overlay video
+            log.warning("no explanation for %s", err)  # its prediction was made: the caller reports no error
             return self.failed(path, err)
         self.entries.append(entry)
         return entry
 
     def failed(self, path: str | Path, err: Exception) -> dict[str, Any]:
-        log.warning("skipping %s", err)
+        """Record a video that could not be explained in the report; saying so to the user is the caller's job (the
+        CLI prints one `error:` line per failed video, a second line here would name it twice)."""
         entry = {"path": str(path), "name": Path(path).name, "error": str(err)}
         self.entries.append(entry)
         return entry
