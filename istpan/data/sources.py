@@ -34,7 +34,7 @@ import av
 import torch
 
 from istpan.data._backends import VideoError, check_file
-from istpan.data.decode import _rgb
+from istpan.data.decode import _mp4_index_problem, _rgb
 
 __all__ = ["SourceError", "VideoSource", "open_source", "source_kind"]
 
@@ -99,7 +99,7 @@ class VideoSource:
         self._container = self._open(stdin)
         if not self._container.streams.video:
             self.close()
-            raise SourceError(spec, "no video stream in this source")
+            raise SourceError(spec, self._index_problem() or "no video stream in this source")
         self._stream = self._container.streams.video[0]
         self.fps = float(self._stream.average_rate or self._stream.guessed_rate or 0.0)  # 0.0: unknown
 
@@ -126,8 +126,12 @@ class VideoSource:
         except av.error.ExitError as err:
             raise SourceError(self.spec, f"no answer within {self.timeout_s:g} s ({err.strerror})") from err
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
-            raise SourceError(self.spec, f"cannot open as a video stream ({getattr(err, 'strerror', None) or err})"
-                              ) from err
+            reason = f"cannot open as a video stream ({getattr(err, 'strerror', None) or err})"
+            raise SourceError(self.spec, self._index_problem() or reason) from err
+
+    def _index_problem(self) -> str | None:
+        """For a file, what decode.py says of an MP4 cut off before its index (FFmpeg only says "invalid data")."""
+        return _mp4_index_problem(Path(self.spec)) if self.kind == "file" else None
 
     def __enter__(self) -> VideoSource:
         return self
@@ -184,6 +188,8 @@ class VideoSource:
                             "model's input on its own", self.spec, size[1], size[0], frame.width, frame.height, t)
             size = (frame.height, frame.width)
             yield t, torch.from_numpy(_rgb(frame, self.short_side))  # (H, W, 3) uint8
+        if self.frames_decoded == 0:  # ended (or was empty) before one frame: an error, never a silent success
+            raise SourceError(self.spec, "no frame could be decoded (the stream ended before its first frame)")
 
 
 def open_source(spec: str | Path, *, sample_fps: float | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
