@@ -130,6 +130,9 @@ def predict_list(
     (the slowest rank's prediction loop)}."""
     if not Path(list_file).is_file():
         raise UserError(f"--list {list_file}: file not found")
+    if next(iter_list(list_file), None) is None:  # reads up to the first entry: doing nothing is not a success
+        raise UserError(f"--list {list_file}: lists no video (one path per line; blank lines and # comments are "
+                        "ignored)")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rank, world = get_rank(), get_world_size()
