@@ -205,3 +205,8 @@ def test_training_and_eval_from_shards(sharded, tmp_path):
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     epoch = next(r for r in records if r["type"] == "epoch")
     assert epoch["train"]["clips"] == 10 and epoch["val"]["num_videos"] == 5
+    # `istpan eval` of the checkpoint reads the same shards and gives the numbers of the run's validation
+    assert main(["eval", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--json", str(tmp_path / "e.json")]) == 0
+    again = json.loads((tmp_path / "e.json").read_text())
+    assert again["num_videos"] == 5 and again["top1"] == epoch["val"]["top1"]
+    assert again["loss"] == pytest.approx(epoch["val"]["loss"], abs=1e-6)

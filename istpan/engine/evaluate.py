@@ -144,13 +144,20 @@ def evaluate_checkpoint(checkpoint: str, *, views: str = "1x1", batch_size: int 
         check_data_paths(cfg)
         model, meta = load_model(checkpoint, device=device)
         pre = Preprocessing.from_meta(model, meta)
-        dataset = build_dataset(cfg.data, split="val", train=False, views=clips_crops, mean=pre.mean, std=pre.std,
-                                seed=cfg.train.seed)
+        common = dict(batch_size=batch_size or cfg.train.batch_size, num_workers=num_workers_for(cfg.data.num_workers),
+                      seed=cfg.train.seed)
+        if cfg.data.format == "webdataset":  # streamed from shards: each rank reads its exact share
+            from istpan.data.shard_loader import build_shard_loader
+
+            loader = build_shard_loader(cfg.data, split="val", train=False, views=clips_crops, mean=pre.mean,
+                                        std=pre.std, rank=dist.get_rank(), world=dist.get_world_size(), **common)
+            dataset = loader.stream.template  # class names; its records are empty (they stream)
+        else:
+            dataset = build_dataset(cfg.data, split="val", train=False, views=clips_crops, mean=pre.mean,
+                                    std=pre.std, seed=cfg.train.seed)
+            loader = build_loader(dataset, train=False, distributed=distributed, **common)
         check_compatible(meta, model_name=meta["model_name"], num_classes=len(dataset.class_names),
                          source=checkpoint, class_names=list(dataset.class_names))
-        loader = build_loader(dataset, batch_size=batch_size or cfg.train.batch_size, train=False,
-                              num_workers=num_workers_for(cfg.data.num_workers), seed=cfg.train.seed,
-                              distributed=distributed)
         multi_label = bool(meta.get("multi_label"))
         result = evaluate(model, loader, multi_label=multi_label, device=device, amp=cfg.train.amp,
                           progress=progress, return_scores=return_scores)
