@@ -67,7 +67,8 @@ def add_parser(subparsers) -> None:
                        description=FLOW_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("--config", required=True, help="YAML config; its data section says which videos")
     f.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.split=2")
-    f.add_argument("--out", required=True, help="folder for the flow folders (then train with data.flow_root=OUT)")
+    f.add_argument("--out", help="folder for the flow folders (default: the config's data.flow_root, where training "
+                   "reads them; else train with data.flow_root=OUT)")
     f.add_argument("--algorithm", choices=["tvl1", "dis", "farneback"],
                    help="tvl1 (TSN's, slow), dis or farneback (fast); default: the config's data.flow_algorithm")
     f.add_argument("--bound", type=float, help="flow clipped to ±bound pixels (default: data.flow_bound, 20)")
@@ -162,16 +163,19 @@ def run_flow(args) -> int:
             videos.update(dict.fromkeys(r.path for r in load_split(cfg, split).records))
     if not videos:
         raise UserError("data flow: no annotations; set data.train_annotations / data.val_annotations in the config")
-    jobs = [FlowJob(v, str(flow_folder(v, root=cfg.root, out=args.out))) for v in videos]
+    out = args.out or cfg.flow_root
+    if not out:
+        raise UserError("data flow: give --out DIR (or set data.flow_root in the config)")
+    jobs = [FlowJob(v, str(flow_folder(v, root=cfg.root, out=out))) for v in videos]
     algorithm = args.algorithm or cfg.flow_algorithm
     bound = args.bound if args.bound is not None else cfg.flow_bound
     short_side = args.short_side if args.short_side is not None else (cfg.short_side or None)
     print(f"optical flow ({algorithm}, bound {bound:g}, short side {short_side}) of {len(jobs)} videos into "
-          f"{args.out} with {args.workers} workers", file=sys.stderr)
+          f"{out} with {args.workers} workers", file=sys.stderr)
     result = extract_flow(jobs, algorithm=algorithm, bound=bound, short_side=short_side, workers=args.workers,
                           progress=not args.no_progress)
     print(f"written {result['written']}, already done {result['skipped']}, failed {len(result['failed'])} "
-          f"({result['frames']} flow frames written); train with data.modality=flow data.flow_root={args.out}")
+          f"({result['frames']} flow frames written); train with data.modality=flow data.flow_root={out}")
     for line in result["failed"]:
         print(f"error: {line}", file=sys.stderr)
     return 1 if result["failed"] else 0
