@@ -34,6 +34,7 @@ import numpy as np
 __all__ = ["DEFAULT_NAME", "VideoIndex", "active", "decode_entry", "encode_entry", "index_path_for", "lookup",
            "stats", "store", "use"]
 
+_SAID = "ISTPAN_INDEX_UNWRITABLE"  # set once a process has warned that this index can't be written
 DEFAULT_NAME = "istpan_index.sqlite"  # written into the dataset's root folder by default (data.index=auto)
 _TIMEOUT_S = 60.0  # how long a writer waits for another process's transaction (first epoch: many writers)
 
@@ -75,6 +76,7 @@ class VideoIndex:
         """This process's connection (None when the file can't even be opened: the index is then skipped)."""
         if self._pid != os.getpid():
             self._conn, self._pid, self._writable = None, os.getpid(), True
+            conn = None
             try:
                 if not self.path.exists():
                     self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,17 +86,20 @@ class VideoIndex:
                 conn.execute("CREATE TABLE IF NOT EXISTS videos (path TEXT PRIMARY KEY, size INTEGER, "
                              "mtime_ns INTEGER, num_frames INTEGER, pts BLOB, keyframes BLOB, seekable INTEGER, "
                              "errors TEXT)")
-                self._conn = conn
-            except (OSError, sqlite3.Error) as err:  # read-only folder, not a database, locked for too long
+            except (OSError, sqlite3.Error) as err:  # read-only folder or file, not a database, locked too long
                 self._read_only(err)
+                conn = conn if conn is not None and _readable(conn) else None  # read-only: still answers lookups
+            self._conn = conn
         return self._conn
 
     def _read_only(self, err: Exception) -> None:
         if self._writable:
             self._writable = False
             stats["write_errors"] += 1
-            log.warning("%s: cannot write the video index (%s); new scans stay in this process's memory",
-                        self.path, err)
+            quiet = os.environ.get(_SAID) == str(self.path)  # the main process said it before starting workers
+            log.log(logging.DEBUG if quiet else logging.WARNING,
+                    "%s: cannot write the video index (%s); new scans stay in this process's memory", self.path, err)
+            os.environ[_SAID] = str(self.path)  # inherited by DataLoader workers started from now on
 
     def key(self, path: str | Path) -> str:
         real = os.path.realpath(path)
@@ -165,6 +170,14 @@ class VideoIndex:
         self.__init__(state["path"])
 
 
+def _readable(conn: sqlite3.Connection) -> bool:
+    try:
+        conn.execute("SELECT path FROM videos LIMIT 1").fetchall()
+        return True
+    except sqlite3.Error:
+        return False
+
+
 # --------------------------------------------------------------------- the index decode.py consults in this process
 _active: VideoIndex | None = None
 
@@ -177,6 +190,7 @@ def use(path: str | Path | None) -> VideoIndex | None:
         _active = None
     elif _active is None or str(_active.path) != str(path):
         _active = VideoIndex(path)
+        _active._db()  # opened now: a problem is said here once, not by every DataLoader worker later
     return _active
 
 

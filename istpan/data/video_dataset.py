@@ -79,6 +79,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.replace_failed = train if replace_failed is None else replace_failed
         self.index_path = str(index_path) if index_path else None  # persistent video index (istpan.data.index)
+        video_index.use(self.index_path)  # opened in the main process first: one line if it can't be written
         # Modality (docs/flow.md): what one segment is; flow comes from `flow_root` folders or is computed on the fly.
         self.modality = modality
         self.flow_length = flow_length
