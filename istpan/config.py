@@ -300,11 +300,44 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """`yaml.safe_load`, except that a key given twice in one mapping is an error: PyYAML silently keeps the last
+    one, so of two `augment:` sections the first (the one a reader finds and edits) would change nothing."""
+
+
+def _unique_keys_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: list[Any] = []
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges are PyYAML's to resolve
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"'{key}' is given twice (only the last one would "
+                                                    "count); keep one", key_node.start_mark)
+        seen.append(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_keys_mapping)
+
+
+def _yaml_problem(err: yaml.YAMLError, *, line: bool = True) -> str:
+    """PyYAML's message in one line: 'line N: <problem>' (its own text spans several lines with a caret)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+    return f"line {mark.line + 1}: {problem}" if line and mark is not None else problem
+
+
 def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise UserError(f"override '{item}' must look like key=value, e.g. optim.lr=0.001")
     key, raw = item.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    try:
+        return key.strip().split("."), yaml.safe_load(raw)
+    except yaml.YAMLError as err:  # e.g. data.root=@videos ('@' is reserved in YAML) or an unclosed [
+        problem = _yaml_problem(err, line=False)
+        raise UserError(f"override '{item}': the value is not valid YAML ({problem}); quote it, e.g. "
+                        f"{key.strip()}='\"{raw}\"'") from None
 
 
 def packaged_configs() -> dict[str, Path]:
@@ -346,9 +379,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path:
         path = resolve_config(path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.load(path.read_text(), Loader=_StrictLoader) or {}
         except yaml.YAMLError as err:
-            raise UserError(f"{path}: not valid YAML ({err})") from err
+            raise UserError(f"{path}: not valid YAML ({_yaml_problem(err)})") from err
         if not isinstance(data, dict):
             raise UserError(f"{path}: a config file must be a mapping of sections (data, model, optim, train)")
         try:

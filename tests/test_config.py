@@ -39,6 +39,8 @@ def test_resolved_config_round_trips(tmp_path):
         (["train.epochs=many"], "expected a int"),
         (["optim"], "must look like key=value"),
         (["train=3"], "must be a mapping"),
+        (["data.root=@videos"], "override 'data.root=@videos': the value is not valid YAML (found character '@'"),
+        (["optim.step_epochs=[2, 4"], "the value is not valid YAML"),
     ],
 )
 def test_bad_overrides_are_one_line_user_errors(overrides, needle):
@@ -54,6 +56,26 @@ def test_bad_file(tmp_path):
     bad.write_text("train:\n  epoch: 3\n")
     with pytest.raises(UserError, match=r"bad.yaml: train.epoch: unknown config key"):
         load_config(bad)
+
+
+def test_a_key_given_twice_or_broken_yaml_is_one_line(tmp_path):
+    """PyYAML keeps the last of two equal keys without a word: editing the first would change nothing (two
+    `augment:` sections shipped in folder.yaml and list.yaml that way). Its syntax errors span several lines."""
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("train:\n  epochs: 3\noptim:\n  lr: 0.1\ntrain:\n  epochs: 5\n")
+    with pytest.raises(UserError) as err:
+        load_config(twice)
+    assert str(err.value) == f"{twice}: not valid YAML (line 5: 'train' is given twice (only the last one would " \
+                             "count); keep one)"
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("model:\n  options: {dropout: 0.1, dropout: 0.5}\n")
+    with pytest.raises(UserError, match="'dropout' is given twice"):
+        load_config(nested)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("data:\n  root: [x\nmodel: {}\n")
+    with pytest.raises(UserError) as err:
+        load_config(broken)
+    assert str(err.value).startswith(f"{broken}: not valid YAML (line 3: ") and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
