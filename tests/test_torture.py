@@ -305,24 +305,33 @@ def test_eval_and_train_where_nothing_decodes_stop_with_one_line(corpus, trained
 
 
 def _check_predictions(corpus, code: int, out: str, err: str, *, report: str = "error: ") -> None:
-    """Exit status 1; one `error:` line per unusable video and nothing else naming it; each usable one predicted."""
+    """Exit status 1; one `error:` line per unusable video and nothing else naming it; each usable one predicted
+    (a line of its own, or with --json a record with its top classes)."""
     videos = _val_videos(corpus)
     unusable = [p for p in videos if not _usable(p)]
     assert code == 1
+    as_json = out.startswith("[")
+    if as_json:  # --json: one record per video on stdout, the error lines on stderr as always
+        records = json.loads(out)
+        assert [r["path"] for r in records] == videos
+        assert [r["path"] for r in records if "error" in r] == unusable and all(r.get("top") or r.get("topk")
+                                                                                for r in records if "error" not in r)
     for path in videos:
-        named = _lines_naming(out + err, path)
         if path in unusable:
+            named = _lines_naming(err if as_json else out + err, path)
             assert len(named) == 1 and named[0].startswith(report), (path, named)
-        else:
-            assert named and not any(line.startswith(report) for line in named), (path, named)
+        else:  # (--json escapes non-ASCII names: its records were checked above)
+            named = _lines_naming(err if as_json else out + err, path)
+            assert (as_json or named) and not any(line.startswith(report) for line in named), (path, named)
     assert f"{len(unusable)} of {len(videos)} videos failed" in err
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", [[], ["--window", "4", "--unit", "frames"], ["--max-frames", "4"]],
-                         ids=["plain", "window", "anytime"])
+@pytest.mark.parametrize("mode", [[], ["--window", "4", "--unit", "frames"], ["--max-frames", "4"], ["--json"],
+                                  ["--checkpoint", "last.pt"]], ids=["plain", "window", "anytime", "json", "fused"])
 def test_predict_reports_each_broken_video_and_predicts_every_good_one(corpus, trained, mode, capsys, caplog):
     run, _ = trained
+    mode = [str(run / m) if m.endswith(".pt") else m for m in mode]
     code, out, err = _cli(["predict", *_val_videos(corpus), "--checkpoint", str(run / "best.pt"), *mode],
                           capsys, caplog)
     _check_predictions(corpus, code, out, err)

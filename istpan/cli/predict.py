@@ -158,7 +158,10 @@ def _fused(args: argparse.Namespace) -> int:
             print(f"error: {r['error']}", file=sys.stderr)
         elif not args.json:
             print(f"{r['path']}: " + "  ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"]))
-    return 1 if any("error" in r for r in results) else 0
+    failed = sum("error" in r for r in results)
+    if failed:  # the count every other mode ends with
+        print(f"{failed} of {len(results)} videos failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def run(args: argparse.Namespace) -> int:
