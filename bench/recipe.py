@@ -6,11 +6,13 @@
 Cost (default mode). Both variants train the same model on the same real loader (PyAV decode of MP4s written by the
 synthetic-data generator, sampling, transforms, 1 worker):
     off: TSN's recipe (multi-scale crop + flip), no mixing, no EMA;
-    on:  + RandAugment + random erasing + colour jitter + mixup/cutmix with label smoothing + EMA (the modern recipe).
+    on:  + RandAugment + random erasing + colour jitter (--color-jitter; 0 = exactly configs/folder.yaml's modern
+         recipe) + mixup/cutmix with label smoothing + EMA.
     recipe_overhead = step time on / step time off (goal <= 1.10: the augmentations run in the loader workers and
     must hide behind compute; mixing and the EMA update are per step on the training side).
-It also prints the loader's own throughput (clips/s, no model) with and without the augmentations.
-Rounds alternate the variants (rotating their order) so that drift in machine load hits both alike; medians are
+It also times both recipes on an in-memory batch (the training side alone: mixing and the EMA update;
+`train_side_overhead`) and the loader's own throughput (clips/s, no model) with and without the augmentations.
+Rounds alternate the variants (rotating their order) so that drift in machine load hits all alike; medians are
 reported. Last line: `recipe_overhead=<x> loader_clips_s_on=<y> loader_clips_s_off=<z>`.
 
 Accuracy (--accuracy). istpan_tiny from scratch on the generated action dataset (docs/synthetic.md), the same
@@ -37,14 +39,6 @@ MODERN = dict(policy="randaugment", random_erasing=0.25, mixup_alpha=0.8, cutmix
 EMA_DECAY = 0.999
 
 
-def _loader_rate(loader, batches: int) -> float:
-    it = iter(loader)
-    next(it)  # workers started
-    start = time.perf_counter()
-    clips = sum(next(it)["video"].shape[0] for _ in range(batches))
-    return clips / (time.perf_counter() - start)
-
-
 def cost(args: argparse.Namespace) -> None:
     from istpan.engine.amp import make_grad_scaler
     from istpan.engine.mixing import BatchMix
@@ -57,8 +51,9 @@ def cost(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="istpan_bench_recipe_"))
     data = generate(tmp / "synth", num_videos=4 * args.batch * (args.steps + 2), size=max(96, args.size + 16),
                     num_frames=32, val_fraction=0.0, reuse=True)
-    variants = {}
-    for name, augment in (("off", {}), ("on", {**MODERN, "color_jitter": 0.4})):
+    variants: dict = {}
+    drain: dict = {}  # loader-alone variants: batches prefetched during the pause are taken before the timing
+    for name, augment in (("off", {}), ("on", {**MODERN, "color_jitter": args.color_jitter})):
         cfg = config_from_dict({
             "data": dict(format="synthetic", root=str(data), num_segments=args.segments, input_size=args.size,
                          short_side=args.size + 16, num_workers=args.workers),
@@ -82,33 +77,41 @@ def cost(args: argparse.Namespace) -> None:
         mix = BatchMix(cfg.augment, num_classes=len(dataset.class_names), multi_label=False)
         endless = _Endless(loader)
         log = RunLog(tmp / "run", enabled=False, tensorboard=False, resume_step=None)
+        batch = next(iter(loader))
+        batch.pop("skipped")
+        memory = [batch] * args.steps  # one real batch, kept in memory: the training side alone
 
-        def run(cfg=cfg, model=model, optimizer=optimizer, scheduler=scheduler, mix=mix, ema=ema, endless=endless,
-                log=log):
-            train_one_epoch(model, endless, optimizer, scheduler, make_grad_scaler("none", torch.device("cpu")),
+        def run(source, cfg=cfg, model=model, optimizer=optimizer, scheduler=scheduler, mix=mix, ema=ema, log=log):
+            train_one_epoch(model, source, optimizer, scheduler, make_grad_scaler("none", torch.device("cpu")),
                             cfg=cfg, epoch=0, steps=args.steps, device=torch.device("cpu"), log=log, progress=False,
                             mix=mix, ema=ema)
 
-        variants[name] = (run, loader)
-    for run, _ in variants.values():  # warm-up: allocator, oneDNN primitives, loader workers
+        variants[name] = lambda run=run, endless=endless: run(endless)
+        variants[f"{name} in-memory"] = lambda run=run, memory=memory: run(memory)
+        variants[f"{name} loader alone"] = lambda endless=endless: [next(iter(endless)) for _ in range(args.steps)]
+        drain[f"{name} loader alone"] = endless
+    for run in variants.values():  # warm-up: allocator, oneDNN primitives, loader workers
         run()
     times: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
     for r in range(args.rounds):
-        for name in names[r % 2:] + names[: r % 2]:
-            time.sleep(0.5)
+        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate: no variant always follows another
+            time.sleep(0.5)  # the loader worker's prefetch must not run into the next timing
+            if name in drain:
+                for _ in range(2 * args.workers):  # the prefetched batches (prefetch_factor 2 per worker)
+                    next(iter(drain[name]))
             start = time.perf_counter()
-            variants[name][0]()
+            variants[name]()
             times[name].append((time.perf_counter() - start) / args.steps)
     step = {name: statistics.median(t) for name, t in times.items()}
-    rates = {name: _loader_rate(loader, args.steps) for name, (_, loader) in variants.items()}
     print(f"model {args.model}  input {args.size}px  K={args.segments}  batch {args.batch}  threads {args.threads}  "
           f"workers {args.workers}  device cpu (no GPU lent to this run)")
-    for name in variants:
-        print(f"recipe {name:>3}: {1000 * step[name]:8.1f} ms/step  {args.batch / step[name]:7.2f} clips/s  "
-              f"loader alone {rates[name]:7.2f} clips/s")
-    print(f"recipe_overhead={step['on'] / step['off']:.3f} loader_clips_s_on={rates['on']:.2f} "
-          f"loader_clips_s_off={rates['off']:.2f}")
+    for name, t in step.items():
+        print(f"{name:>22}: {1000 * t:8.1f} ms/step  {args.batch / t:7.2f} clips/s")
+    print(f"train_side_overhead={step['on in-memory'] / step['off in-memory']:.3f} (mixing + EMA, in-memory batches)")
+    on_rate, off_rate = args.batch / step["on loader alone"], args.batch / step["off loader alone"]
+    print(f"recipe_overhead={step['on'] / step['off']:.3f} loader_clips_s_on={on_rate:.2f} "
+          f"loader_clips_s_off={off_rate:.2f}")
 
 
 class _Endless:
@@ -187,6 +190,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (1: the worker gets a core)")
+    parser.add_argument("--color-jitter", type=float, default=0.4,
+                        help="cost: colour jitter of the 'on' variant (0.4: every augmentation; 0: the modern configs)")
     parser.add_argument("--seeds", type=int, default=3, help="--accuracy: seeds per variant")
     parser.add_argument("--epochs", type=int, default=6, help="--accuracy: epochs per run")
     parser.add_argument("--videos", type=int, default=320, help="--accuracy: synthetic videos (train + val)")
