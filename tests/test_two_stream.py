@@ -294,3 +294,19 @@ def test_flow_checkpoint_exports_to_torchscript(two_streams, tmp_path):
     model, meta = load_model(two_streams["flow"][1]["last_checkpoint"])
     result = export_model(model, meta, tmp_path / "flow.pt", format="torchscript")
     assert result["input_shape"][2] == 6 and result["max_abs_diff"] <= result["tolerance"]
+
+
+def test_rgb_plus_flow_predict_computes_both_streams_from_the_file(tmp_path):
+    from istpan import Predictor
+    from istpan.config import DataConfig
+    from istpan.engine.checkpoint import build_meta
+
+    video = make_video(tmp_path / "a.mp4", make_frames(10, (40, 40)))
+    data = DataConfig(modality="rgb+flow", flow_length=2, test_segments=3, input_size=32, short_side=32,
+                      flow_algorithm="farneback")
+    model = create_model("istpan_tiny", num_classes=2, modality="rgb+flow", flow_length=2, input_size=32).eval()
+    predictor = Predictor(model, build_meta(model, class_names=["a", "b"], data_cfg=data))
+    views, starts, n = predictor.preprocessing.read(video)
+    assert views.shape == (3, 32, 32, 3 + 4) and n == 10 and starts == [1, 4, 6]  # 3 centres over 8 starts
+    scores = predictor.scores([video])
+    assert scores.shape == (1, 2) and torch.allclose(scores.sum(1), torch.ones(1))
