@@ -98,8 +98,12 @@ def test_ctrl_c_stops_cleanly(setup, monkeypatch, capsys):
             yield decision
 
     monkeypatch.setattr(stream_module, "stream_decisions", interrupted_after_first)
-    start = time.monotonic()
-    assert main(["predict", "--stream", "-", "--checkpoint", str(ckpt), "--timeout", "30"]) == 0
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh process (other tests may
+    start = time.monotonic()                                              # have left a training handler installed)
+    try:
+        assert main(["predict", "--stream", "-", "--checkpoint", str(ckpt), "--timeout", "30"]) == 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - start < 20
     out, err = capsys.readouterr()
     assert len(out.splitlines()) >= 1 and "-: stopped (Ctrl-C) after" in err and "Traceback" not in err
