@@ -113,7 +113,7 @@ def naive_frames(path: Path) -> int:
 def build_corpus(root: Path) -> dict[str, dict[str, str]]:
     """`root/{train,val}/{left,right}/...`: good videos, odd but valid ones and broken ones.
 
-    Returns {"broken": {path: a word the report must use}, "odd": {path: ""}, "good": {path: class}} over both
+    Returns {"broken": {path: words data check must use}, "odd": {path: class}, "good": {path: class}} over both
     splits. Broken files sit in both splits and both classes; the odd valid ones only in val (they must be predicted).
     """
     corpus: dict[str, dict[str, str]] = {"broken": {}, "odd": {}, "good": {}}
@@ -133,19 +133,21 @@ def build_corpus(root: Path) -> dict[str, dict[str, str]]:
             folder = root / split / cls
             if c == 0:  # half the broken kinds per class
                 files = {"zero.mp4": (b"", "empty"),
-                         "random bytes.mp4": (np.random.default_rng(0).integers(0, 256, 5000, np.uint8).tobytes(), "")}
-                for pct in (10, 50, 90):
-                    files[f"cut{pct}.mp4"] = (fast[: len(fast) * pct // 100], "")
+                         "random bytes.mp4": (np.random.default_rng(0).integers(0, 256, 5000, np.uint8).tobytes(),
+                                              "cannot open as a video")}
+                for pct in (10, 50, 90):  # the index comes first (faststart): 50 and 90 % keep some frames
+                    files[f"cut{pct}.mp4"] = (fast[: len(fast) * pct // 100], "moov atom) is truncated" if pct == 10
+                                              else "only")
                 for name, (payload, says) in files.items():
                     (folder / name).write_bytes(payload)
                     corpus["broken"][str(folder / name)] = says
-                corpus["broken"][str(_mp4_without_index(folder / "no_moov.mp4", sample))] = "moov"
+                corpus["broken"][str(_mp4_without_index(folder / "no_moov.mp4", sample))] = "moov atom) is missing"
                 corpus["broken"][str(_audio_only(folder / "audio_only.mp4"))] = "no video stream"
             else:
                 for pct in (10, 50, 90):
                     (folder / f"cut{pct}.avi").write_bytes(avi[: len(avi) * pct // 100])
                     corpus["broken"][str(folder / f"cut{pct}.avi")] = ""
-                corpus["broken"][str(_no_packets(folder / "no_packets.avi"))] = ""
+                corpus["broken"][str(_no_packets(folder / "no_packets.avi"))] = "no frame"
                 os.symlink(folder / "gone.mp4", folder / "dangling.mp4")
                 corpus["broken"][str(folder / "dangling.mp4")] = "link target does not exist"
                 (folder / "x.mp4").mkdir()
