@@ -55,13 +55,13 @@ def test_cold_torch_hub_cache_offline_says_which_file_to_put_where(offline):
     assert str(offline / "torch" / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth") in text
 
 
-def _timm_snapshot(root, repo: str) -> dict[str, torch.Tensor]:
-    """A Hugging Face Hub cache entry for `repo` holding random weights of timm's full mobilenetv2_100."""
+def _timm_snapshot(root, repo: str, arch: str = "mobilenetv2_100") -> dict[str, torch.Tensor]:
+    """A Hugging Face Hub cache entry for `repo` holding random weights of timm's full `arch`."""
     import timm
     from safetensors.torch import save_file
 
     torch.manual_seed(3)
-    weights = {k: v.contiguous() for k, v in timm.create_model("mobilenetv2_100").state_dict().items()}
+    weights = {k: v.contiguous() for k, v in timm.create_model(arch).state_dict().items()}
     entry = root / f"models--{repo.replace('/', '--')}"
     (entry / "refs").mkdir(parents=True)
     (entry / "refs" / "main").write_text(REVISION)
@@ -77,6 +77,16 @@ def test_timm_weights_from_a_warm_hugging_face_cache(offline):
         loaded = backbone.model.state_dict()  # features_only: the same keys minus the classifier
         assert loaded and all(torch.equal(v, weights[k]) for k, v in loaded.items() if k in weights), spec
         assert sum(k in weights for k in loaded) > 100
+
+
+def test_a_timm_tag_brings_its_own_normalisation_into_the_checkpoint_meta(offline):
+    """efficientnet_b0.ra4_e3600_r224_in1k expects mean = std = 0.5: the model's pretrained_cfg (what build_meta
+    stores as the preprocessing) must say so, not ImageNet's."""
+    tag = "efficientnet_b0.ra4_e3600_r224_in1k"
+    _timm_snapshot(offline / "hf" / "hub", f"timm/{tag}", arch="efficientnet_b0")
+    model = create_model("istpan_efficientnet_b0", num_classes=3, pretrained=f"timm:{tag}")
+    assert model.pretrained_cfg["mean"] == (0.5, 0.5, 0.5) and model.pretrained_cfg["std"] == (0.5, 0.5, 0.5)
+    assert create_model("istpan_efficientnet_b0", num_classes=3).pretrained_cfg["mean"] == (0.485, 0.456, 0.406)
 
 
 def test_cold_hugging_face_cache_offline_is_one_line(offline):

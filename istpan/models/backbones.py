@@ -67,6 +67,9 @@ class Backbone(nn.Module):
     feature_info: list[FeatureInfo]
     default_input_size: int = 224
     in_chans: int = 3
+    # RGB normalisation its weights expect: ImageNet's, unless hub weights say otherwise (timm tags may use 0.5)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -162,6 +165,8 @@ class TimmBackbone(Backbone):
                 self.model = timm.create_model(tag, pretrained=True, features_only=True)
             except Exception as err:  # offline with a cold cache, no network, a broken download
                 raise timm_missing_weights_error(str(pretrained), tag, err) from err
+            cfg = timm.models.get_pretrained_cfg(tag)
+            self.mean, self.std = tuple(cfg.mean), tuple(cfg.std)  # e.g. 0.5 for efficientnet_b0.ra4_e3600_r224_in1k
             info = self.model.feature_info
             self.feature_info = [FeatureInfo(c, r) for c, r in zip(info.channels(), info.reduction())]
             return

@@ -22,7 +22,7 @@ from torch import nn
 
 from istpan.errors import UserError
 from istpan.modality import DEFAULT_FLOW_LENGTH, MODALITIES, in_channels, input_stats
-from istpan.models.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, Backbone, build_backbone
+from istpan.models.backbones import BACKBONES, Backbone, build_backbone
 from istpan.models.classifier import HEADS, VideoClassifier
 from istpan.models.pyramid_attention import FUSIONS, POOL_WEIGHTS, REDUCTIONS, TIME_ENCODINGS, PyramidAttention
 
@@ -135,7 +135,7 @@ def _build(
         head=opts["head"] if attention else "mean",
     )
     model.model_options = opts
-    mean, std = input_stats(modality, flow_length, IMAGENET_MEAN, IMAGENET_STD)
+    mean, std = input_stats(modality, flow_length, backbone.mean, backbone.std)  # the backbone's weights' own
     model.pretrained_cfg = dict(mean=mean, std=std, input_size=opts["input_size"])
     return model
 
