@@ -9,10 +9,12 @@ from istpan.engine.anytime import (
     anytime_predict,
     anytime_scores,
     calibrate_threshold,
+    calibrate_thresholds,
     coarse_to_fine,
     margins,
     stopping_point,
 )
+from istpan.errors import UserError
 from istpan.models import create_model
 
 
@@ -50,6 +52,10 @@ def test_anytime_scores_and_lazy_prediction_match_the_model(name, options):
     probs, used = anytime_predict(model, frame, 8, threshold=thr)
     assert used == int(stopping_point(scores[:1], thr)) <= 3 and asked == coarse_to_fine(8)[:used]
     torch.testing.assert_close(probs, scores[0, used - 1], atol=1e-5, rtol=0)
+    asked.clear()  # per step: never after 1 or 2 frames, always after 3
+    probs, used = anytime_predict(model, frame, 8, threshold=[2.0, 2.0, 0.0, 2.0, 2.0, 2.0, 2.0])
+    assert used == 3 and asked == coarse_to_fine(8)[:3]
+    torch.testing.assert_close(probs, ref3[0], atol=1e-5, rtol=0)
 
 
 def test_stopping_point_and_calibration_against_a_naive_loop():
@@ -73,3 +79,41 @@ def test_stopping_point_and_calibration_against_a_naive_loop():
         a = 100 * (scores[torch.arange(50), u - 1].argmax(-1) == labels).float().mean().item()
         if a >= full - 1.0 - 1e-9:
             assert u.float().mean() >= used.float().mean() - 1e-9
+
+
+def _naive_point(scores, labels, thr):
+    """Accuracy (%) and mean frames of per-step thresholds, one video at a time."""
+    v, num = scores.shape[:2]
+    hits, frames = 0, 0
+    for i in range(v):
+        n = next((n for n in range(num - 1) if margins(scores[i, n]) >= thr[n]), num - 1)
+        hits += int(scores[i, n].argmax() == labels[i])
+        frames += n + 1
+    return 100 * hits / v, frames / v
+
+
+def test_per_step_thresholds_against_a_naive_loop():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(60, 5, 4, generator=g) * torch.linspace(0.5, 3, 5)[:, None]  # sharper with more frames
+    labels = torch.randint(0, 4, (60,), generator=g)
+    logits[torch.arange(60), -1, labels] += 1.5  # the full video is mostly right
+    scores = logits.softmax(-1)  # (V, N, C)
+    for thr in ([0.3, 0.9, 0.1, 2.0], [2.0, 2.0, 2.0, 2.0], [0.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.5, 0.0]):
+        used = stopping_point(scores, thr)
+        naive = [next((n + 1 for n in range(4) if margins(scores[i, n]) >= thr[n]), 5) for i in range(60)]
+        assert used.tolist() == naive
+    assert stopping_point(scores, 0.5).tolist() == stopping_point(scores, [0.5] * 4).tolist()
+    with pytest.raises(UserError, match="one threshold per step"):
+        stopping_point(scores, [0.5, 0.5])
+
+    full = 100 * (scores[:, -1].argmax(-1) == labels).float().mean().item()
+    thr, acc, frames = calibrate_thresholds(scores, labels, max_loss=2.0, steps=11)
+    assert len(thr) == 4 and (acc, frames) == pytest.approx(_naive_point(scores, labels, thr))
+    assert acc >= full - 2.0 - 1e-9 and frames < 5  # within the loss, and it does stop early here
+    one, _ = calibrate_threshold(scores, labels, max_loss=2.0, steps=11)
+    assert frames <= _naive_point(scores, labels, [one] * 4)[1] + 1e-9  # never worse than one shared threshold
+    # a local optimum: no single step's threshold on the grid can be changed to use fewer frames within the loss
+    for n in range(4):
+        for value in [i / 10 for i in range(11)] + [2.0]:
+            a, f = _naive_point(scores, labels, [*thr[:n], value, *thr[n + 1:]])
+            assert not (a >= full - 2.0 - 1e-9 and f < frames - 1e-9)

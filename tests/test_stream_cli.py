@@ -135,5 +135,10 @@ def test_anytime_predict_cli(setup, capsys):
     assert [t["score"] for t in full["top"]] == pytest.approx([t["score"] for t in fixed["top"]], abs=1e-5)
     assert main(["predict", str(mp4), "--checkpoint", str(ckpt), "--max-frames", "5", "--confidence", "0"]) == 0
     assert "(1 of 5 frames)" in capsys.readouterr().out
+    per_step = ["--max-frames", "5", "--confidence", "2,2,0,2", "--json"]  # one threshold per step: stop after 3
+    assert main(["predict", str(mp4), "--checkpoint", str(ckpt), *per_step]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["frames_used"] == 3
+    assert main(["predict", str(mp4), "--checkpoint", str(ckpt), "--max-frames", "5", "--confidence", "0,0"]) == 2
+    assert "need one threshold per step: 4 (or 5) values for 5 frames, got 2" in capsys.readouterr().err
     assert main(["predict", str(mp4), "--checkpoint", str(ckpt), "--confidence", "0.3"]) == 2
     assert "--confidence needs --max-frames" in capsys.readouterr().err

@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   istpan predict --list videos.txt --out preds.jsonl --checkpoint best.pt   # millions of videos, resumable
   torchrun --nproc_per_node 4 -m istpan.cli.main predict --list videos.txt --out preds.jsonl --checkpoint best.pt
   istpan predict clip.mp4 --checkpoint best.pt --max-frames 8 --confidence 0.4    # anytime: stop when clear
+  istpan predict clip.mp4 --checkpoint best.pt --max-frames 8 --confidence 0.9,0.9,0.2,2,2,2,0   # one per step
   istpan predict --stream rtsp://camera/live --checkpoint best.pt --sample-fps 8     # one JSON line per decision
   istpan predict --stream /dev/video0 --checkpoint best.pt --every-seconds 1
   ffmpeg -i in.mp4 -f mpegts - | istpan predict --stream - --checkpoint best.pt
@@ -61,8 +62,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     b.add_argument("--batch-size", type=int, default=8, help="with --list: videos per forward pass")
     a = p.add_argument_group("anytime (fewer frames)")
     a.add_argument("--max-frames", type=int, help="look at up to N frames, coarse to fine (middle, quarters, ...)")
-    a.add_argument("--confidence", type=float, help="with --max-frames: stop once the top-1 margin p1 - p2 reaches "
-                   "this (calibrate it on your validation set: docs/latency.md)")
+    a.add_argument("--confidence", type=_margins, help="with --max-frames: stop once the top-1 margin p1 - p2 after n "
+                   "frames reaches X, or X_n of a comma list X_1,...,X_{N-1} (one per step, from calibrate_thresholds; "
+                   "above 1: never stop there); calibrate on your validation set: docs/latency.md")
     s = p.add_argument_group("live streams")
     s.add_argument("--stream", metavar="SOURCE", help="classify a stream: a file, /dev/videoN, an rtsp/http URL or - "
                    "(an encoded stream on stdin); prints one JSON line per decision")
@@ -163,6 +165,15 @@ def _fused(args: argparse.Namespace) -> int:
         print(f"{failed} of {len(results)} videos failed", file=sys.stderr)
     return 1 if failed else 0
 
+
+
+def _margins(text: str) -> float | list[float]:
+    """--confidence: one number, or a comma list (one threshold per number of frames seen)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or a comma list of numbers, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
 
 def run(args: argparse.Namespace) -> int:
     from istpan.engine.checkpoint import load_model
