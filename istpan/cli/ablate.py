@@ -31,8 +31,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog="\n".join(__doc__.split("\n")[3:]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--regime", choices=("synthetic", "pretrained"), default="synthetic",
-                   help="pretrained: frozen ImageNet MobileNetV2 on the cluttered scene (needs --weights)")
+    p.add_argument("--regime", choices=("synthetic", "pretrained", "finetune"), default="synthetic",
+                   help="pretrained: frozen ImageNet MobileNetV2 on the cluttered scene (needs --weights); finetune: "
+                   "the main rows with the whole backbone trained (partial BN) on the data in --cache")
+    p.add_argument("--per-class", type=int, default=64,
+                   help="finetune: training videos per class (default 64; the backbone's backward is the cost)")
     p.add_argument("--weights", help="ImageNet MobileNetV2 checkpoint (torchvision's mobilenet_v2-b0353104.pth)")
     p.add_argument("--cache", help="pretrained regime: folder for the generated data and cached features "
                    "(default: --out; about 3 GB for the full run)")
@@ -57,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seeds {args.seeds}: need at least one seed")
     if args.regime == "pretrained":
         return _run_pretrained(args)
+    if args.regime == "finetune":
+        return _run_finetune(args)
     args.seeds = args.seeds or 3
     budget = QUICK_ABLATION if args.quick else ABLATION
     if args.epochs is not None:
@@ -95,4 +100,24 @@ def _run_pretrained(args: argparse.Namespace) -> int:
     )
     print(format_markdown(result))
     print(f"written: {args.out}/pretrained_ablation.md, {args.out}/pretrained_ablation.json")
+    return 0
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from istpan.experiments.finetune import run_finetune
+
+    if not args.weights:
+        raise UserError("--regime finetune needs --weights PATH (ImageNet MobileNetV2, mobilenet_v2-b0353104.pth)")
+    data = Path(args.cache or args.out) / "data"
+    if not (data / "ground_truth.json").is_file():
+        raise UserError(f"{data}: no cluttered dataset here; run --regime pretrained with the same --cache first")
+    result = run_finetune(Path(args.out) / "finetune", data_root=data, pretrained=args.weights,
+                          seeds=args.seeds or 1, epochs=args.epochs or 4, train_per_class=args.per_class,
+                          rows=tuple(args.only) if args.only else None)
+    for r in result["runs"]:
+        curve = " ".join(f"{v:.1f}" for v in r["curve"] if v is not None)
+        print(f"{r['name']} (seed {r['seed']}): top-1 {r['top1']:.1f}; curve {curve}; {r['seconds'] / 60:.1f} min")
+    print(f"written: {args.out}/finetune/finetune.json")
     return 0

@@ -57,6 +57,15 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def first_per_class(self, n: int) -> FeatureCache:
+        """The first n videos of each class (a smaller balanced cache, copied into memory)."""
+        counts: dict[int, int] = {}
+        keep = [i for i, y in enumerate(self.labels.tolist()) if counts.setdefault(y, 0) < n
+                and not counts.__setitem__(y, counts[y] + 1)]
+        idx = np.asarray(keep)
+        return FeatureCache(self.stages, self.num_stages, [np.ascontiguousarray(a[idx]) for a in self.arrays],
+                            self.labels[idx], self.frames, self.boxes[idx], self.num_frames)
+
     def maps(self, videos: torch.Tensor, frames: torch.Tensor) -> list[torch.Tensor | None]:
         """Stage maps of frames (B, K) (cached-frame positions) of videos (B,) as the backbone would return them:
         a list over every backbone stage of (B·K, C_j, h_j, w_j) float32, None for stages not cached."""

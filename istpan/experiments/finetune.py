@@ -44,13 +44,13 @@ def run_finetune(
     *,
     data_root: str | Path,
     pretrained: str | Path,
-    rows: tuple[str, ...] = FINETUNE_ROWS,
+    rows: tuple[str, ...] | None = None,
     seeds: int = 1,
     epochs: int = 4,
     lr: float = 1e-3,
     batch_size: int = 8,
     train_per_class: int | None = 64,
-    val_per_class: int | None = None,
+    val_per_class: int | None = 32,
 ) -> dict[str, Any]:
     """Fine-tune each row (seed-major) and write finetune.json after each run: final top-1, the per-epoch validation
     curve, seconds. A rerun resumes (the engine resumes a cut run from its last checkpoint)."""
@@ -61,6 +61,11 @@ def run_finetune(
     train_list, val_list = _subset(root, "train", train_per_class, out), _subset(root, "val", val_per_class, out)
     spec = synth.load_ground_truth(root)["spec"]
     table = {r.name: r for r in pretrained_rows()}
+    unknown = [n for n in rows or () if n not in table]
+    if unknown:
+        from istpan.errors import UserError
+
+        raise UserError(f"--only {', '.join(unknown)}: not a row of the pretrained table (use full row names)")
     path = out / "finetune.json"
     result = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     result.update(epochs=epochs, lr=lr, batch_size=batch_size, train_per_class=train_per_class,
@@ -68,7 +73,7 @@ def run_finetune(
     budget = Budget(num_videos=spec["num_videos"], size=spec["size"], num_frames=spec["num_frames"], epochs=epochs,
                     batch_size=batch_size, segments=8, lr=lr, num_workers=0)
     for seed in range(seeds):
-        for name in rows:
+        for name in rows or FINETUNE_ROWS:
             if any(r["name"] == name and r["seed"] == seed for r in result["runs"]):
                 continue
             row = table[name]
