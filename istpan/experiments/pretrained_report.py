@@ -135,8 +135,9 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"{b['epochs']} epochs, batch {b['batch_size']}, K = {b['segments']}, AdamW lr {b['lr']} wd "
         f"{b['weight_decay']}, cosine; {result['seeds']} seeds. Mean [95 % CI over seeds]; Δ = paired difference on "
         f"the same seeds and data. Chance {result['chance']:.1f} %.",
-        f"Time (wall, this run): data {t.get('generate_s', 0):.0f} s, features "
-        f"{sum(v for k, v in t.items() if k.startswith('features_')):.0f} s, rows {t.get('rows_s', 0) / 60:.1f} min.",
+        f"Time (wall): data {t.get('generate_s', 0):.0f} s, features "
+        f"{sum(v for k, v in t.items() if k.startswith('features_')):.0f} s, rows {t.get('rows_s', 0) / 60:.1f} min"
+        + (f" ({t['note']})." if t.get("note") else "."),
         "",
         "| row | top-1 % | Δ vs TSN | Δ vs N=3 | pairs merged % | pointing game % | redundancy | train s | seeds |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -180,7 +181,7 @@ def format_markdown(result: dict[str, Any]) -> str:
 
 def _epochs(result: dict[str, Any]) -> list[int]:
     n = result["setup"]["budget"]["epochs"]
-    return sorted({e for e in (0, 1, 3, 5, 7, 11, 15, 19, 23, 31, n - 1) if e < n})
+    return list(range(n)) if n <= 12 else sorted({e for e in (0, 1, 3, 5, 7, 11, 15, 19, 23, 31, n - 1) if e < n})
 
 
 def _boot_txt(stat: dict | None) -> str:
