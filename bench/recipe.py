@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 
 import torch
+from _common import Endless, timed_rounds, train_bench_config
 
-from istpan.config import AugmentConfig, config_from_dict
+from istpan.config import AugmentConfig
 from istpan.data import build_dataset, build_loader
 from istpan.data.synth import generate
 
@@ -54,15 +55,7 @@ def cost(args: argparse.Namespace) -> None:
     variants: dict = {}
     drain: dict = {}  # loader-alone variants: batches prefetched during the pause are taken before the timing
     for name, augment in (("off", {}), ("on", {**MODERN, "color_jitter": args.color_jitter})):
-        cfg = config_from_dict({
-            "data": dict(format="synthetic", root=str(data), num_segments=args.segments, input_size=args.size,
-                         short_side=args.size + 16, num_workers=args.workers),
-            "model": dict(name=args.model, options={"input_size": args.size}),
-            "optim": dict(name="sgd", lr=0.001, warmup_epochs=0, clip_grad_norm=20.0),
-            "train": dict(batch_size=args.batch, partial_bn=False, log_every=10, tensorboard=False, epochs=1000,
-                          ema_decay=EMA_DECAY if augment else 0.0, out_dir=str(tmp / "run")),
-            "augment": augment,
-        })
+        cfg = train_bench_config(args, data, tmp / "run", augment=augment, ema_decay=EMA_DECAY if augment else 0.0)
         dataset = build_dataset(cfg.data, split="train", train=True, augment=cfg.augment)
         loader = build_loader(dataset, batch_size=args.batch, train=True, num_workers=args.workers, seed=0)
         torch.manual_seed(0)
@@ -75,7 +68,7 @@ def cost(args: argparse.Namespace) -> None:
         optimizer = build_optimizer(model, cfg.optim)
         scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=args.steps, epochs=1000)
         mix = BatchMix(cfg.augment, num_classes=len(dataset.class_names), multi_label=False)
-        endless = _Endless(loader)
+        endless = Endless(loader)
         log = RunLog(tmp / "run", enabled=False, tensorboard=False, resume_step=None)
         batch = next(iter(loader))
         batch.pop("skipped")
@@ -90,20 +83,11 @@ def cost(args: argparse.Namespace) -> None:
         variants[f"{name} in-memory"] = lambda run=run, memory=memory: run(memory)
         variants[f"{name} loader alone"] = lambda endless=endless: [next(iter(endless)) for _ in range(args.steps)]
         drain[f"{name} loader alone"] = endless
-    for run in variants.values():  # warm-up: allocator, oneDNN primitives, loader workers
-        run()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
-    for r in range(args.rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate: no variant always follows another
-            time.sleep(0.5)  # the loader worker's prefetch must not run into the next timing
-            if name in drain:
-                for _ in range(2 * args.workers):  # the prefetched batches (prefetch_factor 2 per worker)
-                    next(iter(drain[name]))
-            start = time.perf_counter()
-            variants[name]()
-            times[name].append((time.perf_counter() - start) / args.steps)
-    step = {name: statistics.median(t) for name, t in times.items()}
+    def drain_prefetch(name: str) -> None:  # loader alone: take the batches prefetched during the pause
+        for _ in range(2 * args.workers) if name in drain else ():  # prefetch_factor 2 per worker
+            next(iter(drain[name]))
+
+    step = timed_rounds(variants, rounds=args.rounds, steps=args.steps, before=drain_prefetch)
     print(f"model {args.model}  input {args.size}px  K={args.segments}  batch {args.batch}  threads {args.threads}  "
           f"workers {args.workers}  device cpu (no GPU lent to this run)")
     for name, t in step.items():
@@ -112,21 +96,6 @@ def cost(args: argparse.Namespace) -> None:
     on_rate, off_rate = args.batch / step["on loader alone"], args.batch / step["off loader alone"]
     print(f"recipe_overhead={step['on'] / step['off']:.3f} loader_clips_s_on={on_rate:.2f} "
           f"loader_clips_s_off={off_rate:.2f}")
-
-
-class _Endless:
-    """A long epoch's steady state: timed chunks continue one iterator, so the workers' pipeline never drains."""
-
-    def __init__(self, loader) -> None:
-        self._it = self._forever(loader)
-
-    @staticmethod
-    def _forever(loader):
-        while True:
-            yield from loader
-
-    def __iter__(self):
-        return self._it
 
 
 ACCURACY_VARIANTS = {  # name -> (augment section, train.ema_decay)

@@ -19,14 +19,12 @@ variant is reported. Last line: `loop_overhead=<x> loader_overhead=<y>`.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from _common import Endless, timed_rounds, train_bench_config
 
-from istpan.config import config_from_dict
 from istpan.data import build_dataset, build_loader
 from istpan.data.synth import generate
 from istpan.engine.amp import make_grad_scaler
@@ -34,21 +32,6 @@ from istpan.engine.optim import build_optimizer, build_scheduler
 from istpan.engine.run_log import RunLog
 from istpan.engine.train import train_one_epoch
 from istpan.models import create_model
-
-
-class Endless:
-    """A long epoch's steady state: timed chunks continue one iterator, so the workers' pipeline never drains."""
-
-    def __init__(self, loader) -> None:
-        self._it = self._forever(loader)
-
-    @staticmethod
-    def _forever(loader):
-        while True:
-            yield from loader
-
-    def __iter__(self):
-        return self._it
 
 
 def bare_loop(model, batches, optimizer, *, beta: float, gamma: float, clip: float) -> None:
@@ -84,14 +67,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="istpan_bench_"))
     data = generate(tmp / "synth", num_videos=4 * args.batch * (args.steps + 2), size=max(96, args.size + 16),
                     num_frames=32, val_fraction=0.0, reuse=True)
-    cfg = config_from_dict({
-        "data": dict(format="synthetic", root=str(data), num_segments=args.segments, input_size=args.size,
-                     short_side=args.size + 16, num_workers=args.workers),
-        "model": dict(name=args.model, options={"input_size": args.size}),
-        "optim": dict(name="sgd", lr=0.001, warmup_epochs=0, clip_grad_norm=20.0),
-        "train": dict(batch_size=args.batch, partial_bn=False, log_every=10, tensorboard=False, epochs=1000,
-                      out_dir=str(tmp / "run")),
-    })
+    cfg = train_bench_config(args, data, tmp / "run")
     dataset = build_dataset(cfg.data, split="train", train=True)
     loader = build_loader(dataset, batch_size=args.batch, train=True, num_workers=args.workers, seed=0)
     batch = next(iter(loader))  # one real batch, kept in memory
@@ -118,17 +94,7 @@ def main() -> None:
     }
     if args.amp_too:
         variants["istpan bf16"] = lambda: istpan_loop(memory, "bf16")
-    for run in variants.values():  # warm-up: allocator, oneDNN primitives, loader workers
-        run()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
-    for r in range(args.rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate: no variant always follows another
-            time.sleep(0.5)  # let the loader worker finish its prefetch: it must not run during the next timing
-            start = time.perf_counter()
-            variants[name]()
-            times[name].append((time.perf_counter() - start) / args.steps)
-    step = {name: statistics.median(t) for name, t in times.items()}
+    step = timed_rounds(variants, rounds=args.rounds, steps=args.steps)
     print(f"model {args.model}  input {args.size}px  K={args.segments}  batch {args.batch}  threads {args.threads}  "
           f"workers {args.workers}  device cpu (no GPU lent to this run)")
     for name, t in step.items():
