@@ -12,14 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from checkpoints import tiny_checkpoint
 from videos import make_video
 
 from istpan.cli.main import main
-from istpan.config import DataConfig
-from istpan.engine.checkpoint import build_meta, save_checkpoint
 from istpan.engine.predict import predict_videos
-from istpan.models import create_model
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -28,14 +25,7 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 def setup(tmp_path_factory):
     """A tiny checkpoint and a list of 14 lines: 12 good videos, a missing one, a corrupt one."""
     base = tmp_path_factory.mktemp("batch")
-    torch.manual_seed(0)
-    model = create_model("istpan_tiny", num_classes=4, input_size=32)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    meta = build_meta(model, class_names=list("abcd"),
-                      data_cfg=DataConfig(input_size=32, short_side=36, test_segments=3))
-    ckpt = save_checkpoint({"model": model.state_dict(), "meta": meta, "epoch": 1}, base / "model.pt")
+    model, meta, ckpt = tiny_checkpoint(base / "model.pt")
     names = []
     for i in range(12):
         make_video(base / "v" / f"clip{i}.mp4", num_frames=6 + i, size=(32, 40))

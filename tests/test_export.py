@@ -7,28 +7,18 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from checkpoints import tiny_checkpoint
 
-from istpan.config import DataConfig
-from istpan.engine.checkpoint import build_meta, load_checkpoint, load_model, save_checkpoint
+from istpan.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
 from istpan.engine.export import export_model
 from istpan.errors import UserError
-from istpan.models import create_model
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """An istpan_tiny checkpoint with a non-trivial head (so logits are far from zero), with the order-aware options
     (Fourier frame times, glimpse head): the export tests then cover every op a checkpoint can hold."""
-    torch.manual_seed(0)
-    model = create_model("istpan_tiny", num_classes=4, input_size=32, time_encoding="fourier", head="glimpse")
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    meta = build_meta(model, class_names=list("abcd"), data_cfg=DataConfig(input_size=32, short_side=36,
-                                                                          test_segments=3))
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint({"model": model.state_dict(), "meta": meta, "epoch": 1}, path)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt", time_encoding="fourier", head="glimpse")[2]
 
 
 def test_atomic_save_leaves_no_temp_and_replaces(checkpoint, tmp_path):

@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from checkpoints import tiny_checkpoint
 
 from istpan.cli.main import main
-from istpan.config import DataConfig
-from istpan.engine.checkpoint import build_meta, save_checkpoint
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the dev/export extra")
 
@@ -19,16 +18,7 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the dev/expor
 def test_split_export_runs_a_stream_without_torch_and_matches_the_model(tmp_path, capsys):
     """The order-aware model (the hardest case: frame times inside the head) exported split; onnxruntime alone
     computes features frame by frame and the head over K = 3 and K = 5 of them; both equal the PyTorch model."""
-    from istpan.models import create_model
-
-    torch.manual_seed(0)
-    model = create_model("istpan_tiny", num_classes=4, input_size=32, time_encoding="fourier", head="glimpse")
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)  # logits far from zero, time preference non-zero
-    meta = build_meta(model, class_names=list("abcd"),
-                      data_cfg=DataConfig(input_size=32, short_side=36, test_segments=3))
-    ckpt = save_checkpoint({"model": model.state_dict(), "meta": meta, "epoch": 1}, tmp_path / "model.pt")
+    model, _, ckpt = tiny_checkpoint(tmp_path / "model.pt", time_encoding="fourier", head="glimpse")
     assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--split", "--out",
                  str(tmp_path / "m.onnx")]) == 0
     assert "max_abs_diff frame=" in capsys.readouterr().out

@@ -5,29 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from checkpoints import tiny_checkpoint
 from videos import make_video
 
 from istpan import Predictor
-from istpan.config import DataConfig
 from istpan.data import count_frames, read_frames
-from istpan.engine.checkpoint import build_meta, load_model, save_checkpoint
+from istpan.engine.checkpoint import load_model, save_checkpoint
 from istpan.engine.predict import predict_videos
 from istpan.errors import UserError
-from istpan.models import create_model
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A run folder with last.pt of istpan_tiny (non-trivial head) and three videos of different sizes/lengths."""
     base = tmp_path_factory.mktemp("predictor")
-    torch.manual_seed(0)
-    model = create_model("istpan_tiny", num_classes=4, input_size=32)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    meta = build_meta(model, class_names=list("abcd"), data_cfg=DataConfig(input_size=32, short_side=36,
-                                                                          test_segments=3))
-    save_checkpoint({"model": model.state_dict(), "meta": meta, "epoch": 1}, base / "run" / "last.pt")
+    tiny_checkpoint(base / "run" / "last.pt")
     videos = [make_video(base / "a.mp4", num_frames=14, size=(40, 56)),
               make_video(base / "b.avi", num_frames=7, size=(48, 36), codec="mpeg4"),
               make_video(base / "c.mp4", num_frames=20, size=(40, 56))]
