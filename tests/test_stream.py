@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import socket
 import threading
 import time
@@ -12,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from videos import make_video
+from videos import fed_pipe, make_video
 
 from istpan.data import VideoError, read_frames
 from istpan.data.preprocess import Preprocessing
@@ -22,19 +21,6 @@ from istpan.errors import UserError
 from istpan.models import create_model
 
 NAMES = [f"c{i}" for i in range(5)]
-
-
-def _pipe(data: bytes, *, hold_open_s: float = 0.0):
-    """A readable file object fed `data` by a thread, like `cat file | istpan ...`; optionally stalls before EOF."""
-    r, w = os.pipe()
-
-    def feed():
-        os.write(w, data)
-        time.sleep(hold_open_s)
-        os.close(w)
-
-    threading.Thread(target=feed, daemon=True).start()
-    return os.fdopen(r, "rb")
 
 
 def test_source_kinds():
@@ -57,7 +43,7 @@ def test_file_source_yields_every_frame_then_sampled_by_rate(tmp_path):
 def test_stdin_stream_with_a_size_change_keeps_going_and_says_so(tmp_path, caplog):
     a = make_video(tmp_path / "a.ts", num_frames=12, size=(64, 64), fps=10)
     b = make_video(tmp_path / "b.ts", num_frames=12, size=(48, 80), fps=10)
-    with caplog.at_level(logging.WARNING), VideoSource("-", stdin=_pipe(a.read_bytes() + b.read_bytes())) as source:
+    with caplog.at_level(logging.WARNING), VideoSource("-", stdin=fed_pipe(a.read_bytes() + b.read_bytes())) as source:
         got = list(source)
     assert [tuple(f.shape) for _, f in got] == [(64, 64, 3)] * 12 + [(48, 80, 3)] * 12
     times = [t for t, _ in got]
@@ -69,7 +55,7 @@ def test_stdin_stream_with_a_size_change_keeps_going_and_says_so(tmp_path, caplo
 def test_stalled_stdin_and_stalled_http_end_with_a_clear_error_not_a_hang(tmp_path):
     data = make_video(tmp_path / "a.ts", num_frames=40, fps=10).read_bytes()
     start = time.monotonic()
-    half = _pipe(data[: len(data) // 2], hold_open_s=5)  # half the stream, then silence
+    half = fed_pipe(data[: len(data) // 2], hold_open_s=5)  # half the stream, then silence
     with pytest.raises(SourceError, match=r"no data on stdin for 0\.5 s"), VideoSource("-", stdin=half,
                                                                                         timeout_s=0.5) as source:
         sum(1 for _ in source)

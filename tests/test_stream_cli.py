@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from videos import make_video
+from videos import fed_pipe, make_video
 
 from istpan.cli.main import main
 from istpan.config import DataConfig
@@ -48,15 +48,7 @@ def _scores(decision: dict, classes: int = 4) -> torch.Tensor:
 
 def _stdin_pipe(monkeypatch, data: bytes, *, hold_open_s: float = 0.0) -> None:
     """sys.stdin becomes a pipe fed `data` by a thread (`cat clip.ts | istpan ...`), kept open `hold_open_s` more."""
-    r, w = os.pipe()
-
-    def feed():
-        os.write(w, data)
-        time.sleep(hold_open_s)
-        os.close(w)
-
-    threading.Thread(target=feed, daemon=True).start()
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(os.fdopen(r, "rb")))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(fed_pipe(data, hold_open_s=hold_open_s)))
 
 
 def test_stdin_stream_prints_one_json_line_per_decision(setup, monkeypatch, capsys):

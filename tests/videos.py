@@ -12,8 +12,12 @@ milliseconds to write.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -84,3 +88,17 @@ def make_video(
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def fed_pipe(data: bytes, *, hold_open_s: float = 0.0) -> BinaryIO:
+    """A readable file object fed `data` by a thread, like `cat clip.ts | istpan ...`; kept open `hold_open_s` more
+    before EOF (a live source that stalls)."""
+    r, w = os.pipe()
+
+    def feed() -> None:
+        os.write(w, data)
+        time.sleep(hold_open_s)
+        os.close(w)
+
+    threading.Thread(target=feed, daemon=True).start()
+    return os.fdopen(r, "rb")
