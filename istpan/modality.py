@@ -13,12 +13,13 @@ MMAction2 uses (v - 128) / 128 instead; the difference is a constant factor the 
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_FLOW_LENGTH", "FLOW_ALGORITHMS", "FLOW_MEAN", "FLOW_STD", "MODALITIES", "flow_x_channels",
-           "in_channels", "input_stats"]
+__all__ = ["DEFAULT_FLOW_LENGTH", "FLOW_ALGORITHMS", "FLOW_MEAN", "FLOW_STD", "IMAGENET_MEAN", "IMAGENET_STD",
+           "MODALITIES", "flow_x_channels", "in_channels", "input_stats"]
 
 MODALITIES = ("rgb", "flow", "rgb+flow")
 FLOW_ALGORITHMS = ("tvl1", "dis", "farneback")  # istpan/data/flow.py computes them
 DEFAULT_FLOW_LENGTH = 5  # L, TSN's
+# ImageNet RGB statistics of [0, 1] pixels: the one copy (data transforms, Preprocessing and backbones import it)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FLOW_MEAN = 0.5

@@ -30,16 +30,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["Preprocessing"]
+from istpan.modality import IMAGENET_MEAN, IMAGENET_STD, input_stats
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)  # = istpan.data.transforms.IMAGENET_MEAN (not imported: keeps this module light)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["Preprocessing"]
 
 
 def _stats(modality: str, flow_length: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    from istpan.modality import input_stats
-
-    return input_stats(modality, flow_length, _IMAGENET_MEAN, _IMAGENET_STD)
+    return input_stats(modality, flow_length, IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _test_ratio(input_size: int) -> int:
@@ -54,8 +51,8 @@ class Preprocessing:
     input_size: int = 224  # side of the square centre crop the network sees
     short_side: int = 256  # frames are resized to this short side while decoding (0: decoded as stored)
     resize: int = 256  # short side right before the centre crop (max(short_side, input_size) from a DataConfig)
-    mean: tuple[float, ...] = _IMAGENET_MEAN  # per-channel normalisation of [0, 1] RGB: the backbone's
-    std: tuple[float, ...] = _IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN  # per-channel normalisation of [0, 1] RGB: the backbone's
+    std: tuple[float, ...] = IMAGENET_STD
     num_segments: int = 8  # K frames per video at test time (segment / uniform sampling)
     sampling: str = "segment"  # segment (TSN) | dense | uniform; see istpan.data.sampling
     clip_len: int = 8  # dense sampling: frames per clip (the K of a dense checkpoint)
@@ -119,8 +116,8 @@ class Preprocessing:
             input_size=input_size,
             short_side=int(d["short_side"]) if d.get("short_side") is not None else _test_ratio(input_size),
             resize=int(d.get("resize") or _test_ratio(input_size)),
-            mean=tuple(d.get("mean") or mean or _IMAGENET_MEAN),
-            std=tuple(d.get("std") or std or _IMAGENET_STD),
+            mean=tuple(d.get("mean") or mean or IMAGENET_MEAN),
+            std=tuple(d.get("std") or std or IMAGENET_STD),
             num_segments=num_segments,
             sampling=str(d.get("sampling") or "segment"),
             clip_len=int(d.get("clip_len") or num_segments),

@@ -25,6 +25,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2._utils import query_size
 
+from istpan.modality import IMAGENET_MEAN, IMAGENET_STD  # re-exported: the data pipeline's name for them
+
 __all__ = [
     "AUGMENT_POLICIES",
     "IMAGENET_MEAN",
@@ -39,8 +41,6 @@ __all__ = [
     "train_transform",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 TRAIN_CROPS = ("multiscale", "resized", "center")
 AUGMENT_POLICIES = ("none", "randaugment", "trivialaugment")
 

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from istpan.errors import UserError
+from istpan.modality import IMAGENET_MEAN, IMAGENET_STD
 from istpan.models.weights import (
     PRETRAINED_FORMS,
     is_hub_weights,
@@ -47,8 +48,6 @@ from istpan.models.weights import (
 __all__ = ["BACKBONES", "TIMM_BACKBONES", "Backbone", "FeatureInfo", "adapt_input_conv", "build_backbone",
            "first_conv"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 TIMM_BACKBONES = ("resnet50", "mobilenetv2_100", "efficientnet_b0", "convnext_tiny")
 BACKBONES = ("tiny", "mobilenetv2", "bninception", *TIMM_BACKBONES)
 
