@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from istpan.engine.amp import autocast
 from istpan.engine.distributed import all_gather_objects, is_main_process, reduce_sum
 from istpan.engine.metrics import multilabel_metrics, single_label_metrics
+from istpan.engine.predict import probabilities
 from istpan.errors import UserError
 
 __all__ = ["evaluate", "evaluate_checkpoint", "nothing_decoded", "video_scores"]
@@ -43,7 +44,7 @@ def video_scores(model: nn.Module, video: torch.Tensor) -> tuple[torch.Tensor, t
     b, v = video.shape[:2]
     logits = model(video.flatten(0, 1)).logits.float()  # (B·V, C)
     logits = logits.unflatten(0, (b, v))  # (B, V, C)
-    probs = logits.sigmoid() if multi_label else logits.softmax(-1)  # (B, V, C)
+    probs = probabilities(logits, multi_label=multi_label)  # (B, V, C)
     return logits.mean(1), probs.mean(1)
 
 

@@ -57,7 +57,10 @@ def is_multi_label(model: nn.Module, meta: dict[str, Any]) -> bool:
 
 
 def probabilities(logits: torch.Tensor, *, multi_label: bool) -> torch.Tensor:
-    """Sigmoid for a multi-label head (Charades), softmax otherwise: (B, C) -> (B, C), float32."""
+    """Sigmoid for a multi-label head (Charades), softmax otherwise, over the last dim: (..., C) -> (..., C), float32.
+
+    The one place that decision is made: evaluation, predict, windows, streaming and Predictor all call it.
+    """
     return logits.float().sigmoid() if multi_label else logits.float().softmax(-1)
 
 
