@@ -112,7 +112,7 @@ def _print_windows(results: list[dict], reduce: str, topk: int) -> None:
     for w in results:
         if "error" in w:
             continue
-        top = "  ".join(f"{t['label']} {t['score']:.3f}" for t in w["topk"][:topk])
+        top = _top_line(w["topk"][:topk], key="label")
         print(f"{w['path']}: {len(w['windows'])} windows ({reduce}): {top}")
         for seg in w["segments"]:
             print(f"  {seg['label']}: {seg['start_s']:.1f}s - {seg['end_s']:.1f}s (peak {seg['peak']:.3f})")
@@ -139,6 +139,19 @@ def _stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _top_line(top: list[dict], key: str = "class") -> str:
+    """`label 0.912  other 0.051`: the one-line top-k every mode prints."""
+    return "  ".join(f"{t[key]} {t['score']:.3f}" for t in top)
+
+
+def _exit_code(results: list[dict]) -> int:
+    """The `N of M videos failed` line every whole-video mode ends with; exit code 1 when any failed."""
+    failed = sum("error" in r for r in results)
+    if failed:
+        print(f"{failed} of {len(results)} videos failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def _fused(args: argparse.Namespace) -> int:
     """Late fusion of several checkpoints' scores, whole videos only."""
     from istpan.engine.fusion import predict_fused
@@ -159,12 +172,8 @@ def _fused(args: argparse.Namespace) -> int:
         if "error" in r:
             print(f"error: {r['error']}", file=sys.stderr)
         elif not args.json:
-            print(f"{r['path']}: " + "  ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"]))
-    failed = sum("error" in r for r in results)
-    if failed:  # the count every other mode ends with
-        print(f"{failed} of {len(results)} videos failed", file=sys.stderr)
-    return 1 if failed else 0
-
+            print(f"{r['path']}: " + _top_line(r["top"]))
+    return _exit_code(results)
 
 
 def _margins(text: str) -> float | list[float]:
@@ -174,6 +183,7 @@ def _margins(text: str) -> float | list[float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or a comma list of numbers, got {text!r}") from None
     return values[0] if len(values) == 1 else values
+
 
 def run(args: argparse.Namespace) -> int:
     from istpan.engine.checkpoint import load_model
@@ -220,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             for r in results:
                 if "error" not in r:
-                    top = "  ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"])
+                    top = _top_line(r["top"])
                     print(f"{r['path']}: {top}  ({r['frames_used']} of {r['max_frames']} frames)")
     elif args.window is not None:
         from istpan.engine.windows import predict_windows
@@ -242,12 +252,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             for r in results:
                 if "error" not in r:
-                    print(f"{r['path']}: " + "  ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"]))
+                    print(f"{r['path']}: " + _top_line(r["top"]))
     failed = [r for r in results if "error" in r]
     for r in failed:
         print(f"error: {r['error']}", file=sys.stderr)
     if args.explain:
         print(f"report written to {args.explain}/index.html", file=sys.stderr)
-    if failed:
-        print(f"{len(failed)} of {len(results)} videos failed", file=sys.stderr)
-    return 1 if failed else 0
+    return _exit_code(results)
