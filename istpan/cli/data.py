@@ -108,14 +108,10 @@ def _data_config(args):
 
 def run_check(args) -> int:
     from istpan.data.check import check_dataset, write_report
-    from istpan.data.video_dataset import load_split
+    from istpan.data.video_dataset import has_split, load_split
 
     cfg = _data_config(args)
-    splits = {}
-    for split in ("train", "val"):
-        given = cfg.train_annotations if split == "train" else cfg.val_annotations
-        if given or (cfg.format in ("synthetic", "folder") and cfg.root):  # layouts with defaults under root
-            splits[split] = load_split(cfg, split)
+    splits = {split: load_split(cfg, split) for split in ("train", "val") if has_split(cfg, split)}
     if not splits:
         raise UserError("data check: no annotations to check; set data.train_annotations / --annotations")
     total = sum(len(a.records) for a in splits.values())
@@ -154,12 +150,12 @@ def run_shard(args) -> int:
 def run_flow(args) -> int:
     from istpan.config import load_config
     from istpan.data.flow import FlowJob, extract_flow, flow_folder
-    from istpan.data.video_dataset import load_split
+    from istpan.data.video_dataset import has_split, load_split
 
     cfg = load_config(args.config, args.overrides).data
     videos: dict[str, None] = {}  # both splits, each video once, in order
-    for split, given in (("train", cfg.train_annotations), ("val", cfg.val_annotations)):
-        if given or (cfg.format in ("synthetic", "folder") and cfg.root):
+    for split in ("train", "val"):
+        if has_split(cfg, split):
             videos.update(dict.fromkeys(r.path for r in load_split(cfg, split).records))
     if not videos:
         raise UserError("data flow: no annotations; set data.train_annotations / data.val_annotations in the config")

@@ -185,7 +185,7 @@ def write_split(
 def shard_dataset(data_cfg, *, out: str | Path, shard_size: int, workers: int = 1, seed: int = 0,
                   progress: bool = True) -> dict[str, dict]:
     """Shard every split the config names (train, and val when it has one): {split: manifest}."""
-    from istpan.data.video_dataset import load_split
+    from istpan.data.video_dataset import has_split, load_split
 
     d = data_cfg
     if d.format == "webdataset":
@@ -194,10 +194,9 @@ def shard_dataset(data_cfg, *, out: str | Path, shard_size: int, workers: int = 
     index = video_index.index_path_for(d.index, root=d.root, annotations=d.train_annotations)
     manifests = {}
     for split in ("train", "val"):
-        given = d.train_annotations if split == "train" else d.val_annotations
-        if not (given or (d.format in ("synthetic", "folder") and d.root)):
+        if not has_split(d, split):
             continue
-        if split == "val" and d.format == "folder" and not given and not Path(d.root, "val").is_dir():
+        if split == "val" and d.format == "folder" and not d.val_annotations and not Path(d.root, "val").is_dir():
             continue
         ann = load_split(d, split)
         manifests[split] = write_split(ann, out=out, split=split, shard_size=shard_size, root=d.root,

@@ -25,7 +25,7 @@ from istpan.data.sampling import clip_generator, sample_indices, stack_starts, v
 from istpan.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform
 from istpan.errors import UserError
 
-__all__ = ["VideoDataset", "build_dataset", "load_split"]
+__all__ = ["VideoDataset", "build_dataset", "has_split", "load_split"]
 
 log = logging.getLogger(__name__)
 _reported: set[str] = set()  # paths already logged in this process
@@ -303,6 +303,13 @@ def check_channels(d: DataConfig, normalised: int) -> None:
         raise UserError(f"data.modality={d.modality} with data.flow_length={d.flow_length} gives {channels} input "
                         f"channels but the model takes {normalised}: use the checkpoint's data.modality / "
                         "data.flow_length (istpan train sets the model's from the data section)")
+
+
+def has_split(data_cfg: DataConfig, split: str) -> bool:
+    """Whether the config names `split` ("train" or "val"): an annotation file, or a layout (synthetic, folder)
+    whose lists default to files under data.root. What `data check`, `data flow` and `data shard` walk."""
+    given = data_cfg.train_annotations if split == "train" else data_cfg.val_annotations
+    return bool(given or (data_cfg.format in ("synthetic", "folder") and data_cfg.root))
 
 
 def load_split(data_cfg: DataConfig, split: str) -> Annotations:
