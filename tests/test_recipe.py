@@ -308,9 +308,16 @@ def test_wandb_offline_run_gets_the_logged_scalars_and_resume_continues_it(tmp_p
     loss = read_records(tmp_path / "run", "step")[-1]["loss"]
     assert b"train/loss" in record and b"val/top1" in record and repr(loss)[:8].encode() in record
 
-    cfg.train.epochs = 2  # resume: the same W&B run continues
+    cfg.train.epochs = 2  # resume: the same W&B run continues (no new run id), and gets epoch 2's scalars
     train(cfg, progress=False)
-    assert len(list((tmp_path / "run" / "wandb").glob(f"offline-run-*-{run_id}"))) == 2
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(f"-{run_id}" in r.name for r in runs)  # no other run id
+    # W&B names the folder after the start second (and appends -1 when a resume starts within the same second), so
+    # check the resumed epoch's last loss in the bytes of this run id's logs rather than the folder names.
+    loss2 = read_records(tmp_path / "run", "step")[-1]["loss"]
+    assert loss2 != loss
+    logs = b"".join(f.read_bytes() for f in (tmp_path / "run" / "wandb").glob(f"offline-run-*-{run_id}*/*.wandb"))
+    assert repr(loss2)[:8].encode() in logs
 
 
 def test_wandb_without_the_package_is_a_one_line_error(tmp_path, monkeypatch):
