@@ -47,7 +47,7 @@ def run_finetune(
     rows: tuple[str, ...] | None = None,
     seeds: int = 1,
     epochs: int = 4,
-    lr: float = 1e-3,
+    lr: float = 1e-4,  # 1e-3 (AdamW, whole backbone) diverged here: train loss rose above ln 8 in 3 epochs
     batch_size: int = 8,
     train_per_class: int | None = 64,
     val_per_class: int | None = 32,
