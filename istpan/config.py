@@ -116,6 +116,9 @@ class TrainConfig:
     num_threads: int = 0  # CPU intra-op threads for this run; 0 = torch's default (one per core)
     accumulate_steps: int = 1  # batches whose gradients add up before one optimiser step (global batch x this)
     ema_decay: float = 0.0  # EMA of the weights (timm ModelEmaV3, warm-up on); 0 = off, 0.999-0.9999 usual
+    # 0 = off; n >= 1: each batch keeps a random time-ordered subset of n..K of its K frames (size uniform, the same
+    # for the whole batch), each at its own time: trains the any-K use of anytime inference (docs/latency.md)
+    frame_subset_min: int = 0
     wandb: bool = False  # also log to Weights & Biases (pip install 'istpan[wandb]'); WANDB_MODE=offline works
     wandb_project: str = "istpan"
     wandb_run: str = ""  # run name; "" = the name of train.out_dir
@@ -232,6 +235,7 @@ RANGES: dict[str, Range] = {
     "optim.backbone_lr_mult": Range(ge=0.0),
     "train.accumulate_steps": Range(ge=1),
     "train.ema_decay": Range(ge=0.0, le=0.999999),
+    "train.frame_subset_min": Range(ge=0, why="0 keeps all K frames; n keeps a random n..K of them per batch"),
     "data.flow_length": Range(ge=1, why="L flow frames per stack"),
     "data.flow_bound": Range(gt=0.0, why="flow is clipped to ±bound pixels"),
 }

@@ -1,4 +1,5 @@
-"""Batch-level mixup / cutmix with soft targets, and label smoothing, for single- and multi-label heads.
+"""Batch-level augmentation: mixup / cutmix with soft targets and label smoothing (single- and multi-label heads),
+and random frame subsets (`FrameSubset`, train.frame_subset_min) for anytime inference.
 
 torchvision's v2 `MixUp` and `CutMix` do the work: λ ~ Beta(α, α), the cutmix box (λ corrected for the part of the
 box clipped by the frame border), pairing each clip with its neighbour in the (shuffled) batch. A batch of videos is
@@ -25,7 +26,7 @@ from torchvision.transforms import v2
 
 from istpan.config import AugmentConfig
 
-__all__ = ["BatchMix", "soft_targets"]
+__all__ = ["BatchMix", "FrameSubset", "soft_targets"]
 
 
 def soft_targets(target: torch.Tensor, *, num_classes: int, multi_label: bool, smoothing: float) -> torch.Tensor:
@@ -67,3 +68,34 @@ class BatchMix:
             return video, target
         mixed, target = self.mixer(tv_tensors.Video(video), target)
         return mixed.as_subclass(torch.Tensor), target  # (B, K, C, H, W), (B, C)
+
+
+class FrameSubset:
+    """`video, times = subset(video)`: keep a random time-ordered subset of the K frames of every clip in the batch.
+
+    Why: anytime inference (engine/anytime.py) classifies from the first 1, 2, 3, ... of K frames, each at its own
+    time (k + 0.5) / K; a model trained only on all K frames is poorly calibrated and less accurate on those short
+    prefixes (docs/latency.md). Training on subsets uses the layer's any-K property. The size n is uniform in
+    [min_frames, K] (min_frames is clipped to K), the same n and the same frames for the whole batch (one
+    `times` (n,) serves it, as `forward_clip` takes it); the frames are drawn uniformly without replacement and kept
+    in time order. Draws from torch's global RNG, which the training loop seeds per step (resume stays exact).
+    `times` is None when the clip is left whole (min_frames = 0, off).
+    """
+
+    def __init__(self, min_frames: int) -> None:
+        self.min_frames = int(min_frames)
+
+    @property
+    def enabled(self) -> bool:
+        return self.min_frames > 0
+
+    def __call__(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """video (B, K, C, H, W) -> (B, n, C, H, W) and times (n,) in (0, 1), or (video, None) when off."""
+        if not self.enabled:
+            return video, None
+        k = video.shape[1]
+        low = min(self.min_frames, k)
+        n = int(torch.randint(low, k + 1, ()))
+        keep = torch.randperm(k)[:n].sort().values  # (n,) frame indices, in time order
+        times = (keep.float() + 0.5) / k  # (n,) each kept frame's own segment centre, as anytime inference uses
+        return video[:, keep.to(video.device)], times.to(video.device)

@@ -57,7 +57,7 @@ from istpan.engine.distributed import (
 )
 from istpan.engine.evaluate import evaluate, nothing_decoded
 from istpan.engine.interrupt import StopFlag
-from istpan.engine.mixing import BatchMix
+from istpan.engine.mixing import BatchMix, FrameSubset
 from istpan.engine.optim import apply_partial_bn, build_optimizer, build_scheduler
 from istpan.engine.run_log import RunLog
 from istpan.errors import UserError
@@ -116,12 +116,14 @@ def train_one_epoch(
     progress: bool,
     stop: StopFlag | None = None,
     mix: BatchMix | None = None,
+    subset: FrameSubset | None = None,
     ema=None,
 ) -> dict:
     """One pass over `loader` (at most `steps` batches, skipping the first `start_step` when resuming mid-epoch).
 
     Every `train.accumulate_steps` batches (and at the end of the epoch) make one optimiser step. `mix` mixes each
-    batch and softens its targets (mixup / cutmix / label smoothing); `ema` (timm's ModelEmaV3) follows the weights
+    batch and softens its targets (mixup / cutmix / label smoothing); `subset` keeps a random frame subset of each
+    batch (train.frame_subset_min); `ema` (timm's ModelEmaV3) follows the weights
     after every optimiser step. Returns the epoch's mean losses (over all ranks), clips/s, and `steps_done` (< steps
     when `stop` was raised by Ctrl-C: the loop ends between two optimiser steps, so the state it leaves is a
     consistent one to save).
@@ -170,7 +172,10 @@ def train_one_epoch(
         for i, (s, batch) in enumerate(group):
             video = batch["video"].to(device, non_blocking=True)  # (B, K, 3, h, w)
             target = batch["label"].to(device, non_blocking=True)  # (B,) or (B, classes)
-            torch.manual_seed(_step_seed(tcfg.seed, epoch, s, get_rank()))  # dropout, mixing: resumable
+            torch.manual_seed(_step_seed(tcfg.seed, epoch, s, get_rank()))  # dropout, mixing, subsets: resumable
+            times = None
+            if subset is not None:
+                video, times = subset(video)  # (B, n, 3, h, w), times (n,) or None when off
             if mix is not None:
                 video, target = mix(video, target)  # target (B, classes) soft when mixing / smoothing
             n = video.shape[0]
@@ -178,7 +183,7 @@ def train_one_epoch(
             no_sync = getattr(model, "no_sync", None)
             with nullcontext() if last or no_sync is None else no_sync():
                 with autocast(tcfg.amp, device):
-                    out = model(video)
+                    out = model(video) if times is None else model(video, times=times)
                     losses = compute_losses(out, target, multi_label=multi_label, beta=tcfg.beta, gamma=tcfg.gamma)
                 if not torch.isfinite(losses["loss"]):
                     raise UserError(
@@ -343,6 +348,7 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
     scaler = make_grad_scaler(tcfg.amp, device)
     meta = build_meta(model, class_names=class_names, data_cfg=cfg.data)
     mix = BatchMix(cfg.augment, num_classes=len(class_names), multi_label=multi_label)
+    subset = FrameSubset(tcfg.frame_subset_min)
     ema = None
     if tcfg.ema_decay > 0:
         from timm.utils import ModelEmaV3
@@ -429,7 +435,7 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
                 stats = train_one_epoch(
                     model, train_loader, optimizer, scheduler, scaler, cfg=cfg, epoch=epoch, steps=steps,
                     start_step=start_step if epoch == start_epoch else 0, device=device, log=log,
-                    progress=progress, stop=stop, mix=mix, ema=ema,
+                    progress=progress, stop=stop, mix=mix, subset=subset, ema=ema,
                 )
                 if stats["steps_done"] < steps:  # Ctrl-C mid-epoch: save where the loop stopped
                     if main:

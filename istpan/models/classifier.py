@@ -127,11 +127,14 @@ class VideoClassifier(nn.Module):
             return res.pooled, res  # (B, d, C): the head keeps the glimpses apart
         return res.pooled.mean(1), res  # mean over the d glimpses: (B, C)
 
-    def forward_features(self, video: torch.Tensor) -> tuple[torch.Tensor, AttentionResult | None]:
-        """video (B, K, 3, H, W) -> `clip_features` of its frames' `frame_features`."""
+    def forward_features(
+        self, video: torch.Tensor, *, times: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, AttentionResult | None]:
+        """video (B, K, 3, H, W) -> `clip_features` of its frames' `frame_features` (`times` (K,) as there)."""
         if video.dim() != 5:
             raise ValueError(f"expected video of shape (B, K, 3, H, W), got {tuple(video.shape)}")
-        return self.clip_features(self.frame_features(video.flatten(0, 1)).unflatten(0, tuple(video.shape[:2])))
+        feats = self.frame_features(video.flatten(0, 1)).unflatten(0, tuple(video.shape[:2]))  # (B, K, ΣC_j, h, w)
+        return self.clip_features(feats, times=times)
 
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, C) or, for head="glimpse", (B, d, C) -> logits (B, num_classes)."""
@@ -148,8 +151,10 @@ class VideoClassifier(nn.Module):
         pooled, res = self.clip_features(feats, times=times)
         return self._output(self.forward_head(pooled), res)
 
-    def forward(self, video: torch.Tensor) -> ModelOutput:
-        pooled, res = self.forward_features(video)
+    def forward(self, video: torch.Tensor, *, times: torch.Tensor | None = None) -> ModelOutput:
+        """video (B, K, 3, H, W) -> ModelOutput; `times` (K,): the frames' own times when they are not the K segment
+        centres (a random frame subset in training, train.frame_subset_min)."""
+        pooled, res = self.forward_features(video, times=times)
         return self._output(self.forward_head(pooled), res)
 
     @staticmethod
