@@ -25,6 +25,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -58,6 +59,30 @@ def decode_entry(num_frames: int, pts: bytes, keyframes: bytes, seekable: int, e
             "seekable": bool(seekable), "errors": tuple(json.loads(errors))}
 
 
+def _set_up(conn: sqlite3.Connection) -> None:
+    """WAL mode and the table, retried while another process holds the lock.
+
+    Why a retry loop on top of the connection's busy timeout: when several fresh processes open a new index at once
+    (DataLoader workers, torchrun ranks), switching to WAL can report "database is locked" at once, without waiting
+    (SQLite does not call the busy handler there). Giving up would leave that process without a writable index.
+    """
+    deadline = time.monotonic() + _TIMEOUT_S
+    delay = 0.01
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash loses at most the last entries
+            conn.execute("CREATE TABLE IF NOT EXISTS videos (path TEXT PRIMARY KEY, size INTEGER, "
+                         "mtime_ns INTEGER, num_frames INTEGER, pts BLOB, keyframes BLOB, seekable INTEGER, "
+                         "errors TEXT)")
+            return
+        except sqlite3.OperationalError as err:
+            if ("locked" not in str(err) and "busy" not in str(err)) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 class VideoIndex:
     """One SQLite file: path -> (size, mtime_ns, entry). Paths under the index's folder are stored relative to it,
     so a dataset copied or mounted elsewhere (with its mtimes, `cp -p` / `rsync -t`) keeps its index.
@@ -81,11 +106,7 @@ class VideoIndex:
                 if not self.path.exists():
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(self.path, timeout=_TIMEOUT_S, check_same_thread=False, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash loses at most the last entries
-                conn.execute("CREATE TABLE IF NOT EXISTS videos (path TEXT PRIMARY KEY, size INTEGER, "
-                             "mtime_ns INTEGER, num_frames INTEGER, pts BLOB, keyframes BLOB, seekable INTEGER, "
-                             "errors TEXT)")
+                _set_up(conn)
             except (OSError, sqlite3.Error) as err:  # read-only folder or file, not a database, locked too long
                 self._read_only(err)
                 conn = conn if conn is not None and _readable(conn) else None  # read-only: still answers lookups
