@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from istpan.engine.predict import probabilities
 from istpan.errors import UserError
 
 __all__ = [
@@ -71,8 +72,7 @@ def margins(probs: torch.Tensor) -> torch.Tensor:
 
 
 def _probs(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
-    logits = logits.float()
-    return logits.sigmoid() if getattr(model, "multi_label", False) else logits.softmax(-1)
+    return probabilities(logits, multi_label=getattr(model, "multi_label", False))
 
 
 def _head(model: nn.Module, feats: torch.Tensor, taken: list[int], num: int) -> torch.Tensor:
