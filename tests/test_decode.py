@@ -306,6 +306,22 @@ def test_video_error_survives_pickling():
     assert str(err) == "a b.mp4: empty file (0 bytes)" and err.path == "a b.mp4"
 
 
+def rotated_video(path: Path, frames: np.ndarray, degrees: int) -> Path:
+    """An H.264 MP4 of landscape `frames` with a display matrix turning them `degrees` counter-clockwise: what a
+    phone held upright writes."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.set_display_rotation(degrees)
+        for array in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
 @pytest.mark.parametrize("degrees", [90, -90, 180])
 def test_rotation_metadata_is_applied_as_players_do(tmp_path, degrees):
     """Phones store portrait video as landscape pictures plus a display matrix; players turn it upright, so do we.
@@ -315,16 +331,7 @@ def test_rotation_metadata_is_applied_as_players_do(tmp_path, degrees):
     the direction is checked against what was drawn, not only against the decoder.
     """
     frames = make_frames(6, (32, 48))
-    path = tmp_path / "rotated.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
-        stream.set_display_rotation(degrees)
-        for array in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    path = rotated_video(tmp_path / "rotated.mp4", frames, degrees)
     turns = degrees // 90
     stored = naive_decode(path)
     assert stored.shape[1:3] == (32, 48)  # the pictures themselves are landscape
@@ -335,3 +342,38 @@ def test_rotation_metadata_is_applied_as_players_do(tmp_path, degrees):
     assert np.array_equal(np.stack([f.numpy() for _, f in iter_frames(path)]), expected)
     small = np.rot90(naive_decode(path, short_side=16), turns, axes=(1, 2))
     assert np.array_equal(read_frames(path, [2], short_side=16).numpy(), small[[2]])
+
+
+# EXIF Orientation that shows a stored picture turned `degrees` counter-clockwise (3: 180, 6: 90 clockwise, 8: 90 ccw)
+_EXIF_FOR_DEGREES = {90: 8, -90: 6, 180: 3}
+
+
+@pytest.mark.parametrize("degrees", [90, -90, 180])
+def test_every_backend_and_video_info_agree_on_a_rotated_video(tmp_path, degrees):
+    """One phone video, three ways in: PyAV, OpenCV and a folder of its frames as a phone saves pictures (the sensor's
+    landscape pixels plus an EXIF Orientation tag). All return the same upright frames, and `video_info` describes
+    those frames, not the stored ones (it used to report the stored size, and the frames backend ignored EXIF)."""
+    from PIL import Image
+
+    frames = make_frames(4, (32, 48))
+    path = rotated_video(tmp_path / "phone.mp4", frames, degrees)
+    upright = read_frames(path, [0, 1, 2, 3]).numpy()  # (T, H, W, 3): pyav, checked against a numpy turn above
+    size = (48, 32) if degrees % 180 else (32, 48)
+    assert upright.shape[1:3] == size
+    info = video_info(path)
+    assert (info.height, info.width, info.rotation) == (*size, degrees % 360)
+    assert read_frames(path, []).shape == (0, *size, 3)  # the empty read takes its size from video_info
+    pytest.importorskip("cv2")
+    opencv = read_frames(path, [0, 1, 2, 3], backend="opencv").numpy()
+    assert opencv.shape == upright.shape and np.abs(opencv.astype(int) - upright).mean() < 2
+    folder = tmp_path / "phone_frames"
+    folder.mkdir()
+    for i, stored in enumerate(naive_decode(path)):  # landscape, as the sensor wrote them
+        exif = Image.Exif()
+        exif[0x0112] = _EXIF_FOR_DEGREES[degrees]
+        Image.fromarray(stored).save(folder / f"img_{i + 1:05d}.jpg", quality=95, exif=exif)
+    images = read_frames(folder, [0, 1, 2, 3], backend="frames").numpy()
+    assert images.shape == upright.shape and np.abs(images.astype(int) - upright).mean() < 4  # JPEG: lossy
+    assert np.stack([f.numpy() for _, f in iter_frames(folder, backend="frames")]).shape == upright.shape
+    info = video_info(folder, backend="frames")
+    assert (info.height, info.width) == size

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from istpan.errors import UserError
 
@@ -65,9 +65,16 @@ def frame_files(folder: Path) -> list[Path]:
     return [folder / n for n in (tsn or names)]
 
 
+_EXIF_ORIENTATION = 0x0112
+
+
 def _load_image(file: Path, short_side: int | None) -> np.ndarray:
+    """uint8 (H, W, 3) upright: frames saved by a phone or camera keep the sensor's pictures and an EXIF Orientation
+    tag, which viewers (and the video backends, for a video's display matrix) apply."""
     try:
         with Image.open(file) as img:
+            if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:  # exif_transpose copies even when there is nothing to do
+                img = ImageOps.exif_transpose(img)
             img = img.convert("RGB")
             if short_side is not None:
                 h, w = resized_size(img.height, img.width, short_side)
@@ -100,6 +107,9 @@ def _capture(path: Path):
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise VideoError(path, "OpenCV cannot open it as a video")
+    # upright like the other backends (the display matrix of phone videos): the default changed between OpenCV
+    # releases (off in 4.11, opencv/opencv#26795), so it is asked for
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
     return cv2, cap
 
 

@@ -69,10 +69,11 @@ class VideoInfo:
     """What the container claims (cheap: no decoding). `claimed_frames` may be wrong; use `count_frames` for truth."""
 
     fps: float  # 0.0 when unknown (a folder of frames)
-    width: int
+    width: int  # as decoded frames come out: upright, i.e. after the display rotation (phone videos)
     height: int
     claimed_frames: int
     duration_s: float
+    rotation: int = 0  # degrees counter-clockwise the stored pictures are turned by to show them upright (0, 90, ...)
 
 
 @dataclass(frozen=True)
@@ -264,8 +265,12 @@ def _rgb(frame: av.VideoFrame, short_side: int | None) -> np.ndarray:
     else:
         h, w = resized_size(frame.height, frame.width, short_side)  # the short side is the same after rotating
         rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BILINEAR")
-    quarter_turns = round(frame.rotation / 90) % 4  # counter-clockwise, as FFmpeg's display matrix reports it
+    quarter_turns = _quarter_turns(frame)
     return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
+
+
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    return round(frame.rotation / 90) % 4  # counter-clockwise, as FFmpeg's display matrix reports it
 
 
 class _NotExact(Exception):
@@ -424,7 +429,11 @@ def iter_frames(
 
 
 def video_info(path: str | Path, *, backend: str = "pyav") -> VideoInfo:
-    """Container metadata without decoding. For a folder of frames fps is 0.0 (unknown) and duration 0.0."""
+    """Container metadata, with width and height of the frames decoding returns (upright). For a folder of frames fps
+    is 0.0 (unknown) and duration 0.0.
+
+    Decodes the first frame (no conversion): PyAV exposes a stream's display matrix only on decoded frames, and a
+    rotated phone video stores 1920x1080 pictures that every backend returns as 1080x1920."""
     _check_backend(backend)
     path = _source(path)
     if backend == "frames":
@@ -439,7 +448,12 @@ def video_info(path: str | Path, *, backend: str = "pyav") -> VideoInfo:
         else:
             duration = (container.duration or 0) / av.time_base
         claimed = stream.frames or round(duration * fps)
-        return VideoInfo(fps, stream.codec_context.width, stream.codec_context.height, int(claimed), duration)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        first = next(_decoded(container, stream), None)
+        turns = _quarter_turns(first) if first is not None else 0
+        if turns % 2:
+            width, height = height, width
+        return VideoInfo(fps, width, height, int(claimed), duration, rotation=90 * turns)
 
 
 def _empty_size(path: Path, backend: str, short_side: int | None) -> tuple[int, int]:
