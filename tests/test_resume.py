@@ -21,7 +21,7 @@ from test_train import (
 )
 
 from istpan.config import save_config
-from istpan.engine.checkpoint import load_checkpoint
+from istpan.engine.checkpoint import load_checkpoint, read_progress
 from istpan.engine.train import train
 
 EPOCHS = 2
@@ -142,3 +142,37 @@ def test_resume_never_starts_over(setup):
     assert len([r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
                 if r["type"] == "epoch"]) == 1
     assert again["history"][0]["epoch"] == 1
+
+
+def _bytes_read() -> int:
+    """Bytes this process has read through read() calls so far (/proc/self/io rchar; mapped pages do not count)."""
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("rchar")).split()[1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="counts bytes read in /proc/self/io (Linux)")
+def test_auto_resume_reads_only_the_progress_of_the_checkpoint_it_does_not_take(setup, tmp_path):
+    """Auto-resume compares last.pt and best.pt by epoch and run id. It used to load both whole (model, EMA and
+    optimiser state twice in memory for a large model); now the one it does not take costs only its small pickled
+    part. Measured in bytes read, not time: about one checkpoint, where it was two."""
+    from istpan.engine.train import _repair_run_dir, _resume_from
+
+    base, _, _ = setup
+    run = tmp_path / "r"
+    run.mkdir()
+    for name in ("last.pt", "best.pt"):
+        (run / name).write_bytes((base / "reference" / name).read_bytes())
+    sizes = {name: (run / name).stat().st_size for name in ("last.pt", "best.pt")}
+    before = _bytes_read()
+    path, state = _resume_from("auto", run)
+    read = _bytes_read() - before
+    assert path == run / "last.pt"  # same epoch and run: last.pt, as before
+    reference = load_checkpoint(run / "last.pt")
+    assert state.keys() == reference.keys() and state["epoch"] == reference["epoch"] == EPOCHS
+    assert all(torch.equal(state["model"][k], v) for k, v in reference["model"].items())
+    assert sizes["last.pt"] <= read < sizes["last.pt"] + sizes["best.pt"] // 4, (read, sizes)
+    state["best_epoch"] = state["epoch"]  # as if the last epoch were the best: the repair checks what best.pt holds
+    before = _bytes_read()
+    _repair_run_dir(path, state, run)
+    assert _bytes_read() - before < sizes["best.pt"] // 4
+    assert read_progress(run / "best.pt")["epoch"] == EPOCHS  # best.pt held epoch 1: rewritten

@@ -36,6 +36,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "load_weights",
+    "read_progress",
     "remove_stale_temp_files",
     "save_checkpoint",
 ]
@@ -74,9 +75,10 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     return stale
 
 
-def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint`, or a model folder in the Hugging Face layout / a Hub repo id
-    (`istpan.models.hub`: same dict, without optimiser state); any problem is a one-line UserError naming the file."""
+    (`istpan.models.hub`: same dict, without optimiser state); any problem is a one-line UserError naming the file.
+    mmap=True maps the file: its tensors are read from disk only when used (`read_progress`)."""
     path = Path(path)
     if path.is_dir() or (not path.exists() and str(path).count("/") == 1 and path.suffix not in (".pt", ".pth")):
         from istpan.models.hub import read_pretrained  # a model folder or a Hub repo id "user/name"
@@ -88,7 +90,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         raise UserError(f"{path}: checkpoint is empty (0 bytes); was its run killed before the first save?")
     try:
         # a pickled object is refused in one line, never run
-        state = load_tensors(path, map_location=device, instead="a checkpoint written by `istpan train`")
+        state = load_tensors(path, map_location=device, instead="a checkpoint written by `istpan train`", mmap=mmap)
     except UserError:
         raise
     except Exception as err:  # truncated file, not a torch file
@@ -97,6 +99,17 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     if not isinstance(state, dict) or "model" not in state or "meta" not in state:
         raise UserError(f"{path}: not an istpan checkpoint (no 'model'/'meta' entries); use one from istpan train")
     return state
+
+
+_PROGRESS_KEYS = ("epoch", "step_in_epoch", "run_id", "best_epoch", "best_metric")
+
+
+def read_progress(path: str | Path) -> dict[str, Any]:
+    """Where the run of a checkpoint stood (epoch, step_in_epoch, run_id, best_epoch, best_metric, those present),
+    without loading its tensors: the file is mapped and only its small pickled part is read, so comparing last.pt
+    with best.pt before resuming costs kilobytes instead of two copies of model and optimiser state in memory."""
+    state = load_checkpoint(path, device="cpu", mmap=True)
+    return {k: state[k] for k in _PROGRESS_KEYS if k in state}
 
 
 def build_meta(model: nn.Module, *, class_names: list[str], data_cfg: Any) -> dict[str, Any]:

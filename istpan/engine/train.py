@@ -44,6 +44,7 @@ from istpan.engine.checkpoint import (
     check_compatible,
     load_checkpoint,
     load_weights,
+    read_progress,
     remove_stale_temp_files,
     save_checkpoint,
 )
@@ -249,14 +250,16 @@ def _resume_from(resume: str | bool | None, run_dir: Path) -> tuple[Path, dict] 
         if not path.is_file():
             raise UserError(f"--resume {path}: checkpoint not found")
         return path, load_checkpoint(path, device="cpu")
-    found = [(p, load_checkpoint(p, device="cpu")) for p in (run_dir / "last.pt", run_dir / "best.pt") if p.is_file()]
+    # only the progress entries of both files are read; the chosen one is then loaded whole
+    found = [(p, read_progress(p)) for p in (run_dir / "last.pt", run_dir / "best.pt") if p.is_file()]
     if len(found) == 2:
         last_id, best_id = found[0][1].get("run_id"), found[1][1].get("run_id")
         if best_id is None or best_id != last_id:
             found = found[:1]  # best.pt of an earlier run in this folder (or of an istpan without run ids)
     if not found:
         return None, None
-    return max(found, key=lambda f: (int(f[1].get("epoch", 0)), int(f[1].get("step_in_epoch", 0))))
+    path, _ = max(found, key=lambda f: (int(f[1].get("epoch", 0)), int(f[1].get("step_in_epoch", 0))))
+    return path, load_checkpoint(path, device="cpu")
 
 
 def _repair_run_dir(path: Path, state: dict, run_dir: Path) -> None:
@@ -272,7 +275,7 @@ def _repair_run_dir(path: Path, state: dict, run_dir: Path) -> None:
     done, best_epoch = int(state.get("epoch", 0)), state.get("best_epoch")
     if best_epoch is None or best_epoch != done or int(state.get("step_in_epoch", 0)):
         return
-    held = load_checkpoint(best, device="cpu") if best.is_file() else {}
+    held = read_progress(best) if best.is_file() else {}
     if held.get("epoch") != done or held.get("run_id") != state.get("run_id"):
         save_checkpoint(state, best)
 

@@ -53,8 +53,11 @@ _SHOW = 5  # how many mismatched keys an error message names
 
 
 def load_tensors(path: str | Path, *, map_location: str | torch.device = "cpu",
-                 instead: str = "a file of weights (a state dict of tensors)") -> object:
+                 instead: str = "a file of weights (a state dict of tensors)", mmap: bool = False) -> object:
     """`torch.load(path, weights_only=True)`: tensors and built-in types only, never code from the file.
+
+    mmap=True maps the file instead of reading it: tensors are read only when touched (a file in the legacy,
+    non-zip format is read whole, as torch cannot map it).
 
     When torch refuses a pickled object (a checkpoint of another tool, or a malicious file), its message advises
     retrying with `weights_only=False`, i.e. running whatever the file holds; we never do, so the refusal becomes a
@@ -64,6 +67,11 @@ def load_tensors(path: str | Path, *, map_location: str | torch.device = "cpu",
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise on top of the one line below
             warnings.simplefilter("ignore")
+            if mmap:
+                try:
+                    return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+                except RuntimeError:  # legacy format (or damaged: the plain load below says so)
+                    pass
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:  # pickled objects (or random bytes) that weights_only refuses
         # torch names the refused global as "Unsupported global: GLOBAL x.y" or "unsupported GLOBAL x.y whose module"
