@@ -81,6 +81,32 @@ def test_bad_videos_are_skipped_counted_and_logged_once(tmp_path, caplog):
     assert any("missing.mp4: file not found" in w for w in warnings)
 
 
+def test_bad_videos_met_by_several_workers_over_epochs_are_logged_once(tmp_path, caplog):
+    """`istpan train` with decoding workers used to log a bad video from each worker that met it (and again from the
+    validation loader's workers); logged in the workers, none of it reached this process. Now the workers pass path
+    and reason along with the batch and the iterating process logs each video once, lists it in `loader.unreadable`
+    (the run summary) and still skips and counts it every time."""
+    bad = ("zero", "random")
+    cfg = list_dataset(tmp_path, n_good=4, bad=bad)
+    train, val = build_dataset(cfg, split="train", train=True), build_dataset(cfg, split="val", train=False)
+    train_loader = build_loader(train, batch_size=2, train=True, num_workers=2, seed=0)
+    val_loader = build_loader(val, batch_size=2, train=False, num_workers=2, seed=0)
+    val_loader.unreadable = train_loader.unreadable  # the loaders of one run, as build_data makes them
+    skipped = {"train": [], "val": []}
+    with caplog.at_level(logging.WARNING):
+        for epoch in range(2):
+            train_loader.sampler.set_epoch(epoch)
+            train.set_epoch(epoch)
+            skipped["train"].append(sum(b["skipped"] for b in train_loader))  # 6 clips, 3 batches: all seen
+            skipped["val"].append(sum(b["skipped"] for b in val_loader))
+    paths = {str(tmp_path / "v" / f"{kind}.mp4") for kind in bad}
+    warnings = [r.getMessage() for r in caplog.records if "skipping unreadable video" in r.getMessage()]
+    assert sorted(sum(path in w for w in warnings) for path in paths) == [1, 1] and len(warnings) == len(bad)
+    assert set(train_loader.unreadable) == paths
+    assert all(message.startswith(f"{path}: ") for path, message in val_loader.unreadable.items())
+    assert skipped["val"] == [len(bad)] * 2 and min(skipped["train"]) >= len(bad)  # each pass skips and counts
+
+
 def test_training_replaces_a_broken_video_and_counts_it(tmp_path):
     cfg = list_dataset(tmp_path, n_good=3, bad=("random",))
     train = build_dataset(cfg, split="train", train=True)

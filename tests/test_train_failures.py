@@ -147,6 +147,24 @@ def test_training_whose_validation_videos_all_fail_stops_after_saving(dataset, t
     assert not (tmp_path / "run" / "best.pt").exists()
 
 
+def test_bad_clips_are_named_once_per_run_and_counted_in_its_summary(dataset, tmp_path, capsys, caplog):
+    """Two decoding workers per loader, two epochs, a broken file in both splits: each file is named once (it was
+    once per worker that met it), skipped every time (counted per epoch) and counted once in the run's summary."""
+    broken = ["random.mp4", "zero.mp4"]
+    (tmp_path / "train.txt").write_text((dataset / "train.txt").read_text() + "".join(f"{n} left\n" for n in broken))
+    (tmp_path / "val.txt").write_text((dataset / "val.txt").read_text() + "random.mp4 right\n")
+    cfg = tiny_config(dataset, tmp_path / "run", data={"train_annotations": str(tmp_path / "train.txt"),
+                                                       "val_annotations": str(tmp_path / "val.txt"), "num_workers": 2})
+    save_config(cfg, tmp_path / "cfg.yaml")
+    code, out, err = _cli(["train", "--config", str(tmp_path / "cfg.yaml")], capsys)
+    assert code == 0 and "Traceback" not in err
+    named = [r.getMessage() for r in caplog.records if "skipping unreadable video" in r.getMessage()]
+    assert sorted(sum(str(dataset / n) in line for line in named) for n in broken) == [1, 1] and len(named) == 2
+    assert "skipped 2 unreadable videos" in out
+    epochs = read_records(tmp_path / "run", "epoch")
+    assert len(epochs) == 2 and all(e["train"]["skipped"] >= 2 and e["val"]["skipped"] == 1 for e in epochs)
+
+
 def test_nothing_to_train_is_an_error(dataset, tmp_path, capsys):
     save_config(tiny_config(dataset, tmp_path / "run"), tmp_path / "cfg.yaml")
     code, out, err = _cli(["train", "--config", str(tmp_path / "cfg.yaml"), "train.epochs=0"], capsys)

@@ -46,4 +46,7 @@ def run(args: argparse.Namespace) -> int:
         if result["best"] is not None:
             best = f"best {result['metric']} {result['best']:.2f} (epoch {result['best_epoch']}), "
         print(f"done: {best}checkpoints in {result['run_dir']}")
+        if result["unreadable"]:
+            print(f"skipped {len(result['unreadable'])} unreadable videos (each named once above; "
+                  "`istpan data check` lists every problem)")
     return 0

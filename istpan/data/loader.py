@@ -3,30 +3,80 @@
 The collate drops clips that failed to decode (None) and reports how many in `skipped`, so evaluation can say "scored
 N videos, skipped M" instead of silently averaging over fewer. Orders are functions of (seed, epoch): the training
 shuffle is re-drawn per `set_epoch`, so a resumed run sees the same batches as an uninterrupted one.
+
+Unreadable videos are logged once per run by the process that iterates the loader, never by decoding workers: a
+worker only notes the file and reason (`report_unreadable`), the collate takes the notes along with the batch, and
+the loader logs each file the first time it meets it and keeps them in `loader.unreadable` (shared by the train and
+val loaders of one run) for the run's summary. Logged by the workers, a bad file came out once per worker that met
+it, and again from the validation loader's workers.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
-__all__ = ["EpochShuffleSampler", "ResumableSampler", "ShardSampler", "build_loader", "collate_clips"]
+__all__ = ["EpochShuffleSampler", "ResumableSampler", "ShardSampler", "VideoLoader", "build_loader", "collate_clips",
+           "report_unreadable"]
+
+log = logging.getLogger(__name__)
+_noted: dict[str, str] = {}  # this process: unreadable videos met since the last collate (path -> "path: reason")
+_logged: set[str] = set()  # paths logged by this process outside workers (`dataset[i]`, num_workers=0)
+
+
+def report_unreadable(path: str, message: str) -> None:
+    """A dataset skipped a video it cannot read (`message`: "<path>: <reason>"). Noted for the batch being read; in
+    the main process (`dataset[i]`, a loader without workers) also logged at once, once per process. In a worker it
+    is the loader iterating the batches that logs it."""
+    _noted[path] = message
+    if get_worker_info() is None and path not in _logged:
+        _logged.add(path)
+        _warn(message)
+
+
+def _warn(message: str) -> None:
+    log.warning("skipping unreadable video %s (run `istpan data check` to list every problem)", message)
 
 
 def collate_clips(items: Sequence[dict | None]) -> dict:
-    """Stack the clips that decoded; `skipped` counts those that didn't (None, or replaced by another video)."""
+    """Stack the clips that decoded; `skipped` counts those that didn't (None, or replaced by another video);
+    `unreadable` ({path: message}) names the videos that failed while this batch was read."""
     kept = [it for it in items if it is not None]
     skipped = len(items) - len(kept) + sum(int(it.get("skipped", 0)) for it in kept)
+    unreadable = dict(_noted)
+    _noted.clear()
     if not kept:  # every clip of this batch failed: an empty batch the loops know to skip
         return {"video": torch.empty(0), "label": torch.empty(0, dtype=torch.long),
-                "index": torch.empty(0, dtype=torch.long), "skipped": skipped}
+                "index": torch.empty(0, dtype=torch.long), "skipped": skipped, "unreadable": unreadable}
     batch = default_collate([{k: it[k] for k in ("video", "label", "index")} for it in kept])
-    batch["skipped"] = skipped
+    batch.update(skipped=skipped, unreadable=unreadable)
     return batch  # video (B, K, 3, h, w) or (B, V, K, 3, h, w); label (B,) or (B, C); index (B,)
+
+
+class VideoLoader(DataLoader):
+    """A DataLoader that logs each unreadable video its workers name the first time it meets it, and keeps every
+    unreadable video in `unreadable` ({path: message}, over every pass) for the run summary. Loaders of one run share
+    that dict (`loader.unreadable = other.unreadable`), so a file in both splits is named once."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.unreadable: dict[str, str] = {}
+
+    def __iter__(self) -> Iterator[dict]:
+        if self.num_workers == 0:
+            _noted.clear()  # items read outside a loader (`dataset[i]`) are not this loader's
+        for batch in super().__iter__():
+            for path, message in batch.get("unreadable", {}).items():
+                if path not in self.unreadable:
+                    self.unreadable[path] = message
+                    if self.num_workers > 0:  # without workers `report_unreadable` has logged it already
+                        _warn(message)
+            yield batch
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -97,7 +147,7 @@ def build_loader(
     seed: int,
     distributed: bool = False,
     drop_last: bool | None = None,
-) -> DataLoader:
+) -> VideoLoader:
     """Training: shuffled per (seed, epoch) (DistributedSampler across ranks), last partial batch dropped.
     Evaluation: in order, nothing dropped; distributed=True shards without padding (`ShardSampler`).
 
@@ -120,7 +170,7 @@ def build_loader(
         sampler = ResumableSampler(sampler)
     if drop_last is None:
         drop_last = train and len(sampler) >= batch_size  # a 1-clip batch breaks BatchNorm; never drop eval videos
-    return DataLoader(
+    return VideoLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,

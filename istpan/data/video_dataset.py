@@ -2,8 +2,9 @@
 
 A video that can't be decoded never stops a run: the item is `None` (the loader's collate drops it and counts it in
 `skipped`), or, in training, replaced by another video so batches keep their size; the path and reason are logged
-once per process. Randomness (frames and augmentation) is a function of (seed, epoch, index) only, so results don't
-depend on the number of workers; the epoch lives in shared memory so `set_epoch` reaches persistent workers too.
+once per run by the process iterating the loader (`istpan.data.loader.report_unreadable`). Randomness (frames and
+augmentation) is a function of (seed, epoch, index) only, so results don't depend on the number of workers; the epoch
+lives in shared memory so `set_epoch` reaches persistent workers too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from istpan.data import index as video_index
 from istpan.data.datasets import FORMATS, Annotations, VideoRecord, parse_annotations
 from istpan.data.decode import VideoError, count_frames, read_frames
 from istpan.data.flow import flow_folder
+from istpan.data.loader import report_unreadable
 from istpan.data.preprocess import Preprocessing
 from istpan.data.sampling import clip_generator, sample_indices, stack_starts, view_indices
 from istpan.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform
@@ -28,7 +30,6 @@ from istpan.errors import UserError
 __all__ = ["VideoDataset", "build_dataset", "has_split", "load_split"]
 
 log = logging.getLogger(__name__)
-_reported: set[str] = set()  # paths already logged in this process
 _MAX_REPLACEMENTS = 10
 _FRAMES, _AUGMENT, _REPLACEMENT = 0, 1, 2  # independent random streams per (seed, epoch, index)
 
@@ -211,9 +212,7 @@ class VideoDataset(torch.utils.data.Dataset):
 
 
 def _report(err: VideoError) -> None:
-    if err.path not in _reported:
-        _reported.add(err.path)
-        log.warning("skipping unreadable video %s (run `istpan data check` to list every problem)", err)
+    report_unreadable(err.path, str(err))  # logged once by the process iterating the loader, not once per worker
 
 
 def build_dataset(

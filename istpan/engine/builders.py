@@ -109,6 +109,7 @@ def build_data(cfg: Config, *, distributed: bool, class_names: list[str], mean, 
     if val_set is not None and len(val_set) > 0:
         # Each rank scores a disjoint, unpadded shard: every validation video is counted exactly once.
         val_loader = build_loader(val_set, train=False, distributed=distributed, **common)
+        val_loader.unreadable = train_loader.unreadable  # one run: a bad file in both splits is named once
     return train_loader, val_loader
 
 

@@ -49,6 +49,7 @@ from istpan.engine.checkpoint import (
     save_checkpoint,
 )
 from istpan.engine.distributed import (
+    all_gather_objects,
     barrier,
     get_rank,
     get_world_size,
@@ -496,6 +497,9 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
         finally:
             log.close()
 
+    # every unreadable video the run skipped (each logged once, when first met), over all ranks
+    unreadable = {p: m for loader in (train_loader, val_loader) for p, m in getattr(loader, "unreadable", {}).items()}
+    unreadable = dict(sorted({p: m for part in all_gather_objects(unreadable) for p, m in part.items()}.items()))
     final = {k: v for k, v in val.items() if k not in ("confusion", "per_class_ap")}
     if not final and history:  # nothing left to train (resumed a finished run): report its last validation
         final = {k[len("val_"):]: v for k, v in history[-1].items() if k.startswith("val_")}
@@ -512,4 +516,5 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
         "history": history,
         "steps_per_epoch": steps,
         "class_names": class_names,
+        "unreadable": unreadable,  # {path: "path: reason"}
     }
