@@ -1,10 +1,12 @@
 """The whole tool on a folder where good videos sit among every kind of broken one (issue 10's corpus).
 
 `data check`, `train`, `eval` and every mode of `predict` run on the same folder-per-class dataset: a few good videos
-per class plus 0-byte, random bytes, MP4 and AVI cut at 10/50/90 %, an MP4 whose index (moov atom) is missing, audio
-only, one frame, no packets, 4000x3000, 17x13, variable frame rate, rotated, odd names, a dangling symlink and a folder
-named `x.mp4`. Each command must name each unusable file on one line, use every good one, never print a traceback,
-and say with its exit status whether something was wrong (never 0 after doing nothing).
+per class plus 0-byte, random bytes, a text file named .mp4, an MP4 whose packets are all noise, MP4 and AVI cut at
+10/50/90 %, an MP4 whose index (moov atom) is missing, audio only, one frame, no packets, 4000x3000, 17x13, variable
+frame rate, rotated, odd names, a dangling symlink and a folder named `x.mp4`. `data check` also runs them through
+the opencv and frames backends, with folders of frames (one corrupt JPEG, none, text named .jpg). Each command must
+name each unusable file on one line, use every good one, never print a traceback, and say with its exit status
+whether something was wrong (never 0 after doing nothing).
 
 The commands run through `istpan.cli.main.main` in this process (an uncaught exception fails the test just as a
 traceback would) except training, which runs once as a real `python -m istpan.cli.main` subprocess with decoding
@@ -25,6 +27,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from PIL import Image
 from videos import make_frames, make_video
 
 from istpan.cli.main import main
@@ -97,6 +100,14 @@ def _mp4_without_index(path: Path, frames: np.ndarray) -> Path:
     return path
 
 
+def _garbage_packets(good: bytes) -> bytes:
+    """An MP4 whose container is intact but whose every packet is noise: it opens, and no frame decodes."""
+    at = good.index(b"mdat")
+    size = int.from_bytes(good[at - 4:at], "big")  # the box: 4-byte size, b"mdat", payload
+    noise = np.random.default_rng(1).integers(0, 256, size - 8, np.uint8).tobytes()
+    return good[:at + 4] + noise + good[at - 4 + size:]
+
+
 def naive_frames(path: Path) -> int:
     """Frames a plain PyAV decode gets out of `path` (0 when it cannot be opened): the reference for 'usable'."""
     count = 0
@@ -134,7 +145,9 @@ def build_corpus(root: Path) -> dict[str, dict[str, str]]:
             if c == 0:  # half the broken kinds per class
                 files = {"zero.mp4": (b"", "empty"),
                          "random bytes.mp4": (np.random.default_rng(0).integers(0, 256, 5000, np.uint8).tobytes(),
-                                              "cannot open as a video")}
+                                              "cannot open as a video"),
+                         "notes.mp4": (b"a text file named .mp4\n" * 40, "cannot open as a video"),
+                         "noise packets.mp4": (_garbage_packets(fast), "no frame")}
                 for pct in (10, 50, 90):  # the index comes first (faststart): 50 and 90 % keep some frames
                     files[f"cut{pct}.mp4"] = (fast[: len(fast) * pct // 100], "moov atom) is truncated" if pct == 10
                                               else "only")
@@ -227,8 +240,8 @@ def test_the_corpus_has_every_kind_and_the_reference_agrees(corpus):
     _, files = corpus
     assert all(_usable(p) for p in [*files["good"], *files["odd"]])
     hopeless = [Path(p).name for p in files["broken"] if not _usable(p)]
-    assert {"zero.mp4", "random bytes.mp4", "cut10.mp4", "no_moov.mp4", "audio_only.mp4", "cut10.avi",
-            "no_packets.avi", "dangling.mp4", "x.mp4"} <= set(hopeless)
+    assert {"zero.mp4", "random bytes.mp4", "notes.mp4", "noise packets.mp4", "cut10.mp4", "no_moov.mp4",
+            "audio_only.mp4", "cut10.avi", "no_packets.avi", "dangling.mp4", "x.mp4"} <= set(hopeless)
     assert naive_frames(Path(next(p for p in files["odd"] if p.endswith("huge.mp4")))) == 2
 
 
@@ -305,6 +318,57 @@ def test_eval_and_train_where_nothing_decodes_stop_with_one_line(corpus, trained
     assert not (tmp_path / "r2" / "last.pt").exists()
     code, out, err = _cli(["data", "check", *overrides, "--out", str(tmp_path / "chk")], capsys, caplog)
     assert code == 1 and "PROBLEMS FOUND" in out
+
+
+def _frame_folders(root: Path) -> dict[str, str]:
+    """Folders of extracted frames (`img_00001.jpg`, ...) beside the corpus: {folder: what data check must say}."""
+    said = {"ok": "", "one corrupt": "img_00003.jpg", "first corrupt": "cannot read frame image", "empty": "no frame",
+            "text named jpg": "cannot read frame image"}
+    for name in said:
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i, array in enumerate(_moving("left", seed=7, frames=0 if name == "empty" else 6)):
+            file = folder / f"img_{i + 1:05d}.jpg"
+            if name == "text named jpg":
+                file.write_text("not an image")
+                continue
+            Image.fromarray(array).save(file)
+            if (name, i) in (("one corrupt", 2), ("first corrupt", 0)):
+                file.write_bytes(file.read_bytes()[:300])  # cut inside the picture: opens, fails to decode
+    return {str(root / name): words for name, words in said.items()}
+
+
+@pytest.mark.parametrize("backend", ["opencv", "frames"])
+def test_data_check_with_each_other_backend_names_each_broken_input_in_one_line(corpus, backend, tmp_path, capfd,
+                                                                                caplog):
+    """The same broken videos (and folders of frames with a corrupt JPEG, none, or text named .jpg) through the opencv
+    and frames backends: one line per unusable input, nothing for the good ones, no traceback and no decoder chatter
+    on stderr (OpenCV's FFmpeg printed dozens of "[h264 @ 0x...]" lines per damaged file; a folder with one corrupt
+    JPEG among good ones passed the check, then failed in training)."""
+    if backend == "opencv":
+        pytest.importorskip("cv2")
+    _, files = corpus
+    folders = _frame_folders(tmp_path / "frames")
+    videos = [p for p in [*files["broken"], *files["good"]] if "/train/" in p]
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{p} left\n" for p in [*videos, *folders]))
+    (tmp_path / "classes.txt").write_text("left\nright\n")
+    code = main(["data", "check", "--format", "list", "--annotations", str(listing), "--classes",
+                 str(tmp_path / "classes.txt"), "--backend", backend, "--workers", "1", "--no-progress",
+                 "--out", str(tmp_path / "chk")])
+    out, err = capfd.readouterr()
+    assert code == 1 and "Traceback" not in out + err + caplog.text
+    assert not [line for line in err.splitlines() if " @ 0x" in line]  # FFmpeg's own log lines
+    report = json.loads((tmp_path / "chk" / "report.json").read_text())
+    found = {p["path"]: p["reason"] for s in report["splits"].values() for p in s["video_problems"]}
+    if backend == "frames":  # every video file is "not a folder of frames"; the folders say what the images are
+        expected = {p: w for p, w in folders.items() if w} | {p: "" for p in videos}
+        assert all("not a folder of frames" in found[p] for p in videos if p in files["good"])
+    else:  # the broken videos as with pyav; a folder of frames is not a video
+        expected = {p: "" for p in videos if p in files["broken"]} | {p: "is a directory" for p in folders}
+    assert set(found) == set(expected)
+    for path, words in expected.items():
+        assert words in found[path] and len(_lines_naming(out, path)) == 1, (path, found[path])
 
 
 def _check_predictions(corpus, code: int, out: str, err: str, *, report: str = "error: ") -> None:

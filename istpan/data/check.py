@@ -22,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from istpan.data import index as video_index
+from istpan.data._backends import frames_errors
 from istpan.data.datasets import Annotations
 from istpan.data.decode import VideoError, count_frames, decode_errors, video_info
 from istpan.errors import UserError
@@ -49,7 +50,7 @@ def check_video(path: str, backend: str = "pyav") -> VideoCheck:
     try:
         frames = count_frames(path, backend=backend)
         claimed = video_info(path, backend="frames" if backend == "frames" else "pyav").claimed_frames
-        errors = decode_errors(path) if backend == "pyav" else []
+        errors = decode_errors(path) if backend == "pyav" else frames_errors(Path(path)) if backend == "frames" else []
     except VideoError as err:
         return VideoCheck(path, "unreadable", err.reason)
     except Exception as err:  # a decoder failure decode.py did not foresee is still a finding, not a crash
@@ -60,7 +61,8 @@ def check_video(path: str, backend: str = "pyav") -> VideoCheck:
         return VideoCheck(path, "truncated", f"container claims {claimed} frames, only {frames} decode", frames,
                           claimed)
     if errors:
-        return VideoCheck(path, "damaged", f"{len(errors)} packets fail to decode (first: {errors[0]})", frames,
+        what = "frame images" if backend == "frames" else "packets"
+        return VideoCheck(path, "damaged", f"{len(errors)} {what} fail to decode (first: {errors[0]})", frames,
                           claimed)
     return VideoCheck(path, "ok", "", frames, claimed)
 
