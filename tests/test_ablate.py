@@ -247,3 +247,40 @@ def test_precomputed_frame_features_give_the_same_model_outputs() -> None:
             a, b = _forward(model, pre, videos, frames), _forward(model, cache, videos, frames)
         # the precomputed features are stored as float16 after R: equal to that rounding
         torch.testing.assert_close(a.logits, b.logits, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_quick_finetune(tmp_path: Path, capsys, mobilenet_v2_weights: Path) -> None:
+    """`istpan ablate --regime finetune --quick`: the main rows through `istpan train`'s loop (trained at K = 4,
+    curve and final evaluation at K = 8), per-video correctness, paired intervals, resume."""
+    from istpan.config import load_config
+    from istpan.experiments.finetune import FINETUNE_ROWS
+    from istpan.experiments.pretrained_report import format_markdown
+
+    out = tmp_path / "ft"
+    args = ["ablate", "--regime", "finetune", "--weights", str(mobilenet_v2_weights), "--quick", "--out", str(out),
+            "--only", "TSN", "pyramid attention N=3", "N=3 + time order"]
+    assert main(args) == 0
+    result = json.loads((out / "finetune" / "finetune.json").read_text())
+    by = {r["name"]: r for r in result["rows"]}
+    assert set(by) == {FINETUNE_ROWS[0], FINETUNE_ROWS[1], FINETUNE_ROWS[4]}
+    assert result["num_val"] == 8 and result["num_train"] == 8  # quick: every val video (1 per class), 1 train
+    for row in by.values():
+        (m,) = row["per_seed"]
+        assert len(m["curve"]) == len(m["train_loss"]) == 2 and len(m["correct"]) == 8
+        assert m["top1"] == pytest.approx(100 * m["correct"].count("1") / 8)
+    n3, tsn = by[FINETUNE_ROWS[1]], by[FINETUNE_ROWS[0]]
+    assert n3["vs_tsn"]["mean"] == pytest.approx(n3["per_seed"][0]["top1"] - tsn["per_seed"][0]["top1"])
+    assert n3["vs_tsn_bootstrap_per_seed"]["0"]["mean"] == pytest.approx(n3["vs_tsn"]["mean"])
+    assert {c["claim"] for c in result["claims"]} >= {"attention beats average pooling",
+                                                      "time order helps (ours, not the paper's)"}
+    markdown = (out / "finetune" / "finetune.md").read_text()
+    assert markdown in capsys.readouterr().out and "| N=3 + time order (ours) |" in markdown
+    assert "train K = 4, test K = 8" in markdown and markdown.endswith(
+        format_markdown(result, header=["-"]).split("\n", 1)[1])  # the frozen table's layout under its own header
+    cfg = load_config(out / "finetune" / "runs" / "seed0" / "pyramid_attention_N_3" / "config.yaml")
+    assert (cfg.data.num_segments, cfg.data.test_segments, cfg.train.partial_bn) == (4, 8, True)
+    assert cfg.optim.backbone_lr_mult == 0.1
+    # a rerun of the same setup trains nothing again
+    assert main(args) == 0
+    assert json.loads((out / "finetune" / "finetune.json").read_text())["rows"] == result["rows"]

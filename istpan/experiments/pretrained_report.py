@@ -95,6 +95,11 @@ def claims(result: dict[str, Any], runs: dict[str, list[dict]]) -> list[dict[str
         name = next((n for n in by if n.startswith(prefix)), None)
         if name:
             add(claim, f"{name} − N=3, top-1", by[name].get("vs_n3"))
+    for prefix, claim in (("N=3 + both losses (", "l_interactive + l_attn together help"),
+                          ("N=3 + time order (", "time order helps (ours, not the paper's)")):
+        name = next((n for n in by if n.startswith(prefix)), None)
+        if name:
+            add(claim, f"{name} − N=3, top-1", by[name].get("vs_n3"))
     if n3 and "top1_k25" in n3[0]:
         def no_loss(ci: dict[str, float]) -> str:  # "any K" holds when more frames do not cost accuracy
             if math.isnan(ci["lo"]):
@@ -125,19 +130,12 @@ def _signed(stat: dict | None) -> str:
     return f"{stat['mean']:+.1f} [{stat['lo']:+.1f}, {stat['hi']:+.1f}]"
 
 
-def format_markdown(result: dict[str, Any]) -> str:
-    """Main table, verdicts, the any-K curve and the validation curves, as Markdown."""
-    s, b = result["setup"], result["setup"]["budget"]
-    t = result.get("timing", {})
+def format_markdown(result: dict[str, Any], *, header: list[str] | None = None) -> str:
+    """Main table, verdicts, the any-K curve and the validation curves, as Markdown. header: lines that replace the
+    ones describing the setup (the fine-tuned rows have another recipe: istpan/experiments/finetune.py)."""
+    b = result["setup"].get("budget", result["setup"])
     lines = [
-        f"Regime: {result['regime']}. Cluttered synthetic set: {result['num_train']} train / {result['num_val']} "
-        f"validation videos of {s['size']}² px, {s['num_frames']} frames (data seed {s['data_seed']}); per row "
-        f"{b['epochs']} epochs, batch {b['batch_size']}, K = {b['segments']}, AdamW lr {b['lr']} wd "
-        f"{b['weight_decay']}, cosine; {result['seeds']} seeds. Mean [95 % CI over seeds]; Δ = paired difference on "
-        f"the same seeds and data. Chance {result['chance']:.1f} %.",
-        f"Time (wall): data {t.get('generate_s', 0):.0f} s, features "
-        f"{sum(v for k, v in t.items() if k.startswith('features_')):.0f} s, rows {t.get('rows_s', 0) / 60:.1f} min"
-        + (f" ({t['note']})." if t.get("note") else "."),
+        *(header or _setup_lines(result)),
         "",
         "| row | top-1 % | Δ vs TSN | Δ vs N=3 | pairs merged % | pointing game % | redundancy | train s | seeds |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -180,9 +178,24 @@ def format_markdown(result: dict[str, Any]) -> str:
 
 
 def _epochs(result: dict[str, Any]) -> list[int]:
-    n = result["setup"]["budget"]["epochs"]
+    n = result["setup"].get("budget", result["setup"])["epochs"]
     return list(range(n)) if n <= 12 else sorted({e for e in (0, 1, 3, 5, 7, 11, 15, 19, 23, 31, n - 1) if e < n})
 
 
 def _boot_txt(stat: dict | None) -> str:
     return "–" if not stat else f"{stat['mean']:+.1f} [{stat['lo']:+.1f}, {stat['hi']:+.1f}]"
+
+
+def _setup_lines(result: dict[str, Any]) -> list[str]:
+    s, b = result["setup"], result["setup"]["budget"]
+    t = result.get("timing", {})
+    return [
+        f"Regime: {result['regime']}. Cluttered synthetic set: {result['num_train']} train / {result['num_val']} "
+        f"validation videos of {s['size']}² px, {s['num_frames']} frames (data seed {s['data_seed']}); per row "
+        f"{b['epochs']} epochs, batch {b['batch_size']}, K = {b['segments']}, AdamW lr {b['lr']} wd "
+        f"{b['weight_decay']}, cosine; {result['seeds']} seeds. Mean [95 % CI over seeds]; Δ = paired difference on "
+        f"the same seeds and data. Chance {result['chance']:.1f} %.",
+        f"Time (wall): data {t.get('generate_s', 0):.0f} s, features "
+        f"{sum(v for k, v in t.items() if k.startswith('features_')):.0f} s, rows {t.get('rows_s', 0) / 60:.1f} min"
+        + (f" ({t['note']})." if t.get("note") else "."),
+    ]

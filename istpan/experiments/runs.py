@@ -105,14 +105,15 @@ def train_variant(cfg: Config, *, progress: bool) -> tuple[nn.Module, dict[str, 
     return model, meta, seconds
 
 
-def _val_loader(cfg: Config, *, test_segments: int | None = None, root: str | Path | None = None):
+def _val_loader(cfg: Config, *, test_segments: int | None = None, root: str | Path | None = None,
+                val_list: str | Path | None = None):
     from istpan.data import build_dataset, build_loader
 
     d = dataclasses.replace(cfg.data)
     if root is not None:
         root = Path(root)
         d.root, d.train_annotations, d.classes = str(root), str(root / "train.txt"), str(root / "classes.txt")
-    d.val_annotations = str(Path(d.root) / "val.txt")
+    d.val_annotations = str(val_list or Path(d.root) / "val.txt")
     if test_segments is not None:
         d.test_segments = test_segments
     dataset = build_dataset(d, split="val", train=False)
@@ -139,16 +140,22 @@ def test_model(
     *,
     test_segments: int | None = None,
     root: str | Path | None = None,
+    val_list: str | Path | None = None,
     redundancy: bool = False,
+    with_correct: bool = False,
 ) -> dict[str, Any]:
     """Validation metrics of a trained model: the engine's (top1, top5, mean class accuracy, skipped) plus top-1
-    with reversal pairs merged and, for attention models when asked, the glimpse redundancy."""
+    with reversal pairs merged and, for attention models when asked, the glimpse redundancy. val_list: another list
+    file than `val.txt` of the root; with_correct: also `correct`, "1"/"0" per video in list order (for paired
+    comparisons of two models on the same videos)."""
     from istpan.engine.evaluate import evaluate
 
-    loader = _val_loader(cfg, test_segments=test_segments, root=root)
+    loader = _val_loader(cfg, test_segments=test_segments, root=root, val_list=val_list)
     res = evaluate(model, loader, multi_label=False, device="cpu", return_scores=True)
     out = {k: res[k] for k in ("top1", "top5", "mean_class_acc", "num_videos", "skipped") if k in res}
     out["top1_pairs_merged"] = pair_merged_top1(res["scores"], res["labels"])
+    if with_correct:
+        out["correct"] = "".join("1" if c else "0" for c in (res["scores"].argmax(1) == res["labels"]).tolist())
     if redundancy and getattr(model, "attention", None) is not None:
         out["redundancy"] = glimpse_redundancy(model, loader)
     return out
