@@ -280,7 +280,7 @@ def test_quick_finetune(tmp_path: Path, capsys, mobilenet_v2_weights: Path) -> N
         format_markdown(result, header=["-"]).split("\n", 1)[1])  # the frozen table's layout under its own header
     cfg = load_config(out / "finetune" / "runs" / "seed0" / "pyramid_attention_N_3" / "config.yaml")
     assert (cfg.data.num_segments, cfg.data.test_segments, cfg.train.partial_bn) == (4, 8, True)
-    assert cfg.optim.backbone_lr_mult == 0.1
+    assert cfg.optim.backbone_lr_mult == 0.01
     # a rerun of the same setup trains nothing again
     assert main(args) == 0
     assert json.loads((out / "finetune" / "finetune.json").read_text())["rows"] == result["rows"]
