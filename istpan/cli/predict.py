@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   istpan predict clip.mp4 other.avi --checkpoint runs/ucf101_split1/best.pt
   istpan predict clip.mp4 --checkpoint best.pt --topk 3 --num-segments 25 --json
   istpan predict clip.mp4 --checkpoint best.pt --explain out/          # attention overlays + HTML report
+  istpan predict rawframes/v_Archery_g01_c01 --checkpoint best.pt --backend frames   # a folder of frame images
   istpan predict long.mp4 --checkpoint best.pt --window 4 --stride 2 --unit seconds   # untrimmed video
   istpan predict clip.mp4 --checkpoint rgb.pt --checkpoint flow.pt --fuse-weights 1 1.5   # RGB + flow late fusion
   istpan predict --list videos.txt --out preds.jsonl --checkpoint best.pt   # millions of videos, resumable
@@ -47,6 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="K frames per video, or per window with --window (default: the checkpoint's)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--backend", choices=("pyav", "opencv", "frames"), help="how VIDEO paths are decoded: frames reads "
+                   "a folder of extracted frame images (img_00001.jpg, ...); default: the checkpoint's data.backend")
     p.add_argument("--explain", metavar="OUTDIR", help="write attention overlays and a report to OUTDIR")
     p.add_argument("--levels", action="store_true", help="with --explain: also each pyramid level's attention")
     p.add_argument("--window", type=float, help="sliding-window length for untrimmed videos (see --unit)")
@@ -96,7 +99,8 @@ def _run_list(args: argparse.Namespace) -> int:
     if distributed and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     try:
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=device, num_segments=args.num_segments)
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=device, num_segments=args.num_segments,
+                                              backend=args.backend)
         summary = predict_list(predictor, args.list, args.out, root=args.root, topk=args.topk,
                                batch_size=args.batch_size, workers=args.workers)
     finally:
@@ -165,7 +169,7 @@ def _fused(args: argparse.Namespace) -> int:
     if not args.videos:
         raise UserError("give at least one VIDEO")
     results = predict_fused(args.checkpoint, args.videos, weights=args.fuse_weights, topk=args.topk,
-                            num_segments=args.num_segments, device=args.device)
+                            num_segments=args.num_segments, device=args.device, backend=args.backend)
     if args.json:
         print(json.dumps(results, indent=1))
     for r in results:
@@ -186,6 +190,7 @@ def _margins(text: str) -> float | list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from istpan.data.preprocess import Preprocessing
     from istpan.engine.checkpoint import load_model
     from istpan.errors import UserError
 
@@ -201,6 +206,9 @@ def run(args: argparse.Namespace) -> int:
     if args.stream is not None:
         if args.videos or args.window is not None or args.explain or args.max_frames is not None:
             raise UserError("--stream takes no VIDEO, --window, --explain or --max-frames: it classifies one source")
+        if args.backend not in (None, "pyav"):
+            raise UserError(f"--stream decodes a live source with PyAV: --backend {args.backend} is for VIDEO paths "
+                            "(a folder of frames: istpan predict FOLDER --backend frames)")
         return _stream(args)
     if not args.videos:
         raise UserError("give at least one VIDEO, or --list FILE --out FILE.jsonl, or --stream SOURCE")
@@ -215,6 +223,10 @@ def run(args: argparse.Namespace) -> int:
 
         check_window_args(window=args.window, stride=args.stride, unit=args.unit, reduce=args.reduce)
     model, meta = load_model(args.checkpoint, device=args.device)
+    pre = Preprocessing.from_meta(model, meta).with_backend(args.backend)
+    meta = {**meta, "preprocessing": pre.to_dict()}  # every mode below decodes with this backend
+    if pre.backend == "frames" and args.window is not None and args.unit == "seconds":
+        raise UserError("a folder of frames has no frame rate: give --window (and --stride) in frames, --unit frames")
     modality = (meta.get("preprocessing") or {}).get("modality", "rgb")
     if modality != "rgb" and (args.explain or args.window is not None or args.max_frames is not None):
         raise UserError(f"{args.checkpoint}: a {modality} checkpoint predicts whole videos (and --list); --explain, "

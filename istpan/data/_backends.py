@@ -48,7 +48,8 @@ def check_file(path: Path) -> None:
         dangling = path.is_symlink()
         raise VideoError(path, "missing: link target does not exist" if dangling else "file not found")
     if path.is_dir():
-        raise VideoError(path, "is a directory, not a video file (backend 'frames' reads a folder of frames)")
+        raise VideoError(path, "is a directory, not a video file (a folder of frame images is read by backend "
+                         "'frames': --backend frames, or data.backend=frames in a config)")
     if path.stat().st_size == 0:
         raise VideoError(path, "empty file (0 bytes)")
 
@@ -59,7 +60,8 @@ def frame_files(folder: Path) -> list[Path]:
     if not folder.exists():
         raise VideoError(folder, "frame folder not found")
     if not folder.is_dir():
-        raise VideoError(folder, "not a folder of frames (backend 'frames' expects img_00001.jpg, ...)")
+        raise VideoError(folder, "not a folder of frames (backend 'frames' expects img_00001.jpg, ...; a video file "
+                         "is read by backend pyav or opencv)")
     names = sorted(n for n in os.listdir(folder) if n.lower().endswith(_FRAME_SUFFIXES))
     tsn = [n for n in names if n.startswith("img_")]
     return [folder / n for n in (tsn or names)]

@@ -8,9 +8,12 @@ windows, streaming, `Predictor` and the export sidecar. Nobody else re-implement
 Test-time pipeline, for a video of n frames (or a window of n frames starting at `start`):
 
     indices(n, start)   K frame indices: centre of K equal segments (TSN), or a centred dense clip  (K,) ints
-    decode              frames at `short_side` (resized while decoding)                             uint8 (K, H, W, 3)
+    decode              frames at `short_side` (resized while decoding), by `backend`               uint8 (K, H, W, 3)
     view(frames)        short side to `resize`, centre crop `input_size`: what is drawn on          uint8 (K, s, s, 3)
     to_input(views)     [0, 1] floats, (x - mean) / std, channels first: what the network gets      float (K, 3, s, s)
+
+`backend` is how a path is decoded (pyav, opencv, or frames: a folder of extracted frame images), the training
+config's `data.backend`: a model trained on a dataset's rawframes predicts the same folders by default.
 
 The view / to_input split lets the viz modules draw on exactly the pixels the model saw. Every step works on any
 leading shape, so one frame (H, W, 3) -> (3, s, s) is the same code (`frame_input`, what a stream feeds).
@@ -61,6 +64,7 @@ class Preprocessing:
     flow_length: int = 5  # L flow frames per segment (flow, rgb+flow)
     flow_algorithm: str = "tvl1"  # flow computed on the fly at test time: the algorithm the training flow used
     flow_bound: float = 20.0
+    backend: str = "pyav"  # how a path is decoded: pyav | opencv | frames (istpan.data.decode); flow: always pyav
 
     def __post_init__(self) -> None:  # tuples, whatever came in (lists from JSON / a checkpoint)
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -89,6 +93,7 @@ class Preprocessing:
             flow_length=flow_length,
             flow_algorithm=str(getattr(d, "flow_algorithm", "tvl1")),
             flow_bound=float(getattr(d, "flow_bound", 20.0)),
+            backend=str(getattr(d, "backend", "pyav")) if modality == "rgb" else "pyav",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,7 +109,8 @@ class Preprocessing:
 
         Checkpoints written before this object existed stored a dict that may lack `resize`, `clip_len`, `mean`/`std`
         (then `mean`/`std` given here, e.g. the model's `pretrained_cfg`, else ImageNet's); missing sizes follow the
-        usual 256/224 test ratio. Unknown keys (from a newer istpan) are ignored.
+        usual 256/224 test ratio; a missing `backend` is pyav (`load_model` fills it from the run config). Unknown
+        keys (from a newer istpan) are ignored.
         """
         d = dict(data or {})
         input_size = int(d.get("input_size") or 224)
@@ -126,6 +132,7 @@ class Preprocessing:
             flow_length=flow_length,
             flow_algorithm=str(d.get("flow_algorithm") or "tvl1"),
             flow_bound=float(d.get("flow_bound") or 20.0),
+            backend=str(d.get("backend") or "pyav") if modality == "rgb" else "pyav",
         )
 
     @classmethod
@@ -146,6 +153,22 @@ class Preprocessing:
             raise ValueError(f"the number of frames must be >= 1, got {k}")
         return dataclasses.replace(self, num_segments=int(k), clip_len=int(k))
 
+    def with_backend(self, backend: str | None) -> Preprocessing:
+        """The same preprocessing decoding paths with `backend` (pyav, opencv, frames); None: unchanged.
+
+        Flow models compute their flow from video files with PyAV (what training's on-the-fly flow does too)."""
+        from istpan.data.decode import BACKENDS
+        from istpan.errors import UserError
+
+        if backend is None or backend == self.backend:
+            return self
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown video backend '{backend}' (choose from {', '.join(BACKENDS)})")
+        if self.modality != "rgb" and backend != "pyav":
+            raise UserError(f"a {self.modality} model computes flow from video files with PyAV: backend '{backend}' "
+                            "is for RGB models")
+        return dataclasses.replace(self, backend=backend)
+
     # ------------------------------------------------------------------------------------------- frame choice
 
     @property
@@ -165,18 +188,21 @@ class Preprocessing:
         """`short_side` as the decoders take it (None: no resize while decoding)."""
         return self.short_side or None
 
-    def read(self, path: str | Path, *, backend: str = "pyav") -> tuple[torch.Tensor, list[int], int]:
+    def read(self, path: str | Path, *, backend: str | None = None) -> tuple[torch.Tensor, list[int], int]:
         """Decode a video's K sampled frames as the model sees them: (views uint8 (K, s, s, 3), indices, frame count).
+        backend: None is this preprocessing's (`self.backend`).
 
         Raises VideoError (a UserError) naming the file when it cannot be read or has no decodable frame.
         """
         from istpan.data.decode import VideoError, count_frames, read_frames
 
+        backend = backend or self.backend
         if self.modality != "rgb":
             return self._read_flow(path, backend=backend)
         n = count_frames(path, backend=backend)
         if n <= 0:
-            raise VideoError(path, "no frame could be decoded")
+            raise VideoError(path, "no frame images (.jpg, .jpeg, .png) in this folder" if backend == "frames"
+                             else "no frame could be decoded")
         indices = self.indices(n)
         frames = read_frames(path, indices, backend=backend, short_side=self.decode_short_side)  # (K, H, W, 3)
         return self.view(frames), indices, n

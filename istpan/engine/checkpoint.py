@@ -6,7 +6,8 @@ A checkpoint is a plain dict of tensors and built-in types (nothing that needs p
     model_ema  (with train.ema_decay > 0) the EMA of the weights; `eval_weights` says which of the two validated
                better ("model" or "model_ema"): that one is what `load_model` (eval, predict, export) uses
     meta       what is needed to use the weights without the config: class names, model name and options,
-               multi-label flag, preprocessing (`istpan.data.Preprocessing.to_dict()`: frames, resize, crop, mean/std)
+               multi-label flag, preprocessing (`istpan.data.Preprocessing.to_dict()`: frames, resize, crop, mean/std,
+               decode backend)
     config     the resolved run config (dict), for resuming and for `istpan eval` to rebuild the val set
     epoch      number of finished epochs; optimizer / scheduler / scaler states; best metric so far
 
@@ -182,7 +183,17 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple
         name = meta.get("model_name")
         raise UserError(f"{path}: checkpoint needs model {name!r}, unknown to this istpan ({err})") from err
     load_weights(model, state[_eval_weights(state)], source=path, model_name=meta["model_name"])
-    return model.to(device).eval(), meta
+    return model.to(device).eval(), _with_run_backend(meta, state)
+
+
+def _with_run_backend(meta: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoints written before `Preprocessing.backend` existed: the decode backend of the run config they carry
+    (a model trained on rawframes then predicts folders of frames by default, as a new checkpoint does)."""
+    pre = meta.get("preprocessing")
+    backend = ((state.get("config") or {}).get("data") or {}).get("backend")
+    if not isinstance(pre, dict) or "backend" in pre or not backend:
+        return meta
+    return {**meta, "preprocessing": {**pre, "backend": backend}}
 
 
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], *, source: str | Path, model_name: str) -> None:

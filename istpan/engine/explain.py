@@ -48,7 +48,7 @@ class Explainer:
 
         path = Path(inference.path)
         try:
-            fps = video_info(path).fps
+            fps = video_info(path, backend=self.pre.backend).fps  # 0.0 for a folder of frames
             names = class_names(self.meta, inference.probs.shape[0])
             out = inference.output
             entry: dict[str, Any] = {

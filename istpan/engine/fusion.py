@@ -119,16 +119,19 @@ def evaluate_fused(checkpoints: Sequence[str], *, weights: Sequence[float] | Non
 
 
 def predict_fused(checkpoints: Sequence[str], videos: Sequence[str], *, weights: Sequence[float] | None = None,
-                  topk: int = 5, num_segments: int | None = None, device: str = "cpu") -> list[dict]:
+                  topk: int = 5, num_segments: int | None = None, device: str = "cpu",
+                  backend: str | None = None) -> list[dict]:
     """`istpan predict VIDEO... --checkpoint A --checkpoint B --fuse-weights 1 1.5`: each checkpoint predicts every
     video as it alone would (its own Preprocessing: frames for RGB, flow computed on the fly for a flow model), then
     the probabilities are fused. One dict per video, in order; a video any model cannot read gives {"path", "error"}.
+    backend: how every model decodes the paths (None: each checkpoint's own).
     """
     from istpan.engine.predict import topk_classes
     from istpan.engine.predictor import Predictor
 
     weights = parse_fuse_weights(weights, len(checkpoints))
-    predictors = [Predictor.from_checkpoint(c, device=device, num_segments=num_segments) for c in checkpoints]
+    predictors = [Predictor.from_checkpoint(c, device=device, num_segments=num_segments, backend=backend)
+                  for c in checkpoints]
     first = predictors[0]
     for ckpt, pred in zip(checkpoints[1:], predictors[1:]):
         if pred.class_names != first.class_names or pred.multi_label != first.multi_label:

@@ -4,6 +4,7 @@
     predictor = Predictor.from_checkpoint("runs/ucf101/best.pt", device="cuda")   # or the run folder
     predictor.predict("clip.mp4")                       # {"path", "frames", "num_segments", "top": [...], ...}
     predictor.predict(["a.mp4", "b.avi"], topk=3)       # one dict per input, forward passes batched
+    Predictor.from_checkpoint("best.pt", backend="frames").predict("rawframes/v_Archery_g01_c01")  # frame folder
     predictor.predict(frames)                           # uint8 (T, H, W, 3) array or tensor: one video's frames
     predictor.scores([frames_a, frames_b])              # probabilities (N, C)
 
@@ -13,7 +14,7 @@ scores); an array is taken as decoded frames and goes through the same view and 
 resizes its short side with torchvision, where a file is resized by the decoder: equal up to resampling).
 
 Accepted inputs (one, or a list/tuple of them):
-    str | Path                        a video file (any length)
+    str | Path                        a video file (any length), or a folder of frames with backend="frames"
     uint8 (T, H, W, 3)                one video's RGB frames, numpy or torch; (B, T, H, W, 3): B videos
     float tensor (K, 3, S, S)         a clip already preprocessed (`preprocessing.to_input`); (B, K, 3, S, S): B clips
 
@@ -65,21 +66,22 @@ class Predictor:
     """A model in eval mode with its class names and `Preprocessing`; see the module docstring."""
 
     def __init__(self, model: nn.Module, meta: dict[str, Any], *, device: str | torch.device | None = None,
-                 num_segments: int | None = None) -> None:
+                 num_segments: int | None = None, backend: str | None = None) -> None:
         self.model = model.eval() if device is None else model.to(device).eval()
         self.meta = meta
-        self.preprocessing = Preprocessing.from_meta(model, meta).with_frames(num_segments)
+        self.preprocessing = Preprocessing.from_meta(model, meta).with_frames(num_segments).with_backend(backend)
         self.multi_label = is_multi_label(model, meta)
         self.class_names = class_names(meta, int(meta.get("num_classes") or len(meta.get("class_names") or [])))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu",
-                        num_segments: int | None = None) -> Predictor:
-        """Load a checkpoint written by `istpan train` (a .pt file or the run folder: best.pt, else last.pt)."""
+                        num_segments: int | None = None, backend: str | None = None) -> Predictor:
+        """Load a checkpoint written by `istpan train` (a .pt file or the run folder: best.pt, else last.pt).
+        backend: how paths are decoded (pyav, opencv, frames); None: the checkpoint's (its run's data.backend)."""
         from istpan.engine.checkpoint import load_model
 
         model, meta = load_model(checkpoint_file(path), device=device)
-        return cls(model, meta, num_segments=num_segments)
+        return cls(model, meta, num_segments=num_segments, backend=backend)
 
     @property
     def device(self) -> torch.device:

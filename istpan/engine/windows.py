@@ -127,7 +127,7 @@ def _to_frames(value: float, unit: str, fps: float, what: str, path: Path) -> in
         frames = int(value)
     else:
         if fps <= 0:
-            raise UserError(f"{path}: frame rate unknown, give --{what} in frames instead of seconds")
+            raise UserError(f"{path}: frame rate unknown, give --{what} in frames instead of seconds (--unit frames)")
         frames = round(value * fps)
     if frames < 1:
         raise UserError(f"{path}: --{what} {value:g} {unit} is less than one frame; use a larger value")
@@ -148,14 +148,15 @@ def _windows(path: Path, pre: Preprocessing, window: int, stride: int
     def view_of(i: int) -> torch.Tensor:
         return buffer[i - (t + 1 - len(buffer))]  # buffer[0] is frame t + 1 - len(buffer)
 
-    for t, frame in iter_frames(path, short_side=pre.decode_short_side):
+    for t, frame in iter_frames(path, short_side=pre.decode_short_side, backend=pre.backend):
         buffer.append(pre.view(frame).clone())  # clone: drop the reference to the full decoded frame
         if t + 1 - window == next_start:  # window [next_start, t + 1) just completed
             yield next_start, t + 1, pre.indices(window, start=next_start), view_of
             last_end, next_start = t + 1, next_start + stride
     total = t + 1
     if total == 0:
-        raise UserError(f"{path}: no frame could be decoded; is it a video file?")
+        raise UserError(f"{path}: no frame images (.jpg, .jpeg, .png) in this folder" if pre.backend == "frames"
+                        else f"{path}: no frame could be decoded; is it a video file?")
     tail = [(0, total)] if total < window else ([(total - window, total)] if last_end < total else [])
     for start, end in tail:  # every frame of the tail window is still in the buffer
         yield start, end, pre.indices(end - start, start=start), view_of
@@ -179,10 +180,10 @@ def sliding_window_predict(model: nn.Module, meta: dict[str, Any], path: str | P
 
     path = Path(path)
     check_window_args(window=window, stride=stride, unit=unit, reduce=reduce)
-    info = video_info(path)
+    pre = Preprocessing.from_meta(model, meta).with_frames(num_segments)
+    info = video_info(path, backend=pre.backend)
     win = _to_frames(window, unit, info.fps, "window", path)
     step = max(1, win // 2) if stride is None else _to_frames(stride, unit, info.fps, "stride", path)
-    pre = Preprocessing.from_meta(model, meta).with_frames(num_segments)
     multi = is_multi_label(model, meta)
     device = device_of(model)
     model.eval()
