@@ -98,6 +98,9 @@ def test_each_bad_folder_is_one_error_line_and_the_good_one_is_predicted(inputs,
     for path, words in bad.items():
         (line,) = [e for e in errors if path in e]
         assert words in line, line
+    if "--explain" in mode:  # the folder's overlays are drawn from its frames too (a failure here only logs)
+        (entry,) = [e for e in json.loads((tmp_path / "x" / "results.json").read_text()) if e["path"] == str(folder)]
+        assert entry["error"] is None and (tmp_path / "x" / entry["video"]).is_file()
 
 
 def test_a_folder_under_pyav_suggests_the_frames_backend(inputs, capsys):

@@ -31,7 +31,7 @@ MAX_VIDEO_FRAMES = 600  # longer inputs are subsampled in time for the overlay v
 def _views(path: Path, pre: Preprocessing, step: int) -> Iterator[tuple[int, np.ndarray]]:
     from istpan.data import iter_frames
 
-    for t, frame in iter_frames(path, short_side=pre.decode_short_side, step=step):
+    for t, frame in iter_frames(path, short_side=pre.decode_short_side, step=step, backend=pre.backend):
         yield t, pre.view(frame).numpy()
 
 
