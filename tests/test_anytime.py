@@ -6,13 +6,17 @@ import pytest
 import torch
 
 from istpan.engine.anytime import (
+    DEFAULT_ORDER,
     anytime_predict,
     anytime_scores,
     calibrate_threshold,
     calibrate_thresholds,
     coarse_to_fine,
+    frame_order,
     margins,
+    spread_order,
     stopping_point,
+    van_der_corput,
 )
 from istpan.errors import UserError
 from istpan.models import create_model
@@ -23,20 +27,45 @@ def test_coarse_to_fine_order():
     assert coarse_to_fine(1) == [0] and coarse_to_fine(5)[:3] == [2, 1, 3] and coarse_to_fine(7)[:3] == [3, 1, 5]
     for n in range(1, 20):
         assert sorted(coarse_to_fine(n)) == list(range(n))
+    assert frame_order("dyadic", 8) == coarse_to_fine(8)
 
 
-@pytest.mark.parametrize(("name", "options"), [("istpan_tiny", {}), ("tsn_tiny", {}),
-                                               ("istpan_tiny", {"time_encoding": "fourier", "head": "glimpse"})])
-def test_anytime_scores_and_lazy_prediction_match_the_model(name, options):
+def test_spread_order():
+    assert [van_der_corput(i) for i in range(8)] == [0, 0.5, 0.25, 0.75, 0.125, 0.625, 0.375, 0.875]
+    # 8 candidates at (k + 0.5) / 8; targets 1/4, 3/4, 1/2, 0, 3/8, 7/8, 5/8, 1/8 each in its own candidate's segment
+    assert spread_order(8) == [2, 6, 4, 0, 3, 7, 5, 1] == frame_order("spread", 8) == frame_order(DEFAULT_ORDER, 8)
+    for n in range(1, 26):
+        order = spread_order(n)
+        assert sorted(order) == list(range(n)), n  # every candidate once
+        m = 1
+        while m <= n:
+            if n % m == 0:  # the first m (a power of two dividing n) are an even grid: every n/m-th candidate
+                assert sorted(k % (n // m) for k in order[:m]) == [order[0] % (n // m)] * m, (n, m)
+                assert len(set(k // (n // m) for k in order[:m])) == m, (n, m)
+            m *= 2
+        if n >= 2:  # the first two lie in different halves of the video, whatever n
+            assert (order[0] < n / 2) != (order[1] < n / 2), n
+    assert frame_order([1, 0, 2], 3) == [1, 0, 2]
+    with pytest.raises(UserError, match="unknown frame order 'random': one of spread, dyadic"):
+        frame_order("random", 4)
+    with pytest.raises(UserError, match=r"must use each of 0\.\.2 once"):
+        frame_order([0, 0, 2], 3)
+
+
+@pytest.mark.parametrize(("name", "options", "order"), [
+    ("istpan_tiny", {}, "dyadic"), ("tsn_tiny", {}, "spread"),
+    ("istpan_tiny", {"time_encoding": "fourier", "head": "glimpse"}, "dyadic"),
+    ("istpan_tiny", {"time_encoding": "fourier", "head": "glimpse"}, "spread")])
+def test_anytime_scores_and_lazy_prediction_match_the_model(name, options, order):
     torch.manual_seed(0)
     model = create_model(name, num_classes=6, input_size=32, **options).eval()
     if getattr(model.attention, "time_proj", None) is not None:
         torch.nn.init.normal_(model.attention.time_proj.weight)
     video = torch.randn(2, 8, 3, 32, 32)  # (B, N, 3, S, S): the fixed-K = 8 frames, in time order
-    scores = anytime_scores(model, video)  # (B, N, C)
+    scores = anytime_scores(model, video, order=order)  # (B, N, C)
     with torch.no_grad():
         full = model(video).logits.softmax(-1)
-        three = sorted(coarse_to_fine(8)[:3])  # frames 1, 3, 5 of 8, at their own times
+        three = sorted(frame_order(order, 8)[:3])  # e.g. frames 2, 4, 6 of 8 (spread), at their own times
         ref3 = model.forward_clip(model.frame_features(video[:, three].flatten(0, 1)).unflatten(0, (2, 3)),
                                   times=(torch.tensor(three) + 0.5) / 8).logits.softmax(-1)
     torch.testing.assert_close(scores[:, -1], full, atol=1e-5, rtol=0)  # n = N is fixed K = N
@@ -44,17 +73,18 @@ def test_anytime_scores_and_lazy_prediction_match_the_model(name, options):
 
     asked = []
     frame = lambda k: asked.append(k) or video[0, k]  # noqa: E731
-    probs, used = anytime_predict(model, frame, 8, threshold=2.0)  # never clear enough: all 8 frames
-    assert used == 8 and asked == coarse_to_fine(8)
+    probs, used = anytime_predict(model, frame, 8, threshold=2.0, order=order)  # never clear enough: all 8 frames
+    assert used == 8 and asked == frame_order(order, 8)
     torch.testing.assert_close(probs, full[0], atol=1e-5, rtol=0)
     asked.clear()
     thr = float(margins(scores[0, 2])) - 1e-6  # clear enough after 3 frames (maybe earlier)
-    probs, used = anytime_predict(model, frame, 8, threshold=thr)
-    assert used == int(stopping_point(scores[:1], thr)) <= 3 and asked == coarse_to_fine(8)[:used]
+    probs, used = anytime_predict(model, frame, 8, threshold=thr, order=order)
+    assert used == int(stopping_point(scores[:1], thr)) <= 3 and asked == frame_order(order, 8)[:used]
     torch.testing.assert_close(probs, scores[0, used - 1], atol=1e-5, rtol=0)
     asked.clear()  # per step: never after 1 or 2 frames, always after 3
-    probs, used = anytime_predict(model, frame, 8, threshold=[2.0, 2.0, 0.0, 2.0, 2.0, 2.0, 2.0])
-    assert used == 3 and asked == coarse_to_fine(8)[:3]
+    probs, used = anytime_predict(model, frame, 8, threshold=[2.0, 2.0, 0.0, 2.0, 2.0, 2.0, 2.0],
+                                  order=order)
+    assert used == 3 and asked == frame_order(order, 8)[:3]
     torch.testing.assert_close(probs, ref3[0], atol=1e-5, rtol=0)
 
 

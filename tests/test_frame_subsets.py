@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from istpan.config import load_config
-from istpan.engine.anytime import anytime_scores, coarse_to_fine
+from istpan.engine.anytime import DEFAULT_ORDER, anytime_scores, frame_order
 from istpan.engine.mixing import FrameSubset
 from istpan.engine.optim import build_optimizer, build_scheduler
 from istpan.engine.run_log import RunLog
@@ -61,10 +61,10 @@ def test_training_input_is_what_anytime_inference_sees():
     torch.manual_seed(0)
     model = create_model("istpan_tiny", num_classes=4, input_size=32, time_encoding="fourier", head="glimpse").eval()
     frames = torch.randn(2, 8, 3, 32, 32)  # (B, N, C, H, W)
-    scores = anytime_scores(model, frames)  # (B, 8, C) after 1..8 frames coarse to fine
+    scores = anytime_scores(model, frames)  # (B, 8, C) after 1..8 frames in the default order
     with torch.no_grad():
         for n in (1, 3, 5):
-            keep = sorted(coarse_to_fine(8)[:n])
+            keep = sorted(frame_order(DEFAULT_ORDER, 8)[:n])
             times = (torch.tensor(keep).float() + 0.5) / 8
             logits = model(frames[:, keep], times=times).logits
             assert torch.allclose(logits.softmax(-1), scores[:, n - 1], atol=1e-6)

@@ -137,4 +137,14 @@ def test_anytime_predict_cli(setup, capsys):
     assert main(["predict", str(mp4), "--checkpoint", str(ckpt), "--max-frames", "5", "--confidence", "0,0"]) == 2
     assert "need one threshold per step: 4 (or 5) values for 5 frames, got 2" in capsys.readouterr().err
     assert main(["predict", str(mp4), "--checkpoint", str(ckpt), "--confidence", "0.3"]) == 2
-    assert "--confidence needs --max-frames" in capsys.readouterr().err
+    assert "--confidence with numbers needs --max-frames" in capsys.readouterr().err
+    dyadic = ["--max-frames", "5", "--frame-order", "dyadic", "--confidence", "2,2,0,2", "--json"]
+    assert main(["predict", str(mp4), "--checkpoint", str(ckpt), *dyadic]) == 0
+    by_order = json.loads(capsys.readouterr().out)[0]
+    assert by_order["frames_used"] == 3
+    with torch.no_grad():  # the first 3 of the dyadic order [2, 1, 3, 0, 4] at their own times, 5 candidates
+        predictor = Predictor.from_checkpoint(ckpt)
+        pre = predictor.preprocessing.with_frames(5)
+        views = pre.to_input(pre.read(mp4)[0][[1, 2, 3]])  # (3, 3, 32, 32)
+        ref = predictor.model(views[None], times=(torch.tensor([1, 2, 3]) + 0.5) / 5).logits.softmax(-1)[0]
+    torch.testing.assert_close(_scores(by_order), ref, atol=1e-5, rtol=0)

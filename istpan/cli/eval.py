@@ -22,6 +22,8 @@ EXAMPLES = """examples:
   istpan eval --checkpoint best.pt --json eval.json    # + eval.confusion.png (single-label datasets)
   istpan eval --checkpoint best.pt data.root=/mnt/ucf101/UCF-101           # data moved since training
   istpan eval --checkpoint rgb/best.pt --checkpoint flow/best.pt --fuse-weights 1 1.5   # two-stream late fusion
+  istpan eval --checkpoint best.pt --anytime --max-loss 1.0 --json anytime.json   # then predict --confidence FILE
+  istpan eval --checkpoint best.pt --anytime data.val_annotations=heldout.txt   # calibrate on other videos
 """
 
 
@@ -41,6 +43,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--batch-size", type=int, default=None, help="videos per batch (default: the training batch size)")
     p.add_argument("--json", metavar="FILE", help="write all metrics (confusion matrix / per-class AP included) and "
                    "the confusion matrix as FILE's name with .confusion.png")
+    a = p.add_argument_group("anytime calibration (docs/latency.md)")
+    a.add_argument("--anytime", action="store_true", help="calibrate anytime inference instead: per-step margin "
+                   "thresholds with the fewest mean frames within --max-loss of fixed K = N; prints accuracy vs "
+                   "frames (fixed K = 1..N and the rule) and, with --json FILE, writes what predict --confidence "
+                   "FILE reads")
+    a.add_argument("--max-loss", type=float, default=1.0, help="with --anytime: top-1 points the rule may lose vs "
+                   "fixed K = N (default 1)")
+    a.add_argument("--max-frames", type=int, help="with --anytime: N, the most frames per video (default: the "
+                   "checkpoint's K)")
+    a.add_argument("--frame-order", choices=("spread", "dyadic"), default="spread",
+                   help="with --anytime: the order frames are taken in (default spread)")
+    a.add_argument("--no-fixed-k", action="store_true", help="with --anytime: skip evaluating fixed K = 1..N "
+                   "(N more passes over the split, for comparison only)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.root=...")
     p.set_defaults(run=run)
     return p
@@ -51,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
     from istpan.engine.fusion import evaluate_fused
     from istpan.errors import UserError
 
+    if args.anytime:
+        return _anytime(args)
+    if args.max_frames is not None or args.no_fixed_k:
+        raise UserError("--max-frames and --no-fixed-k go with --anytime (calibration of anytime inference)")
     if len(args.checkpoint) > 1:
         result = evaluate_fused(args.checkpoint, weights=args.fuse_weights, views=args.views,
                                 batch_size=args.batch_size, overrides=args.overrides, progress=sys.stderr.isatty())
@@ -87,6 +106,27 @@ def run(args: argparse.Namespace) -> int:
             plot_confusion(result["confusion"], class_names, png,
                            title=f"{', '.join(Path(c).name for c in args.checkpoint)}, views {args.views}")
             print(f"wrote {png}")
+    return 0
+
+
+def _anytime(args: argparse.Namespace) -> int:
+    """--anytime: calibrate, print the table, write the file `predict --confidence FILE` reads."""
+    from istpan.engine.anytime_calibration import calibrate_checkpoint, format_report
+    from istpan.errors import UserError
+
+    if len(args.checkpoint) > 1 or args.fuse_weights or args.views != "1x1":
+        raise UserError("--anytime calibrates one checkpoint with one view: not with several --checkpoint, "
+                        "--fuse-weights or --views")
+    cal = calibrate_checkpoint(args.checkpoint[0], max_frames=args.max_frames, max_loss=args.max_loss,
+                               order=args.frame_order, fixed_k=not args.no_fixed_k, batch_size=args.batch_size,
+                               overrides=args.overrides, progress=sys.stderr.isatty())
+    print(format_report(cal))
+    if args.json:
+        print(f"wrote {cal.save(args.json)}: istpan predict VIDEO --checkpoint {args.checkpoint[0]} "
+              f"--confidence {args.json}")
+    else:
+        print(f"use: istpan predict VIDEO --checkpoint {args.checkpoint[0]} --max-frames {cal.max_frames} "
+              f"--frame-order {cal.frame_order} --confidence {','.join(f'{t:g}' for t in cal.thresholds)}")
     return 0
 
 

@@ -24,6 +24,7 @@ EXAMPLES = """examples:
   torchrun --nproc_per_node 4 -m istpan.cli.main predict --list videos.txt --out preds.jsonl --checkpoint best.pt
   istpan predict clip.mp4 --checkpoint best.pt --max-frames 8 --confidence 0.4    # anytime: stop when clear
   istpan predict clip.mp4 --checkpoint best.pt --max-frames 8 --confidence 0.9,0.9,0.2,2,2,2,0   # one per step
+  istpan predict clip.mp4 --checkpoint best.pt --confidence anytime.json   # from `istpan eval --anytime --json`
   istpan predict --stream rtsp://camera/live --checkpoint best.pt --sample-fps 8     # one JSON line per decision
   istpan predict --stream /dev/video0 --checkpoint best.pt --every-seconds 1
   ffmpeg -i in.mp4 -f mpegts - | istpan predict --stream - --checkpoint best.pt
@@ -64,10 +65,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     b.add_argument("--workers", type=int, default=2, help="with --list: decoding processes per rank")
     b.add_argument("--batch-size", type=int, default=8, help="with --list: videos per forward pass")
     a = p.add_argument_group("anytime (fewer frames)")
-    a.add_argument("--max-frames", type=int, help="look at up to N frames, coarse to fine (middle, quarters, ...)")
-    a.add_argument("--confidence", type=_margins, help="with --max-frames: stop once the top-1 margin p1 - p2 after n "
-                   "frames reaches X, or X_n of a comma list X_1,...,X_{N-1} (one per step, from calibrate_thresholds; "
-                   "above 1: never stop there); calibrate on your validation set: docs/latency.md")
+    a.add_argument("--max-frames", type=int, help="look at up to N frames, coarse to fine (see --frame-order)")
+    a.add_argument("--confidence", type=_margins, metavar="X|X1,...|FILE",
+                   help="stop once the top-1 margin p1 - p2 after n frames reaches X, or X_n of a comma list "
+                   "X_1,...,X_{N-1} (one per step; above 1: never stop there), both with --max-frames; or FILE, "
+                   "written by `istpan eval --anytime --json FILE` (its thresholds, N, order): docs/latency.md")
+    a.add_argument("--frame-order", choices=("spread", "dyadic"),
+                   help="the order frames are taken in: spread (default: every prefix covers the whole video) or "
+                   "dyadic (middle, quarters, eighths); a calibration FILE brings its own")
     s = p.add_argument_group("live streams")
     s.add_argument("--stream", metavar="SOURCE", help="classify a stream: a file, /dev/videoN, an rtsp/http URL or - "
                    "(an encoded stream on stdin); prints one JSON line per decision")
@@ -163,7 +168,8 @@ def _fused(args: argparse.Namespace) -> int:
 
     if len(args.checkpoint) < 2:
         raise UserError("--fuse-weights needs two or more --checkpoint (late fusion of their scores)")
-    if args.list or args.stream or args.window is not None or args.explain or args.max_frames is not None:
+    if args.list or args.stream or args.window is not None or args.explain or args.max_frames is not None \
+            or args.confidence is not None:
         raise UserError("several --checkpoint fuse whole-video predictions only: not with --list, --stream, --window, "
                         "--explain or --max-frames")
     if not args.videos:
@@ -180,12 +186,13 @@ def _fused(args: argparse.Namespace) -> int:
     return _exit_code(results)
 
 
-def _margins(text: str) -> float | list[float]:
-    """--confidence: one number, or a comma list (one threshold per number of frames seen)."""
+def _margins(text: str) -> float | list[float] | str:
+    """--confidence: one number, a comma list (one threshold per number of frames seen), or a calibration file's path
+    (anything that is not numbers; the engine reads it and says what is wrong with it)."""
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or a comma list of numbers, got {text!r}") from None
+        return text
     return values[0] if len(values) == 1 else values
 
 
@@ -204,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
     if args.num_segments is not None and args.num_segments < 1:
         raise UserError(f"--num-segments must be >= 1, got {args.num_segments}")
     if args.stream is not None:
-        if args.videos or args.window is not None or args.explain or args.max_frames is not None:
+        if args.videos or args.window is not None or args.explain or args.max_frames is not None \
+                or args.confidence is not None:
             raise UserError("--stream takes no VIDEO, --window, --explain or --max-frames: it classifies one source")
         if args.backend not in (None, "pyav"):
             raise UserError(f"--stream decodes a live source with PyAV: --backend {args.backend} is for VIDEO paths "
@@ -212,10 +220,14 @@ def run(args: argparse.Namespace) -> int:
         return _stream(args)
     if not args.videos:
         raise UserError("give at least one VIDEO, or --list FILE --out FILE.jsonl, or --stream SOURCE")
-    if args.confidence is not None and args.max_frames is None:
-        raise UserError("--confidence needs --max-frames (anytime prediction)")
-    if args.max_frames is not None and (args.window is not None or args.explain):
-        raise UserError("--max-frames works on whole videos: not with --window or --explain")
+    anytime = args.max_frames is not None or args.confidence is not None
+    if args.confidence is not None and args.max_frames is None and not isinstance(args.confidence, str):
+        raise UserError("--confidence with numbers needs --max-frames (anytime prediction); a calibration file "
+                        "brings its own")
+    if args.frame_order is not None and not anytime:
+        raise UserError("--frame-order needs --max-frames or --confidence (anytime prediction)")
+    if anytime and (args.window is not None or args.explain):
+        raise UserError("--max-frames / --confidence work on whole videos: not with --window or --explain")
     if args.stride is not None and args.window is None:
         raise UserError("--stride needs --window (sliding windows); without --window the whole video is one clip")
     if args.window is not None:
@@ -228,15 +240,15 @@ def run(args: argparse.Namespace) -> int:
     if pre.backend == "frames" and args.window is not None and args.unit == "seconds":
         raise UserError("a folder of frames has no frame rate: give --window (and --stride) in frames, --unit frames")
     modality = (meta.get("preprocessing") or {}).get("modality", "rgb")
-    if modality != "rgb" and (args.explain or args.window is not None or args.max_frames is not None):
+    if modality != "rgb" and (args.explain or args.window is not None or anytime):
         raise UserError(f"{args.checkpoint}: a {modality} checkpoint predicts whole videos (and --list); --explain, "
                         "--window and --max-frames take RGB checkpoints (docs/flow.md)")
 
-    if args.max_frames is not None:
+    if anytime:
         from istpan.engine.anytime import predict_anytime
 
         results = predict_anytime(model, meta, args.videos, max_frames=args.max_frames, confidence=args.confidence,
-                                  topk=args.topk)
+                                  order=args.frame_order, topk=args.topk)
         if args.json:
             print(json.dumps(results, indent=1))
         else:

@@ -8,6 +8,7 @@ from the same full set. Videos that fail to decode are counted in `skipped` (sum
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from istpan.engine.metrics import multilabel_metrics, single_label_metrics
 from istpan.engine.predict import probabilities
 from istpan.errors import UserError
 
-__all__ = ["evaluate", "evaluate_checkpoint", "nothing_decoded", "video_scores"]
+__all__ = ["evaluate", "evaluate_checkpoint", "nothing_decoded", "val_loader", "video_scores"]
 
 
 def nothing_decoded(failed: int, *, split: str) -> UserError:
@@ -126,11 +127,9 @@ def evaluate_checkpoint(checkpoint: str, *, views: str = "1x1", batch_size: int 
     could be decoded.
     """
     from istpan.config import apply_overrides, config_from_dict
-    from istpan.data import build_dataset, build_loader
-    from istpan.data.preprocess import Preprocessing
     from istpan.engine import distributed as dist
-    from istpan.engine.builders import check_data_paths, num_workers_for, parse_views, pick_device
-    from istpan.engine.checkpoint import check_compatible, load_checkpoint, load_model
+    from istpan.engine.builders import check_data_paths, parse_views, pick_device
+    from istpan.engine.checkpoint import load_checkpoint, load_model
 
     clips_crops = parse_views(views)
     state = load_checkpoint(checkpoint)
@@ -144,21 +143,8 @@ def evaluate_checkpoint(checkpoint: str, *, views: str = "1x1", batch_size: int 
     try:
         check_data_paths(cfg)
         model, meta = load_model(checkpoint, device=device)
-        pre = Preprocessing.from_meta(model, meta)
-        common = dict(batch_size=batch_size or cfg.train.batch_size, num_workers=num_workers_for(cfg.data.num_workers),
-                      seed=cfg.train.seed)
-        if cfg.data.format == "webdataset":  # streamed from shards: each rank reads its exact share
-            from istpan.data.shard_loader import build_shard_loader
-
-            loader = build_shard_loader(cfg.data, split="val", train=False, views=clips_crops, mean=pre.mean,
-                                        std=pre.std, rank=dist.get_rank(), world=dist.get_world_size(), **common)
-            dataset = loader.stream.template  # class names; its records are empty (they stream)
-        else:
-            dataset = build_dataset(cfg.data, split="val", train=False, views=clips_crops, mean=pre.mean,
-                                    std=pre.std, seed=cfg.train.seed)
-            loader = build_loader(dataset, train=False, distributed=distributed, **common)
-        check_compatible(meta, model_name=meta["model_name"], num_classes=len(dataset.class_names),
-                         source=checkpoint, class_names=list(dataset.class_names))
+        loader, dataset = val_loader(cfg, model, meta, source=checkpoint, views=clips_crops, batch_size=batch_size,
+                                     distributed=distributed)
         multi_label = bool(meta.get("multi_label"))
         result = evaluate(model, loader, multi_label=multi_label, device=device, amp=cfg.train.amp,
                           progress=progress, return_scores=return_scores)
@@ -171,6 +157,34 @@ def evaluate_checkpoint(checkpoint: str, *, views: str = "1x1", batch_size: int 
     result.update(views=views, class_names=list(meta["class_names"]), multi_label=multi_label,
                   videos=[r.path for r in dataset.records])  # what the dataset indices refer to (late fusion)
     return result
+
+
+def val_loader(cfg: Any, model: nn.Module, meta: dict, *, source: str, views: tuple[int, int] = (1, 1),
+               batch_size: int | None = None, distributed: bool = False) -> tuple[Any, Any]:
+    """(loader, dataset) of cfg's validation split as a checkpoint sees it (its normalisation, `views` CLIPSxCROPS),
+    after checking the classes match the checkpoint's; what `istpan eval` and anytime calibration read."""
+    from istpan.data import build_dataset, build_loader
+    from istpan.data.preprocess import Preprocessing
+    from istpan.engine import distributed as dist
+    from istpan.engine.builders import num_workers_for
+    from istpan.engine.checkpoint import check_compatible
+
+    pre = Preprocessing.from_meta(model, meta)
+    common = dict(batch_size=batch_size or cfg.train.batch_size, num_workers=num_workers_for(cfg.data.num_workers),
+                  seed=cfg.train.seed)
+    if cfg.data.format == "webdataset":  # streamed from shards: each rank reads its exact share
+        from istpan.data.shard_loader import build_shard_loader
+
+        loader = build_shard_loader(cfg.data, split="val", train=False, views=views, mean=pre.mean,
+                                    std=pre.std, rank=dist.get_rank(), world=dist.get_world_size(), **common)
+        dataset = loader.stream.template  # class names; its records are empty (they stream)
+    else:
+        dataset = build_dataset(cfg.data, split="val", train=False, views=views, mean=pre.mean,
+                                std=pre.std, seed=cfg.train.seed)
+        loader = build_loader(dataset, train=False, distributed=distributed, **common)
+    check_compatible(meta, model_name=meta["model_name"], num_classes=len(dataset.class_names),
+                     source=source, class_names=list(dataset.class_names))
+    return loader, dataset
 
 
 def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
