@@ -3,6 +3,7 @@ generated videos, the file round trip, and that predict reproduces the frames an
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -11,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from istpan.cli.main import main
+from istpan.cli.main import build_parser, main
 from istpan.config import config_to_dict
 from istpan.data import synth
+from istpan.engine.anytime import FRAME_ORDERS
 from istpan.engine.anytime_calibration import load_calibration
 from istpan.engine.checkpoint import build_meta, save_checkpoint
 from istpan.experiments.runs import Budget, _val_loader, synth_config
@@ -109,6 +111,14 @@ def test_calibration_file_errors(calibrated, tmp_path, capsys):
     assert "--frame-order needs --max-frames or --confidence" in error("--frame-order", "dyadic")
     assert main(["eval", "--checkpoint", str(ckpt), "--max-frames", "4"]) == 2
     assert "go with --anytime" in capsys.readouterr().err
+
+
+def test_cli_frame_orders_are_the_engines():
+    """The CLI lists the orders without importing torch; they must be the engine's FRAME_ORDERS."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("predict", "eval"):
+        action = next(a for a in sub.choices[command]._actions if a.dest == "frame_order")
+        assert set(action.choices) == set(FRAME_ORDERS), command
 
 
 def test_calibration_on_a_held_out_list_and_without_fixed_k(calibrated, tmp_path, capsys):
