@@ -306,22 +306,6 @@ def test_video_error_survives_pickling():
     assert str(err) == "a b.mp4: empty file (0 bytes)" and err.path == "a b.mp4"
 
 
-def rotated_video(path: Path, frames: np.ndarray, degrees: int) -> Path:
-    """An H.264 MP4 of landscape `frames` with a display matrix turning them `degrees` counter-clockwise: what a
-    phone held upright writes."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        stream.set_display_rotation(degrees)
-        for array in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
 @pytest.mark.parametrize("degrees", [90, -90, 180])
 def test_rotation_metadata_is_applied_as_players_do(tmp_path, degrees):
     """Phones store portrait video as landscape pictures plus a display matrix; players turn it upright, so do we.
@@ -331,7 +315,7 @@ def test_rotation_metadata_is_applied_as_players_do(tmp_path, degrees):
     the direction is checked against what was drawn, not only against the decoder.
     """
     frames = make_frames(6, (32, 48))
-    path = rotated_video(tmp_path / "rotated.mp4", frames, degrees)
+    path = make_video(tmp_path / "rotated.mp4", frames, rotation=degrees)
     turns = degrees // 90
     stored = naive_decode(path)
     assert stored.shape[1:3] == (32, 48)  # the pictures themselves are landscape
@@ -356,7 +340,7 @@ def test_every_backend_and_video_info_agree_on_a_rotated_video(tmp_path, degrees
     from PIL import Image
 
     frames = make_frames(4, (32, 48))
-    path = rotated_video(tmp_path / "phone.mp4", frames, degrees)
+    path = make_video(tmp_path / "phone.mp4", frames, rotation=degrees)
     upright = read_frames(path, [0, 1, 2, 3]).numpy()  # (T, H, W, 3): pyav, checked against a numpy turn above
     size = (48, 32) if degrees % 180 else (32, 48)
     assert upright.shape[1:3] == size

@@ -58,12 +58,14 @@ def make_video(
     fps: int = 25,
     codec: str = "libx264",
     options: dict[str, str] | None = None,
+    rotation: int = 0,
 ) -> Path:
     """Encode uint8 frames (T, H, W, 3) into a real video file at `path` and return the path.
 
     `size` is (height, width) and is used only when `frames` is None. The container comes from the file suffix
     (.mp4, .avi, .mkv, ...). `options` go to the encoder, e.g. {"bf": "2"} for B-frames with mpeg4 or
-    {"g": "4"} for a keyframe every 4 frames with libx264.
+    {"g": "4"} for a keyframe every 4 frames with libx264. `rotation` (degrees counter-clockwise) writes a display
+    matrix, as a phone held upright does: players (and our decoders) turn the stored frames by it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +84,8 @@ def make_video(
         opts = {"crf": "18", "preset": "ultrafast"} if codec == "libx264" else {}
         opts.update(options or {})
         stream.options = opts
+        if rotation:
+            stream.set_display_rotation(rotation)
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
