@@ -8,6 +8,7 @@ and relaunching the job resumes from the last checkpoint and finishes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -44,6 +45,27 @@ def _agents(cfg: Path, cwd: Path, job: str, *extra: str) -> list[subprocess.Pope
                              start_new_session=True) for _ in range(2)]
 
 
+def _kill_node(agent: subprocess.Popen) -> None:
+    """SIGKILL an agent and every process under it, as a node's power loss would. torchrun starts each worker in a
+    session of its own (start_new_session), so killing the agent's process group alone leaves its worker running:
+    the job then finishes on both workers and the test never sees a node die."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, ppid = int(stat.parent.name), int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # a process that ended while we looked
+        children.setdefault(ppid, []).append(pid)
+    tree, todo = [], [agent.pid]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+            os.kill(pid, signal.SIGKILL)
+
+
 def _wait(procs: list[subprocess.Popen], timeout: float = 300) -> list[tuple[int, str]]:
     return [(p.wait(timeout=timeout), p.stdout.read()) for p in procs]
 
@@ -74,7 +96,7 @@ def test_a_node_killed_mid_epoch_fails_the_job_and_a_relaunch_resumes(tmp_path):
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and all(a.poll() is None for a in agents) and not last.is_file():
         time.sleep(0.005)
-    os.killpg(agents[1].pid, signal.SIGKILL)  # the whole "node": agent and its worker
+    _kill_node(agents[1])  # the whole "node": agent and its worker
     agents[1].wait()
     try:
         code, out = _wait(agents[:1], timeout=180)[0]
