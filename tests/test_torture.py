@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -41,32 +40,6 @@ def _moving(direction: str, *, seed: int, frames: int = 8, size: tuple[int, int]
     """uint8 (T, H, W, 3): the bright square of `make_frames` moving one way (left) or back (right)."""
     clip = make_frames(frames, size, seed=seed)
     return np.ascontiguousarray(clip if direction == "left" else clip[::-1])
-
-
-def _write(path: Path, frames: np.ndarray, *, codec: str = "libx264", pix_fmt: str = "yuv420p",
-           pts: list[int] | None = None, rotation: int | None = None, container_options: dict | None = None) -> Path:
-    """Like `videos.make_video`, with what the odd files need: any pixel format (odd sizes), explicit timestamps
-    (variable frame rate), a display rotation and muxer options (`movflags=faststart`: the index first)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w", options=container_options or {}) as container:
-        stream = container.add_stream(codec, rate=25)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = pix_fmt
-        if codec == "libx264":
-            stream.options = {"preset": "ultrafast", "crf": "18"}
-        if pts is not None:
-            stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
-        for i, array in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-            if pts is not None:
-                frame.pts, frame.time_base = pts[i], Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def _audio_only(path: Path) -> Path:
@@ -95,7 +68,7 @@ def _no_packets(path: Path) -> Path:
 
 def _mp4_without_index(path: Path, frames: np.ndarray) -> Path:
     """A recording never finalised: every frame in `mdat`, but the index (`moov`, written last) missing."""
-    data = _write(path, frames).read_bytes()
+    data = make_video(path, frames).read_bytes()
     path.write_bytes(data[: data.rindex(b"moov") - 4])  # the box starts with its 4-byte size
     return path
 
@@ -132,12 +105,12 @@ def build_corpus(root: Path) -> dict[str, dict[str, str]]:
         for c, cls in enumerate(CLASSES):
             for i in range(per_class):
                 frames = _moving(cls, seed=10 * c + i + 50 * (split == "val"))
-                path = _write(root / split / cls / f"{cls}_{i}.mp4", frames)
+                path = make_video(root / split / cls / f"{cls}_{i}.mp4", frames)
                 corpus["good"][str(path)] = cls
     sample = _moving("left", seed=99)
     scratch = root.parent / f"{root.name}_scratch"
     scratch.mkdir(exist_ok=True)
-    fast = _write(scratch / "fast.mp4", sample, container_options={"movflags": "faststart"}).read_bytes()
+    fast = make_video(scratch / "fast.mp4", sample, container_options={"movflags": "faststart"}).read_bytes()
     avi = make_video(scratch / "good.avi", sample, codec="mpeg4").read_bytes()
     for split in ("train", "val"):
         for c, cls in enumerate(CLASSES):
@@ -167,13 +140,13 @@ def build_corpus(root: Path) -> dict[str, dict[str, str]]:
                 corpus["broken"][str(folder / "x.mp4")] = "directory"
     val = root / "val"
     odd = {
-        "one_frame.mp4": lambda p: _write(p, sample[:1]),
-        "huge.mp4": lambda p: _write(p, np.ascontiguousarray(np.broadcast_to(
+        "one_frame.mp4": lambda p: make_video(p, sample[:1]),
+        "huge.mp4": lambda p: make_video(p, np.ascontiguousarray(np.broadcast_to(
             np.linspace(0, 255, 4000, dtype=np.uint8)[None, :, None], (2, 3000, 4000, 3)))),
-        "tiny.mp4": lambda p: _write(p, _moving("left", seed=3, size=(13, 17)), pix_fmt="yuv444p"),
-        "vfr.mp4": lambda p: _write(p, sample, pts=[0, 40, 50, 200, 210, 400, 1000, 1040]),
-        "rotated.mp4": lambda p: _write(p, sample, rotation=90),
-        "a b ü ç !+ (1).mp4": lambda p: _write(p, sample),
+        "tiny.mp4": lambda p: make_video(p, _moving("left", seed=3, size=(13, 17)), pix_fmt="yuv444p"),
+        "vfr.mp4": lambda p: make_video(p, sample, pts=[0, 40, 50, 200, 210, 400, 1000, 1040]),
+        "rotated.mp4": lambda p: make_video(p, sample, rotation=90),
+        "a b ü ç !+ (1).mp4": lambda p: make_video(p, sample),
         "mpeg4 in avi.avi": lambda p: make_video(p, sample, codec="mpeg4"),
     }
     for i, (name, write) in enumerate(odd.items()):

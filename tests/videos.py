@@ -59,13 +59,18 @@ def make_video(
     codec: str = "libx264",
     options: dict[str, str] | None = None,
     rotation: int = 0,
+    pix_fmt: str | None = None,
+    pts: list[int] | None = None,
+    container_options: dict[str, str] | None = None,
 ) -> Path:
     """Encode uint8 frames (T, H, W, 3) into a real video file at `path` and return the path.
 
     `size` is (height, width) and is used only when `frames` is None. The container comes from the file suffix
     (.mp4, .avi, .mkv, ...). `options` go to the encoder, e.g. {"bf": "2"} for B-frames with mpeg4 or
     {"g": "4"} for a keyframe every 4 frames with libx264. `rotation` (degrees counter-clockwise) writes a display
-    matrix, as a phone held upright does: players (and our decoders) turn the stored frames by it.
+    matrix, as a phone held upright does: players (and our decoders) turn the stored frames by it. `pix_fmt`
+    overrides the pixel format (e.g. yuv444p for odd sizes), `pts` gives each frame's timestamp in ms (variable frame
+    rate), `container_options` go to the muxer (e.g. {"movflags": "faststart"}: the index first).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,17 +82,22 @@ def make_video(
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 (T, H, W, 3), got shape {frames.shape}")
     _, h, w, _ = frames.shape
-    with av.open(str(path), mode="w") as container:
+    with av.open(str(path), mode="w", options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=Fraction(fps))
         stream.width, stream.height = w, h
-        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        stream.pix_fmt = pix_fmt or ("yuvj420p" if codec == "mjpeg" else "yuv420p")
+        if pts is not None:
+            stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
         opts = {"crf": "18", "preset": "ultrafast"} if codec == "libx264" else {}
         opts.update(options or {})
         stream.options = opts
         if rotation:
             stream.set_display_rotation(rotation)
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        for i, array in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            if pts is not None:
+                frame.pts, frame.time_base = pts[i], Fraction(1, 1000)
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
