@@ -53,8 +53,24 @@ def calibrated(tmp_path_factory):
                            base / "model.pt")
     out = base / "anytime.json"
     with contextlib.redirect_stdout(io.StringIO()) as printed:
-        assert main(["eval", "--checkpoint", str(ckpt), "--anytime", "--max-loss", "5", "--json", str(out)]) == 0
+        assert main(["eval", "--checkpoint", str(ckpt), "--anytime", "--rule", "margin", "--z", "0", "--max-loss", "5",
+                     "--json", str(out)]) == 0
     return root, ckpt, out, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def gain_calibrated(calibrated):
+    """The same checkpoint and videos calibrated with the gain rule: the default (z = 1) and the point loss (z = 0)."""
+    root, ckpt, _, _ = calibrated
+    files, printed = {}, {}
+    for z in ("1", "0"):
+        files[z] = ckpt.parent / f"gain_z{z}.json"
+        extra = [] if z == "1" else ["--z", z]
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            assert main(["eval", "--checkpoint", str(ckpt), "--anytime", "--max-loss", "5", "--no-fixed-k", *extra,
+                         "--json", str(files[z])]) == 0
+        printed[z] = out.getvalue()
+    return root, ckpt, files, printed
 
 
 def test_eval_anytime_writes_a_calibration_that_predict_reproduces(calibrated, capsys):
@@ -111,6 +127,8 @@ def test_calibration_file_errors(calibrated, tmp_path, capsys):
     assert "--frame-order needs --max-frames or --confidence" in error("--frame-order", "dyadic")
     assert main(["eval", "--checkpoint", str(ckpt), "--max-frames", "4"]) == 2
     assert "go with --anytime" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(ckpt), "--rule", "margin"]) == 2
+    assert "go with --anytime" in capsys.readouterr().err
 
 
 def test_cli_frame_orders_are_the_engines():
@@ -133,3 +151,44 @@ def test_calibration_on_a_held_out_list_and_without_fixed_k(calibrated, tmp_path
     assert cal.num_videos == 12 and cal.order == [1, 0, 2, 3] and cal.fixed_k_accuracy == {}
     assert cal.data["val_annotations"] == str(half) and Path(cal.checkpoint) == ckpt
     assert "frame order dyadic [1, 0, 2, 3]" in capsys.readouterr().out
+
+
+
+def test_gain_rule_calibration_and_predict(gain_calibrated, calibrated, tmp_path, capsys):
+    """`eval --anytime` (default: the gain rule, z = 1) writes its model into the file; predict applies it and
+    reproduces the frames and accuracy the calibration reported, video by video, frame by frame."""
+    root, ckpt, files, printed = gain_calibrated
+    videos = [str(root / line.split()[0]) for line in (root / "val.txt").read_text().splitlines()]
+    labels = [line.split()[1] for line in (root / "val.txt").read_text().splitlines()]
+    for z, path in files.items():
+        raw = json.loads(path.read_text())
+        cal = load_calibration(path)
+        assert raw["format"] == "istpan-anytime-calibration/2" and raw["rule"] == "gain" and raw["z"] == float(z)
+        assert len(set(cal.thresholds)) == 1 and cal.gain_model().steps == 3  # one threshold, a model per step
+        assert cal.bound["bound"] == pytest.approx(cal.bound["loss"] + float(z) * cal.bound["se"])
+        assert cal.bound["bound"] <= 5 + 1e-9 and "gain rule: stop when the predicted top-1 gain" in printed[z]
+        assert main(["predict", *videos, "--checkpoint", str(ckpt), "--confidence", str(path), "--json"]) == 0
+        results = json.loads(capsys.readouterr().out)
+        frames = sum(r["frames_used"] for r in results) / len(results)
+        accuracy = 100 * sum(r["top"][0]["class"] == y for r, y in zip(results, labels, strict=True)) / len(results)
+        assert frames == pytest.approx(cal.mean_frames) and accuracy == pytest.approx(cal.accuracy)
+    assert 1 < load_calibration(files["0"]).mean_frames < 4  # it does stop early, and not everywhere at once
+
+    # a version-1 file (margin thresholds only, before rules existed) still reads, as the margin rule
+    _, _, margin_file, _ = calibrated
+    old = json.loads(margin_file.read_text())
+    for key in ("rule", "gain", "z", "bound"):
+        old.pop(key)
+    old["format"] = "istpan-anytime-calibration/1"
+    (tmp_path / "v1.json").write_text(json.dumps(old))
+    v1 = load_calibration(tmp_path / "v1.json")
+    assert v1.rule == "margin" and v1.gain is None and v1.thresholds == load_calibration(margin_file).thresholds
+    # a damaged gain model is one line naming the file
+    broken = json.loads(files["1"].read_text())
+    broken["gain"]["bias"] = broken["gain"]["bias"][:1]
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    assert main(["predict", videos[0], "--checkpoint", str(ckpt), "--confidence", str(tmp_path / "broken.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "broken.json: the gain rule needs its model" in err
+    assert main(["eval", "--checkpoint", str(ckpt), "--anytime", "--rule", "margin", "--z", "-1"]) == 2
+    assert "--z must be >= 0" in capsys.readouterr().err

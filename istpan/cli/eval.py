@@ -24,6 +24,7 @@ EXAMPLES = """examples:
   istpan eval --checkpoint rgb/best.pt --checkpoint flow/best.pt --fuse-weights 1 1.5   # two-stream late fusion
   istpan eval --checkpoint best.pt --anytime --max-loss 1.0 --json anytime.json   # then predict --confidence FILE
   istpan eval --checkpoint best.pt --anytime data.val_annotations=heldout.txt   # calibrate on other videos
+  istpan eval --checkpoint best.pt --anytime --rule margin --z 0 --json anytime.json   # the margin rule, point loss
 """
 
 
@@ -44,10 +45,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--json", metavar="FILE", help="write all metrics (confusion matrix / per-class AP included) and "
                    "the confusion matrix as FILE's name with .confusion.png")
     a = p.add_argument_group("anytime calibration (docs/latency.md)")
-    a.add_argument("--anytime", action="store_true", help="calibrate anytime inference instead: per-step margin "
-                   "thresholds with the fewest mean frames within --max-loss of fixed K = N; prints accuracy vs "
-                   "frames (fixed K = 1..N and the rule) and, with --json FILE, writes what predict --confidence "
-                   "FILE reads")
+    a.add_argument("--anytime", action="store_true", help="calibrate anytime inference instead: the stopping rule "
+                   "with the fewest mean frames whose loss bound stays within --max-loss of fixed K = N; prints "
+                   "accuracy vs frames (fixed K = 1..N and the rule) and, with --json FILE, writes what predict "
+                   "--confidence FILE reads")
+    a.add_argument("--rule", choices=("gain", "margin"), default="gain",
+                   help="with --anytime: gain (default): stop when the top-1 gain of waiting for all N frames, "
+                   "predicted by a per-step model fit on these videos, is <= one threshold; margin: stop when the "
+                   "top-1 margin p1 - p2 reaches a per-step threshold (docs/latency.md)")
+    a.add_argument("--z", type=float, default=1.0, help="with --anytime: keep loss + Z standard errors within "
+                   "--max-loss, not the loss itself (default 1; 0: the point estimate)")
     a.add_argument("--max-loss", type=float, default=1.0, help="with --anytime: top-1 points the rule may lose vs "
                    "fixed K = N (default 1)")
     a.add_argument("--max-frames", type=int, help="with --anytime: N, the most frames per video (default: the "
@@ -68,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.anytime:
         return _anytime(args)
-    if args.max_frames is not None or args.no_fixed_k:
-        raise UserError("--max-frames and --no-fixed-k go with --anytime (calibration of anytime inference)")
+    if args.max_frames is not None or args.no_fixed_k or args.rule != "gain" or args.z != 1.0:
+        raise UserError("--max-frames, --no-fixed-k, --rule and --z go with --anytime (calibration of anytime "
+                        "inference)")
     if len(args.checkpoint) > 1:
         result = evaluate_fused(args.checkpoint, weights=args.fuse_weights, views=args.views,
                                 batch_size=args.batch_size, overrides=args.overrides, progress=sys.stderr.isatty())
@@ -119,11 +127,14 @@ def _anytime(args: argparse.Namespace) -> int:
                         "--fuse-weights or --views")
     cal = calibrate_checkpoint(args.checkpoint[0], max_frames=args.max_frames, max_loss=args.max_loss,
                                order=args.frame_order, fixed_k=not args.no_fixed_k, batch_size=args.batch_size,
-                               overrides=args.overrides, progress=sys.stderr.isatty())
+                               overrides=args.overrides, progress=sys.stderr.isatty(), rule=args.rule, z=args.z)
     print(format_report(cal))
     if args.json:
         print(f"wrote {cal.save(args.json)}: istpan predict VIDEO --checkpoint {args.checkpoint[0]} "
               f"--confidence {args.json}")
+    elif cal.rule == "gain":
+        print("the gain rule's model lives in the calibration file: rerun with --json FILE, then "
+              f"istpan predict VIDEO --checkpoint {args.checkpoint[0]} --confidence FILE")
     else:
         print(f"use: istpan predict VIDEO --checkpoint {args.checkpoint[0]} --max-frames {cal.max_frames} "
               f"--frame-order {cal.frame_order} --confidence {','.join(f'{t:g}' for t in cal.thresholds)}")

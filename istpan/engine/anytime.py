@@ -11,12 +11,15 @@ added frame (`frame_features`) and one cheap head pass over the frames so far (`
                  "dyadic": the middle, then the quarters, then the eighths, ... (the issue's first wording; its
                  2-frame prefix sits in one half of the video, which costs accuracy: docs/latency.md)
     after n      head over the n frames taken, in time order, each with its own time (order-aware model)
-    stop         when the top-1 margin p₁ − p₂ after n frames reaches threshold n, or at n = N
+    stop         "margin" rule: when the top-1 margin p₁ − p₂ after n frames reaches threshold n, or at n = N;
+                 "gain" rule (engine/anytime_gain.py): when the top-1 gain of waiting for all N frames, predicted from
+                 the probabilities after n and n - 1 frames by a model fit on calibration videos, is <= the threshold
 
-With every threshold above 1 this is exactly fixed K = N (same frames, same times). The thresholds are calibrated on
-validation videos for a target accuracy loss: one per step (`calibrate_thresholds`, the default we recommend) or one
-shared by all steps (`calibrate_threshold`), each the setting with the fewest mean frames whose accuracy stays within
-`max_loss` points of fixed K = N. docs/latency.md reports the trade-off.
+With every margin threshold above 1 this is exactly fixed K = N (same frames, same times). The thresholds are
+calibrated on validation videos for a target accuracy loss: margins one per step (`calibrate_thresholds`) or one shared
+by all steps (`calibrate_threshold`), the gain rule's one threshold (`anytime_gain.calibrate_gain`); each the setting
+with the fewest mean frames whose loss (or its upper bound loss + z * SE) stays within `max_loss` points of fixed
+K = N. docs/latency.md reports the trade-off and why the gain rule is the default of `istpan eval --anytime`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from istpan.engine.anytime_gain import GainModel, loss_bound
 from istpan.engine.predict import probabilities
 from istpan.errors import UserError
 
@@ -48,6 +52,7 @@ __all__ = [
     "predict_anytime",
     "scores_from_features",
     "spread_order",
+    "stop_mask",
     "stopping_point",
     "van_der_corput",
 ]
@@ -167,24 +172,27 @@ def scores_from_features(model: nn.Module, feats: torch.Tensor, *, order: str | 
 @torch.no_grad()
 def anytime_predict(
     model: nn.Module, frame: Callable[[int], torch.Tensor], num: int, *, threshold: Thresholds,
-    order: str | Sequence[int] = DEFAULT_ORDER,
+    order: str | Sequence[int] = DEFAULT_ORDER, gain: GainModel | None = None,
 ) -> tuple[torch.Tensor, int]:
     """One video, frames computed only when needed: probabilities (C,) and how many frames were used.
 
     frame(k) returns candidate k (of num, time order) as a float (3, S, S) model input; it is called in `order`
-    until the margin after n frames reaches threshold n (one float: the same at every step; a list: one per step,
-    as `calibrate_thresholds` gives), so a clear video costs one or two backbone passes.
+    until the rule says stop after n frames (`stop_mask`: the margin reaches threshold n, or with a `gain` model the
+    predicted gain of waiting is <= threshold n; one float: the same at every step, a list: one per step, as
+    the calibrations give), so a clear video costs one or two backbone passes.
     """
-    thr = [*per_step(threshold, num), -1.0]  # the last frame always stops
+    thr = per_step(threshold, num)
     model.eval()
     device = next(model.parameters()).device
     feats: dict[int, torch.Tensor] = {}
+    seen: list[torch.Tensor] = []  # the probabilities after 1, 2, ... frames (the gain rule looks one step back)
     for n, k in enumerate(frame_order(order, num), start=1):
         feats[k] = model.frame_features(frame(k)[None].to(device))[0]  # (ΣC_j, h, w)
         keep = sorted(feats)
         times = (torch.tensor(keep, dtype=torch.float32, device=device) + 0.5) / num
         probs = _probs(model, model.forward_clip(torch.stack([feats[i] for i in keep])[None], times=times).logits)[0]
-        if float(margins(probs)) >= thr[n - 1]:
+        seen.append(probs.cpu())
+        if n == num or bool(stop_mask(torch.stack(seen)[None], thr, gain)[0, -1]):
             return probs, n
     raise AssertionError("unreachable: the loop returns at n == num")
 
@@ -203,11 +211,23 @@ def per_step(thresholds: Thresholds, num: int) -> list[float]:
     return out[: num - 1]
 
 
-def stopping_point(scores: torch.Tensor, thresholds: Thresholds) -> torch.Tensor:
-    """Frames used per video (V,): the first n whose margin >= the threshold of step n (or N): scores (V, N, C)."""
+def stop_mask(scores: torch.Tensor, thresholds: Thresholds, gain: GainModel | None = None) -> torch.Tensor:
+    """Whether the rule says stop after each of the first n frames: scores (V, n, C), n <= N, -> (V, n) bool, with
+    thresholds per step (N - 1 of them; the N-th frame always stops, `stopping_point`). Without `gain`: margin >=
+    threshold; with it: predicted gain of waiting <= threshold. The one place both `stopping_point` (calibration,
+    all steps at once) and `anytime_predict` (frame by frame) decide, so they cannot disagree."""
+    n = scores.shape[1]
+    thr = torch.tensor(thresholds, dtype=torch.float64)[:n]
+    if gain is None:
+        return margins(scores).double()[:, : len(thr)] >= thr
+    return gain.predict(scores)[:, : len(thr)] <= thr
+
+
+def stopping_point(scores: torch.Tensor, thresholds: Thresholds, gain: GainModel | None = None) -> torch.Tensor:
+    """Frames used per video (V,): the first n where the rule says stop (`stop_mask`), or N: scores (V, N, C)."""
     num = scores.shape[1]
-    thr = torch.tensor([*per_step(thresholds, num), -1.0])  # (N,): the last frame always stops
-    clear = margins(scores) >= thr  # (V, N)
+    clear = torch.cat([stop_mask(scores, per_step(thresholds, num), gain),
+                       torch.ones(len(scores), 1, dtype=torch.bool)], 1)  # (V, N): the last frame always stops
     return clear.float().argmax(1) + 1  # first True, 1-based
 
 
@@ -247,16 +267,22 @@ def calibrate_threshold(
     return grid[best], curve
 
 
-def _point(scores: torch.Tensor, correct: torch.Tensor, thresholds: Sequence[float]) -> tuple[float, float]:
+def _point(scores: torch.Tensor, correct: torch.Tensor, thresholds: Sequence[float], z: float
+           ) -> tuple[float, float, float]:
+    """(accuracy %, mean frames, loss bound in points) of per-step margin thresholds."""
     used = stopping_point(scores, thresholds)  # (V,)
-    return 100.0 * correct.gather(1, (used - 1)[:, None]).float().mean().item(), used.float().mean().item()
+    acc = 100.0 * correct.gather(1, (used - 1)[:, None]).float().mean().item()
+    return acc, used.float().mean().item(), loss_bound(correct, used, z)[2]
 
 
 def calibrate_thresholds(
-    scores: torch.Tensor, labels: torch.Tensor, *, max_loss: float = 1.0, steps: int = 51, rounds: int = 3
+    scores: torch.Tensor, labels: torch.Tensor, *, max_loss: float = 1.0, steps: int = 51, rounds: int = 3,
+    z: float = 0.0,
 ) -> tuple[list[float], float, float]:
     """One margin threshold per step (after 1, 2, ..., N-1 frames) that use the fewest mean frames while top-1 stays
-    within `max_loss` points of fixed K = N; returns (thresholds, accuracy %, mean frames) on these scores.
+    within `max_loss` points of fixed K = N; returns (thresholds, accuracy %, mean frames) on these scores. With
+    z > 0 the upper bound loss + z * SE (`anytime_gain.loss_bound`, paired per-video SE) must stay within, not the
+    loss itself: what `istpan eval --anytime` does (z = 1), as the loss on other videos is noisy.
 
     Why per step: a margin means different things after 1 frame and after 7 (an order-aware model is over-confident
     from one frame; an order-blind one never separates time-reversed classes, so waiting does not help it), and one
@@ -268,16 +294,15 @@ def calibrate_thresholds(
     """
     num = scores.shape[1]
     correct = scores.argmax(-1) == labels[:, None]  # (V, N)
-    floor = 100.0 * correct[:, -1].float().mean().item() - max_loss - 1e-9
     grid = [i / (steps - 1) for i in range(steps)] + [2.0]
     thr = [2.0] * (num - 1)
-    acc, frames = _point(scores, correct, thr)
+    acc, frames, _ = _point(scores, correct, thr, z)
     for _ in range(rounds):
         for n in range(num - 1):
             for value in grid:
                 trial = [*thr[:n], value, *thr[n + 1:]]
-                a, f = _point(scores, correct, trial)
-                if a >= floor and (f, -a) < (frames, -acc):
+                a, f, bound = _point(scores, correct, trial, z)
+                if bound <= max_loss + 1e-9 and (f, -a) < (frames, -acc):
                     thr, acc, frames = trial, a, f
     return thr, acc, frames
 
@@ -296,19 +321,20 @@ def predict_anytime(
     `predict_videos`, plus "frames_used". The N candidate frames are decoded in one pass (decoding is sequential
     anyway); the backbone runs only on the frames taken. confidence: one margin threshold for every step, or N - 1 of
     them (one per number of frames seen; a value above 1 never stops at that step), or a calibration written by
-    `istpan eval --anytime` (its path or a `Calibration`: it brings N and the order); None: never stop early (all N
-    frames, = fixed K = N). order: a FRAME_ORDERS name (default DEFAULT_ORDER) or a permutation."""
+    `istpan eval --anytime` (its path or a `Calibration`: it brings N, the order and the rule, margin or gain);
+    None: never stop early (all N frames, = fixed K = N). order: a FRAME_ORDERS name (default DEFAULT_ORDER) or a
+    permutation."""
     from istpan.data.preprocess import Preprocessing
     from istpan.engine.anytime_calibration import resolve_confidence
     from istpan.engine.predict import class_names, topk_classes
 
-    confidence, max_frames, order = resolve_confidence(confidence, max_frames, order)
+    confidence, max_frames, order, gain = resolve_confidence(confidence, max_frames, order)
     if max_frames < 1:
         raise UserError(f"--max-frames must be >= 1, got {max_frames}")
     frame_order(order, max_frames)  # a bad name or permutation fails before any decoding
     if confidence is not None:
         values = per_step(confidence, max_frames)  # checks the count
-        if any(v < 0.0 for v in values):
+        if gain is None and any(v < 0.0 for v in values):
             raise UserError(f"--confidence: margins p1 - p2 are >= 0 (above 1: never stop there), got {confidence}")
     pre = Preprocessing.from_meta(model, meta).with_frames(max_frames)
     names = class_names(meta, int(meta.get("num_classes") or len(meta.get("class_names") or [])))
@@ -321,7 +347,7 @@ def predict_anytime(
             results.append({"path": str(path), "error": str(err)})
             continue
         probs, used = anytime_predict(model, lambda k, views=views: pre.to_input(views[k]), len(indices),
-                                      threshold=threshold, order=order)
+                                      threshold=threshold, order=order, gain=gain)
         results.append({"path": str(path), "frames": n, "num_segments": used, "frames_used": used,
                         "max_frames": len(indices), "multi_label": bool(getattr(model, "multi_label", False)),
                         "top": topk_classes(probs.cpu(), names, topk, key="class")})

@@ -1,12 +1,17 @@
 """`istpan eval --anytime`: calibrate anytime inference on a checkpoint's validation split, and the file it writes.
 
-Anytime inference (engine/anytime.py) stops once the top-1 margin after n frames reaches a threshold; the thresholds
-are fit on labelled videos. This module runs that fit for a checkpoint: every validation video's probabilities after
-1, 2, ..., N frames (`anytime_scores`: each frame through the backbone once), then `calibrate_thresholds` (one margin
-per step, the fewest mean frames within `max_loss` points of fixed K = N). It reports what the rule costs and gains
-next to fixed K = 1..N (each K's own segment centres, as `istpan eval data.test_segments=K` would) and writes it all
-to a JSON file that `istpan predict --confidence FILE` reads back (thresholds, frame order and N in one place, so they
-cannot drift apart).
+Anytime inference (engine/anytime.py) stops after n frames when a rule says so; the rule is fit on labelled videos.
+This module runs that fit for a checkpoint: every validation video's probabilities after 1, 2, ..., N frames
+(`anytime_scores`: each frame through the backbone once), then one of RULES:
+
+    gain    (default) a per-step model of the top-1 gain of waiting for all N frames and one threshold on it
+            (`anytime_gain.calibrate_gain`, threshold chosen on cross-fitted predictions)
+    margin  one top-1 margin threshold per step (`anytime.calibrate_thresholds`), the issue's first rule
+
+both the fewest mean frames whose loss bound (loss + z * SE vs fixed K = N, z = 1 by default) stays within
+`max_loss` points. It reports what the rule costs and gains next to fixed K = 1..N (each K's own segment centres, as
+`istpan eval data.test_segments=K` would) and writes it all to a JSON file that `istpan predict --confidence FILE`
+reads back (rule, thresholds, gain model, frame order and N in one place, so they cannot drift apart).
 """
 
 from __future__ import annotations
@@ -29,18 +34,25 @@ from istpan.engine.anytime import (
     frame_order,
     stopping_point,
 )
+from istpan.engine.anytime_gain import GainModel, calibrate_gain, loss_bound
 from istpan.errors import UserError
 
-__all__ = ["Calibration", "calibrate_checkpoint", "format_report", "load_calibration", "resolve_confidence"]
+__all__ = ["DEFAULT_RULE", "RULES", "Calibration", "calibrate_checkpoint", "calibrate_scores", "format_report",
+           "load_calibration", "resolve_confidence"]
 
-FORMAT = "istpan-anytime-calibration/1"  # bump when a field's meaning changes
+FORMAT = "istpan-anytime-calibration/2"  # bump when a field's meaning changes (2: rule, gain, z, bound added)
+OLD_FORMATS = ("istpan-anytime-calibration/1",)  # margin rule only: still read
+RULES = ("gain", "margin")
+DEFAULT_RULE = "gain"  # held out on the demo's three models: docs/latency.md
+DEFAULT_Z = 1.0  # calibrate the loss bound loss + 1 SE, not the loss: docs/latency.md
 
 
 @dataclass
 class Calibration:
     """What `istpan eval --anytime` measured and what `predict --confidence FILE` needs (all accuracies in %)."""
 
-    thresholds: list[float]  # N - 1 margins, one per number of frames seen (above 1: never stop there)
+    thresholds: list[float]  # N - 1, one per number of frames seen: margin rule: stop when margin >= it (above 1:
+    # never stop there); gain rule: stop when the predicted gain of waiting <= it (the same at every step)
     frame_order: str  # the rule's name (FRAME_ORDERS) ...
     order: list[int]  # ... and the permutation of the N candidates it gave, the one predict uses
     max_frames: int  # N
@@ -53,7 +65,15 @@ class Calibration:
     num_videos: int = 0
     data: dict[str, Any] = field(default_factory=dict)  # which videos it was calibrated on
     checkpoint: str = ""
+    rule: str = "margin"  # one of RULES
+    gain: dict[str, Any] | None = None  # the gain rule's model (GainModel fields)
+    z: float = 0.0  # the calibration kept loss + z * SE within max_loss
+    bound: dict[str, float] = field(default_factory=dict)  # loss, se, bound (points) on these videos; gain rule:
+    # cross-fitted (each video's gain predicted by a model fit on the other folds: what held-out videos should see)
     format: str = FORMAT
+
+    def gain_model(self) -> GainModel | None:
+        return None if self.gain is None else GainModel(**self.gain)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -71,6 +91,8 @@ def load_calibration(path: str | Path) -> Calibration:
         raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: not a calibration file: bad JSON ({err})") from None
+    if isinstance(raw, dict) and raw.get("format") in OLD_FORMATS:  # margin thresholds only
+        raw = {**raw, "format": FORMAT, "rule": "margin"}
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise UserError(f"{path}: not a calibration file of this version (expected \"format\": \"{FORMAT}\"; "
                         "write one with `istpan eval --anytime --json FILE`)")
@@ -86,8 +108,21 @@ def load_calibration(path: str | Path) -> Calibration:
         raise UserError(f"{path}: not a calibration file: {type(err).__name__} {err}") from None
     if len(thresholds) != num - 1:
         raise UserError(f"{path}: {len(thresholds)} thresholds for max_frames {num}; expected {num - 1} (one per step)")
-    if any(t < 0 for t in thresholds):
+    if cal.rule not in RULES:
+        raise UserError(f"{path}: unknown rule {cal.rule!r}: one of {', '.join(RULES)}")
+    if cal.rule == "margin" and any(t < 0 for t in thresholds):
         raise UserError(f"{path}: thresholds are margins p1 - p2 >= 0, got {thresholds}")
+    if cal.rule == "gain":
+        try:
+            model = cal.gain_model()
+            rows = [row for v in (model.mean, model.scale, model.weight) for row in v]  # type: ignore[union-attr]
+            ok = (model.steps == num - 1 and all(len(v) == num - 1 for v in (model.mean, model.scale, model.weight))
+                  and len({len(row) for row in rows}) == 1)  # type: ignore[union-attr]
+        except (TypeError, ValueError, AttributeError):
+            ok = False
+        if not ok:
+            raise UserError(f"{path}: the gain rule needs its model (\"gain\": mean, scale, weight, bias for "
+                            f"{num - 1} steps); the file is damaged: calibrate again")
     return cal
 
 
@@ -95,9 +130,10 @@ def resolve_confidence(
     confidence: float | Sequence[float] | str | Path | Calibration | None,
     max_frames: int | None,
     order: str | Sequence[int] | None,
-) -> tuple[float | list[float] | None, int, str | list[int]]:
-    """(thresholds, N, order) for `predict_anytime` from what the user gave: numbers need max_frames; a calibration
-    (or its file's path) brings its own N and order, and an explicit max_frames / order must agree with it."""
+) -> tuple[float | list[float] | None, int, str | list[int], GainModel | None]:
+    """(thresholds, N, order, gain model or None) for `predict_anytime` from what the user gave: numbers (margins)
+    need max_frames; a calibration (or its file's path) brings its own N, order and rule, and an explicit
+    max_frames / order must agree with it."""
     if isinstance(confidence, (str, Path)):
         confidence = load_calibration(confidence)
     if isinstance(confidence, Calibration):
@@ -108,12 +144,45 @@ def resolve_confidence(
         if order is not None and frame_order(order, confidence.max_frames) != confidence.order:
             raise UserError(f"--frame-order {order} does not match {where}: calibrated with the "
                             f"{confidence.frame_order} order {confidence.order} (leave --frame-order out)")
-        return list(confidence.thresholds), confidence.max_frames, list(confidence.order)
+        return list(confidence.thresholds), confidence.max_frames, list(confidence.order), confidence.gain_model()
     if max_frames is None:
         raise UserError("--confidence with numbers needs --max-frames N (a calibration file brings its own)")
     if isinstance(confidence, Sequence):
         confidence = [float(v) for v in confidence]
-    return confidence, max_frames, order if order is not None else DEFAULT_ORDER
+    return confidence, max_frames, order if order is not None else DEFAULT_ORDER, None
+
+
+def calibrate_scores(
+    scores: torch.Tensor, labels: torch.Tensor, *, rule: str = DEFAULT_RULE, max_loss: float = 1.0,
+    z: float = DEFAULT_Z, order: str | Sequence[int] = DEFAULT_ORDER,
+) -> Calibration:
+    """Fit `rule` on probabilities after 1..N frames, scores (V, N, C) taken in `order`, labels (V,): the
+    Calibration `calibrate_checkpoint` writes, without its data, checkpoint and fixed-K fields. What the bench
+    calls on generated sets too, so the figures in docs/latency.md are the product's own calibration."""
+    if rule not in RULES:
+        raise UserError(f"--rule {rule}: one of {', '.join(RULES)}")
+    if z < 0:
+        raise UserError(f"--z must be >= 0 (standard errors added to the loss), got {z}")
+    num = scores.shape[1]
+    correct = scores.argmax(-1) == labels[:, None]  # (V, N)
+    gain = None
+    if rule == "gain":
+        model, threshold, bound = calibrate_gain(scores, labels, max_loss=max_loss, z=z)
+        thresholds, gain = [float(threshold)] * (num - 1), model.to_dict()
+    else:
+        thresholds = [float(t) for t in calibrate_thresholds(scores, labels, max_loss=max_loss, z=z)[0]]
+    used = stopping_point(scores, thresholds, None if gain is None else GainModel(**gain))  # (V,)
+    if rule == "margin":
+        loss, se, upper = loss_bound(correct, used, z)
+        bound = {"loss": loss, "se": se, "bound": upper}
+    name = order if isinstance(order, str) else "custom"
+    return Calibration(
+        thresholds=thresholds, frame_order=name, order=frame_order(order, num), max_frames=num,
+        max_loss=float(max_loss), accuracy=100.0 * correct.gather(1, (used - 1)[:, None]).float().mean().item(),
+        mean_frames=used.float().mean().item(), full_accuracy=100.0 * correct[:, -1].float().mean().item(),
+        prefix_accuracy=(100.0 * correct.float().mean(0)).tolist(), num_videos=len(labels), rule=rule, gain=gain,
+        z=float(z), bound={k: float(v) for k, v in bound.items()},
+    )
 
 
 @torch.no_grad()
@@ -127,10 +196,13 @@ def calibrate_checkpoint(
     batch_size: int | None = None,
     overrides: Sequence[str] = (),
     progress: bool = False,
+    rule: str = DEFAULT_RULE,
+    z: float = DEFAULT_Z,
 ) -> Calibration:
-    """Per-step margin thresholds for a checkpoint, fit on its validation split (stored config + `key=value`
-    overrides, e.g. `data.val_annotations=heldout.txt`). N = max_frames or the checkpoint's K. With fixed_k, fixed
-    K = 1..N are evaluated too (each K's own frames: K more passes over the split, for the comparison only)."""
+    """A stopping rule (RULES) for a checkpoint, fit on its validation split (stored config + `key=value`
+    overrides, e.g. `data.val_annotations=heldout.txt`) so that the loss bound loss + z * SE stays within max_loss.
+    N = max_frames or the checkpoint's K. With fixed_k, fixed K = 1..N are evaluated too (each K's own frames: K
+    more passes over the split, for the comparison only)."""
     from istpan.config import apply_overrides, config_from_dict
     from istpan.engine.builders import check_data_paths, pick_device
     from istpan.engine.checkpoint import load_checkpoint, load_model
@@ -140,6 +212,10 @@ def calibrate_checkpoint(
         raise UserError(f"--frame-order {order}: one of {', '.join(FRAME_ORDERS)}")
     if max_loss < 0:
         raise UserError(f"--max-loss must be >= 0 (top-1 points below fixed K), got {max_loss}")
+    if rule not in RULES:
+        raise UserError(f"--rule {rule}: one of {', '.join(RULES)}")
+    if z < 0:
+        raise UserError(f"--z must be >= 0 (standard errors added to the loss), got {z}")
     state = load_checkpoint(checkpoint)
     if "config" not in state:
         raise UserError(f"{checkpoint}: checkpoint has no stored config; calibrate with the training run's own")
@@ -171,22 +247,15 @@ def calibrate_checkpoint(
 
         raise nothing_decoded(0, split=f"{checkpoint}: validation")
     all_scores, all_labels = torch.cat(scores), torch.cat(labels).long()  # (V, N, C), (V,)
-    thresholds, accuracy, frames = calibrate_thresholds(all_scores, all_labels, max_loss=max_loss)
-    correct = all_scores.argmax(-1) == all_labels[:, None]  # (V, N)
+    cal = calibrate_scores(all_scores, all_labels, rule=rule, max_loss=max_loss, z=z, order=order)
     fixed: dict[int, float] = {}
     if fixed_k:
         for k in tqdm(range(1, num + 1), desc="fixed K", disable=not progress, leave=False):
             cfg_k = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, test_segments=k))
             loader_k, _ = val_loader(cfg_k, model, meta, source=checkpoint, batch_size=batch_size)
             fixed[k] = float(evaluate(model, loader_k, multi_label=False, device=device)["top1"])
-    used = stopping_point(all_scores, thresholds)
-    assert abs(used.float().mean().item() - frames) < 1e-6  # the search's own bookkeeping agrees
-    return Calibration(
-        thresholds=[float(t) for t in thresholds], frame_order=order, order=taken, max_frames=num,
-        max_loss=float(max_loss), accuracy=float(accuracy), mean_frames=float(frames),
-        full_accuracy=100.0 * correct[:, -1].float().mean().item(),
-        prefix_accuracy=(100.0 * correct.float().mean(0)).tolist(), fixed_k_accuracy=fixed,
-        num_videos=len(all_labels), checkpoint=str(checkpoint),
+    return dataclasses.replace(
+        cal, fixed_k_accuracy=fixed, checkpoint=str(checkpoint),
         data={"root": cfg.data.root, "val_annotations": cfg.data.val_annotations, "format": cfg.data.format,
               "overrides": list(overrides), "skipped": len(dataset) - len(all_labels)},
     )
@@ -200,8 +269,16 @@ def format_report(cal: Calibration) -> str:
     for n in range(1, cal.max_frames + 1):
         fixed = cal.fixed_k_accuracy.get(n)
         lines.append(f"{n:>8} {'-' if fixed is None else f'{fixed:.2f}':>16} {cal.prefix_accuracy[n - 1]:>23.2f}")
-    thr = ",".join(f"{t:g}" for t in cal.thresholds)
-    lines.append(f"calibrated (one margin per step {thr}): top-1 {cal.accuracy:.2f} % with {cal.mean_frames:.2f} "
-                 f"frames on average (fixed K = {cal.max_frames}: {cal.full_accuracy:.2f} % with "
-                 f"{cal.max_frames}); measured on the videos it was fit on: report on other videos")
+    if cal.rule == "gain":
+        rule = (f"gain rule: stop when the predicted top-1 gain of waiting for all {cal.max_frames} frames <= "
+                f"{cal.thresholds[0]:.3g} points")
+    else:
+        rule = f"one margin per step {','.join(f'{t:g}' for t in cal.thresholds)}"
+    lines.append(f"calibrated ({rule}): top-1 {cal.accuracy:.2f} % with {cal.mean_frames:.2f} frames on average "
+                 f"(fixed K = {cal.max_frames}: {cal.full_accuracy:.2f} % with {cal.max_frames}); measured on the "
+                 "videos it was fit on: report on other videos")
+    if cal.bound:
+        how = "cross-fitted, " if cal.rule == "gain" else ""
+        lines.append(f"loss {cal.bound['loss']:.2f} points, SE {cal.bound['se']:.2f} ({how}{cal.num_videos} videos): "
+                     f"bound loss + {cal.z:g} SE = {cal.bound['bound']:.2f} <= {cal.max_loss:g}")
     return "\n".join(lines)
