@@ -14,13 +14,15 @@ stream_speedup   per-decision time of cached streaming (one frame through the ba
 window_passes    backbone passes per distinct sampled frame for `--window 4 --stride 2` (seconds) on a generated
                  10-minute video (25 fps, 64x48: cheap to generate and decode; the count does not depend on the
                  size). Goal 1.0; recomputing every window costs windows * K / distinct frames (printed, about 2).
-anytime_frames   mean frames used by per-step margin thresholds calibrated for <= 1 point of top-1 below fixed
-                 K = 8 on 1,280 generated videos (the demo's generator, seed 3) and measured on 1,280 *other* ones
-                 (seed 4; the demo uses seeds 0 and 1), so one video is 0.08 point and the figure is not fit to its
-                 own test data; for the paper's layer, TSN and the order-aware model (the demo's three models), both
-                 frame orders (spread, dyadic). The largest of the three (default order) is reported, its held-out
-                 loss printed beside it; also on the demo's own 160 validation videos, one shared threshold, and
-                 fixed K = 1..8. With --plot, accuracy vs mean frames on the report set is drawn to that PNG.
+anytime_frames   mean frames used by `istpan eval --anytime`'s default rule (the gain rule, loss bound loss + 1 SE
+                 <= 1 point of top-1 below fixed K = 8, spread order) calibrated on 5,120 generated videos (the
+                 demo's generator, seed 3) and measured on 5,120 *other* ones (seed 4; the demo uses seeds 0 and 1),
+                 and the swapped fold (calibrated on the report set, measured on the calibration set), for the paper's
+                 layer, TSN and the order-aware model (the demo's three models). The largest of the three models and
+                 two folds is reported; the held-out loss and its standard error are printed beside each figure,
+                 for both rules (gain, margin), both frame orders and the margin rule's point-loss calibration (z = 0,
+                 the rule before). Also on the demo's own 160 validation videos, and fixed K = 1..8 on 1,280 of the
+                 report videos. With --plot, accuracy vs mean frames on the report set is drawn to that PNG.
 memory           peak RSS of `predict --stream` on the 10-minute source vs a 30-second one (each in a fresh
                  subprocess, as bench/predict_memory.py does). Goal <= 1.2: streaming memory is flat.
 """
@@ -116,9 +118,11 @@ def stream_memory(video: Path, sample_fps: float) -> dict:
 
 # ------------------------------------------------------------------------------------------- anytime_frames
 ORDERS = ("spread", "dyadic")
+RULES = (("gain", 1.0), ("margin", 1.0), ("margin", 0.0))  # (rule, z): the default first; margin z=0 = the old one
+FIXED_K_VIDEOS = 1280  # fixed K = 1..7 on the first videos of the report set (7 more passes: a comparison only)
 
 
-def _passes(models: dict, cfg, root: Path | None = None, *, segments: int = 8
+def _passes(models: dict, cfg, root: Path | None = None, *, segments: int = 8, val_list: Path | None = None
             ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor], torch.Tensor]:
     """One pass over a set's videos (K = segments) for every model: per model and frame order the probabilities after
     1..K frames (V, K, C), each frame through the backbone once for both orders; per model the fixed-K scores (V, C)
@@ -130,7 +134,7 @@ def _passes(models: dict, cfg, root: Path | None = None, *, segments: int = 8
     fixed: dict[str, list[torch.Tensor]] = {m: [] for m in models}
     labels = []
     with torch.no_grad():
-        for batch in _val_loader(cfg, test_segments=segments, root=root):
+        for batch in _val_loader(cfg, test_segments=segments, root=root, val_list=val_list):
             video = batch["video"]  # (B, K, 3, S, S)
             for m, model in models.items():
                 fixed[m].append(model(video).logits.softmax(-1))  # (B, C)
@@ -147,14 +151,16 @@ def _top1(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return 100 * (scores.argmax(-1) == labels).float().mean().item()
 
 
-def _measure(scores: torch.Tensor, labels: torch.Tensor, thresholds) -> tuple[float, float, float]:
-    """(top-1 %, loss in points vs fixed K = 8, mean frames) of a stopping rule on these videos."""
+def _measure(scores: torch.Tensor, labels: torch.Tensor, cal) -> tuple[float, float, float, float]:
+    """(top-1 %, loss in points vs fixed K = 8, its standard error, mean frames) of a calibration on these videos."""
     from istpan.engine.anytime import stopping_point
+    from istpan.engine.anytime_gain import loss_bound
 
-    used = stopping_point(scores, thresholds)  # (V,)
-    acc = 100 * (scores[torch.arange(len(used)), used - 1].argmax(-1) == labels).float().mean().item()
-    full = 100 * (scores[:, -1].argmax(-1) == labels).float().mean().item()
-    return acc, full - acc, used.float().mean().item()
+    used = stopping_point(scores, cal.thresholds, cal.gain_model())  # (V,)
+    correct = scores.argmax(-1) == labels[:, None]  # (V, N)
+    loss, se, _ = loss_bound(correct, used, 0.0)
+    acc = 100 * correct.gather(1, (used - 1)[:, None]).float().mean().item()
+    return acc, loss, se, used.float().mean().item()
 
 
 def _prefix(scores: torch.Tensor, labels: torch.Tensor) -> list[float]:
@@ -162,22 +168,42 @@ def _prefix(scores: torch.Tensor, labels: torch.Tensor) -> list[float]:
     return (100 * (scores.argmax(-1) == labels[:, None]).float().mean(0)).tolist()
 
 
+def _gain_curve(scores: torch.Tensor, labels: torch.Tensor, cal) -> tuple[list[float], list[float]]:
+    """(mean frames, top-1 %) of the gain model `cal` brings at every threshold (quantiles of its predictions)."""
+    from istpan.engine.anytime_gain import gain_stops
+
+    gain = cal.gain_model().predict(scores)  # (V, N - 1)
+    correct = scores.argmax(-1) == labels[:, None]
+    pts = []
+    for t in torch.quantile(gain.flatten(), torch.linspace(0, 1, 101, dtype=torch.float64)).tolist():
+        used = gain_stops(gain, t)
+        pts.append((used.float().mean().item(), 100 * correct.gather(1, (used - 1)[:, None]).float().mean().item()))
+    pts.sort()
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
 def anytime(demo: Path, *, max_loss: float, plot: Path | None, calibration_videos: int, report_videos: int
             ) -> dict[str, dict]:
-    """Per demo model and frame order: per-step thresholds (and one shared threshold) calibrated on one generated
-    set, measured on another (the report set) and on the demo's own 160 validation videos; fixed K = 1..8 on both."""
+    """Per demo model, frame order and rule: `calibrate_scores` (the product's calibration) on one generated set,
+    measured on another (the report set), the swapped fold, and the demo's own 160 validation videos; fixed K = 1..8
+    on the demo's videos and on the first FIXED_K_VIDEOS of the report set."""
     from istpan.data import synth
-    from istpan.engine.anytime import calibrate_threshold, calibrate_thresholds
+    from istpan.engine.anytime import calibrate_threshold
+    from istpan.engine.anytime_calibration import calibrate_scores
     from istpan.engine.checkpoint import load_model
     from istpan.experiments.demo import FULL, VARIANTS, _slug
     from istpan.experiments.runs import synth_config
 
     # the demo's generator with other seeds (the demo uses 0 and 1), all "val": calibration and report sets
     common = dict(size=FULL.size, num_frames=FULL.num_frames, val_fraction=1.0, progress=False)
+    t0 = time.perf_counter()
     cal_root = synth.generate(demo / f"data_anytime_cal{calibration_videos}", num_videos=calibration_videos, seed=3,
                               **common)
     rep_root = synth.generate(demo / f"data_anytime_report{report_videos}", num_videos=report_videos, seed=4,
                               **common)
+    generated = time.perf_counter() - t0
+    subset = rep_root / f"val_first{FIXED_K_VIDEOS}.txt"
+    subset.write_text("".join((rep_root / "val.txt").read_text().splitlines(keepends=True)[:FIXED_K_VIDEOS]))
     spec = synth.load_ground_truth(demo / "data")["spec"]
     if spec.get("version") != synth.SynthSpec.version:
         raise SystemExit(f"{demo}/data is synthetic data version {spec.get('version')}, this istpan makes "
@@ -194,8 +220,9 @@ def anytime(demo: Path, *, max_loss: float, plot: Path | None, calibration_video
     t0 = time.perf_counter()
     sets = {"val": None, "calibration": cal_root, "report": rep_root}
     passes = {where: _passes(models, cfg, root) for where, root in sets.items()}  # K = 8
-    fixed = {where: {k: _passes(models, cfg, sets[where], segments=k)[1:] for k in range(1, FULL.segments)}
-             for where in ("val", "report")}  # fixed K = 1..7 (K = 8 is the pass above)
+    fixed = {"val": {k: _passes(models, cfg, None, segments=k)[1:] for k in range(1, FULL.segments)},
+             "report": {k: _passes(models, cfg, rep_root, segments=k, val_list=subset)[1:]
+                        for k in range(1, FULL.segments)}}  # fixed K = 1..7 (K = 8 is the pass above)
     seconds = time.perf_counter() - t0
     out: dict[str, dict] = {}
     for name in VARIANTS:
@@ -204,22 +231,22 @@ def anytime(demo: Path, *, max_loss: float, plot: Path | None, calibration_video
         r: dict = {"fixed": {**{k: _top1(f[name], lab) for k, (f, lab) in fixed["val"].items()},
                              8: _top1(val_fixed, val_labels)},
                    "fixed_report": {**{k: _top1(f[name], lab) for k, (f, lab) in fixed["report"].items()},
-                                    8: _top1(rep_fixed, rep_labels)},
-                   "orders": {}, "seconds": seconds,
-                   "num": {"val": len(val_labels), "calibration": len(cal_labels), "report": len(rep_labels)}}
+                                    8: _top1(rep_fixed[:FIXED_K_VIDEOS], rep_labels[:FIXED_K_VIDEOS])},
+                   "orders": {}, "seconds": seconds, "generated": generated,
+                   "num": {"val": len(val_labels), "calibration": len(cal_labels), "report": len(rep_labels),
+                           "fixed_report": min(FIXED_K_VIDEOS, len(rep_labels))}}
         for o in ORDERS:
             assert torch.allclose(rep[o][:, -1], rep_fixed, atol=1e-5)  # all 8 frames = fixed K = 8
-            per_step, cal_acc, cal_frames = calibrate_thresholds(cal[o], cal_labels, max_loss=max_loss)
-            single, _ = calibrate_threshold(cal[o], cal_labels, max_loss=max_loss)
-            _, curve = calibrate_threshold(rep[o], rep_labels, max_loss=max_loss)  # every one margin: plot
-            swapped, _, _ = calibrate_thresholds(rep[o], rep_labels, max_loss=max_loss)  # the other way round
-            r["orders"][o] = {
-                "thresholds": per_step, "calibration": (cal_acc, cal_frames),
-                "swapped": _measure(cal[o], cal_labels, swapped), "swapped_thresholds": swapped,
-                "report": _measure(rep[o], rep_labels, per_step), "val": _measure(val[o], val_labels, per_step),
-                "single_threshold": single, "single_report": _measure(rep[o], rep_labels, single),
-                "prefix_report": _prefix(rep[o], rep_labels), "curve": curve,
-            }
+            m: dict = {"prefix_report": _prefix(rep[o], rep_labels), "rules": {}}
+            for rule, z in RULES:
+                c = calibrate_scores(cal[o], cal_labels, rule=rule, z=z, max_loss=max_loss, order=o)
+                swapped = calibrate_scores(rep[o], rep_labels, rule=rule, z=z, max_loss=max_loss, order=o)
+                m["rules"][(rule, z)] = {
+                    "cal": c, "report": _measure(rep[o], rep_labels, c), "val": _measure(val[o], val_labels, c),
+                    "swapped": _measure(cal[o], cal_labels, swapped), "swapped_cal": swapped,
+                    "gain_curve": _gain_curve(rep[o], rep_labels, c) if rule == "gain" else None}
+            _, m["curve"] = calibrate_threshold(rep[o], rep_labels, max_loss=max_loss)  # every one margin: plot
+            r["orders"][o] = m
         out[name] = r
     if plot is not None:
         _plot(out, plot)
@@ -234,20 +261,22 @@ def _plot(results: dict[str, dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=120)
     for (name, r), colour in zip(results.items(), ("tab:blue", "tab:orange", "tab:green")):
-        ax.plot(list(r["fixed_report"]), list(r["fixed_report"].values()), "o--", color=colour, alpha=0.6,
+        ax.plot(list(r["fixed_report"]), list(r["fixed_report"].values()), "o--", color=colour, alpha=0.5,
                 label=f"{name}: fixed K")
-        for o, style, star in (("spread", "-", "*"), ("dyadic", ":", "X")):
-            c = r["orders"][o]["curve"]
-            pts = sorted(zip(c.mean_frames, c.accuracy))
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colour, alpha=0.9 if o == "spread" else 0.6,
-                    label=f"{name}: {o} order, one margin")
-            acc, _, frames = r["orders"][o]["report"]
-            ax.plot([frames], [acc], star, color=colour, markersize=13 if star == "*" else 8, markeredgecolor="black")
+        m = r["orders"]["spread"]
+        c = m["curve"]
+        pts = sorted(zip(c.mean_frames, c.accuracy))
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], ":", color=colour, alpha=0.6, label=f"{name}: one margin")
+        frames, acc = m["rules"][RULES[0]]["gain_curve"]
+        ax.plot(frames, acc, "-", color=colour, alpha=0.9, label=f"{name}: gain rule, any threshold")
+        for key, star, size in ((RULES[0], "*", 14), (("margin", 1.0), "X", 8)):
+            a, _, _, f = m["rules"][key]["report"]
+            ax.plot([f], [a], star, color=colour, markersize=size, markeredgecolor="black")
     n = next(iter(results.values()))["num"]["report"]
     ax.set_xlabel("frames through the backbone per video (mean)")
     ax.set_ylabel(f"top-1 % ({n:,} held-out synthetic videos)")
-    ax.set_title("anytime vs fixed K; ★ spread / ✕ dyadic order: per-step margins calibrated on other videos for "
-                 "≤ 1 point", wrap=True)
+    ax.set_title("anytime vs fixed K (spread order); ★ gain rule / ✕ per-step margins, calibrated on other videos "
+                 "for loss + 1 SE ≤ 1 point", wrap=True)
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="lower right", ncol=1)
@@ -257,38 +286,43 @@ def _plot(results: dict[str, dict], path: Path) -> None:
 
 
 def _report(res: dict[str, dict], max_loss: float) -> tuple[float, float]:
-    """Print the anytime table; return (largest mean frames, largest held-out loss) of the default order."""
+    """Print the anytime table; return (largest mean frames, largest held-out loss) of the default rule and order
+    over the models and both folds."""
     from istpan.engine.anytime import DEFAULT_ORDER
 
     for name, r in res.items():
         n = r["num"]
         print(f"{name:<26} fixed K=1..8 top-1, {n['val']} val videos: "
               + " ".join(f"{v:.1f}" for v in r["fixed"].values()))
-        print(f"{'':<26} fixed K=1..8 top-1, {n['report']} report videos: "
+        print(f"{'':<26} fixed K=1..8 top-1, {n['fixed_report']} report videos: "
               + " ".join(f"{v:.2f}" for v in r["fixed_report"].values()))
         for o, m in r["orders"].items():
-            thr = ",".join(f"{t:g}" for t in m["thresholds"])
-            print(f"{'':<26} {o}: first n frames of the order (report): "
+            print(f"{'':<26} {o}: first n frames of the order ({n['report']} report videos): "
                   + " ".join(f"{v:.1f}" for v in m["prefix_report"]))
-            print(f"{'':<26} {o}: per-step margins {thr} (calibrated on {n['calibration']} videos: "
-                  f"{m['calibration'][0]:.2f} % with {m['calibration'][1]:.2f} frames)")
-            for where in ("report", "val"):
-                acc, loss, frames = m[where]
-                print(f"{'':<26}     on {n[where]} {where} videos: {acc:.2f} % with {frames:.2f} frames, "
-                      f"loss {loss:.2f} points vs fixed K = 8")
-            acc, loss, frames = m["swapped"]
-            print(f"{'':<26}     swapped (calibrated on the report set, measured on the calibration set): "
-                  f"{acc:.2f} % with {frames:.2f} frames, loss {loss:.2f} points; mean of both ways "
-                  f"{(frames + m['report'][2]) / 2:.2f} frames, loss {(loss + m['report'][1]) / 2:.2f} points")
-            acc, loss, frames = m["single_report"]
-            print(f"{'':<26}     one margin >= {m['single_threshold']:.3f} (same calibration), report: {acc:.2f} % "
-                  f"with {frames:.2f} frames, loss {loss:.2f} points", flush=True)
+            for (rule, z), q in m["rules"].items():
+                c = q["cal"]
+                thr = (f"gain <= {c.thresholds[0]:.3g}" if rule == "gain" else
+                       "margins " + ",".join(f"{t:g}" for t in c.thresholds))
+                print(f"{'':<26}   {rule} z={z:g} ({thr}): calibrated on {n['calibration']}: {c.mean_frames:.2f} "
+                      f"frames, loss {c.full_accuracy - c.accuracy:.2f}, bound {c.bound['bound']:.2f}")
+                for where, label in (("report", f"{n['report']} report"), ("swapped", "swapped fold"),
+                                     ("val", f"{n['val']} demo val")):
+                    acc, loss, se, frames = q[where]
+                    print(f"{'':<26}     {label}: {frames:.2f} frames, {acc:.2f} %, loss {loss:+.2f} ± {se:.2f} "
+                          "points vs fixed K = 8", flush=True)
     if res:
-        print(f"(all scores in {next(iter(res.values()))['seconds']:.0f} s)")
-    frames = max((r["orders"][DEFAULT_ORDER]["report"][2] for r in res.values()), default=float("nan"))
-    loss = max((r["orders"][DEFAULT_ORDER]["report"][1] for r in res.values()), default=float("nan"))
-    print(f"anytime ({DEFAULT_ORDER} order, the default): largest mean frames {frames:.2f}, largest held-out loss "
-          f"{loss:.2f} points (goal <= 4 at <= {max_loss:g} point)", flush=True)
+        r0 = next(iter(res.values()))
+        print(f"(sets generated in {r0['generated']:.0f} s, all scores in {r0['seconds']:.0f} s)")
+    key = RULES[0]
+    rows = [(name, fold, *r["orders"][DEFAULT_ORDER]["rules"][key][fold]) for name, r in res.items()
+            for fold in ("report", "swapped")]
+    for name, fold, _, loss, se, frames in rows:
+        print(f"anytime default ({key[0]} rule, z = {key[1]:g}, {DEFAULT_ORDER} order), {fold}: {name}: "
+              f"{frames:.2f} frames at {loss:+.2f} ± {se:.2f} points")
+    frames = max((row[5] for row in rows), default=float("nan"))
+    loss = max((row[3] for row in rows), default=float("nan"))
+    print(f"anytime: largest mean frames {frames:.2f}, largest held-out loss {loss:.2f} points, over the three models "
+          f"and both folds (goal <= 4 at <= {max_loss:g} point)", flush=True)
     return frames, loss
 
 
@@ -302,9 +336,9 @@ def main() -> None:
     parser.add_argument("--sample-fps", type=float, default=5.0, help="streaming rate in the memory check")
     parser.add_argument("--no-anytime", action="store_true", help="skip the anytime part (no demo models needed)")
     parser.add_argument("--only-anytime", action="store_true", help="only the anytime part (no timings, no memory)")
-    parser.add_argument("--calibration-videos", type=int, default=1280, help="anytime: generated calibration set "
+    parser.add_argument("--calibration-videos", type=int, default=5120, help="anytime: generated calibration set "
                         "(seed 3)")
-    parser.add_argument("--report-videos", type=int, default=1280, help="anytime: generated report set (seed 4)")
+    parser.add_argument("--report-videos", type=int, default=5120, help="anytime: generated report set (seed 4)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
