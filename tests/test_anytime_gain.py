@@ -34,8 +34,8 @@ def _scores(v: int, n: int, c: int, seed: int) -> tuple[torch.Tensor, torch.Tens
 
 def test_features_against_a_naive_loop():
     probs, _ = _scores(5, 4, 3, seed=0)
-    x = features(probs)  # (V, N, 9 + 2C)
-    assert x.shape == (5, 4, 15) and x.dtype == torch.float64
+    x = features(probs)  # (V, N, 9 + 5C)
+    assert x.shape == (5, 4, 24) and x.dtype == torch.float64
     for v in range(5):
         for n in range(4):
             p = [float(t) for t in probs[v, n]]
@@ -44,8 +44,10 @@ def test_features_against_a_naive_loop():
             entropy = -sum(t * math.log(t) for t in p) / math.log(3)
             same = float(max(range(3), key=p.__getitem__) == max(range(3), key=q.__getitem__))
             change = 0.5 * sum(abs(a - b) for a, b in zip(p, q))
+            top = [float(c == max(range(3), key=p.__getitem__)) for c in range(3)]
+            top_prev = [float(c == max(range(3), key=q.__getitem__)) for c in range(3)]
             want = [s[0] - s[1], s[0], s[1], s[0] + s[1], entropy, same, change, (s[0] - s[1]) ** 2, s[0] * s[1],
-                    *p, *q]
+                    *p, *q, *top, *[t * (s[0] - s[1]) for t in top], *top_prev]
             torch.testing.assert_close(x[v, n], torch.tensor(want, dtype=torch.float64), atol=1e-6, rtol=0)
 
 

@@ -278,7 +278,9 @@ def format_report(cal: Calibration) -> str:
                  f"(fixed K = {cal.max_frames}: {cal.full_accuracy:.2f} % with {cal.max_frames}); measured on the "
                  "videos it was fit on: report on other videos")
     if cal.bound:
-        how = "cross-fitted, " if cal.rule == "gain" else ""
-        lines.append(f"loss {cal.bound['loss']:.2f} points, SE {cal.bound['se']:.2f} ({how}{cal.num_videos} videos): "
-                     f"bound loss + {cal.z:g} SE = {cal.bound['bound']:.2f} <= {cal.max_loss:g}")
+        how = ""
+        if "mean_frames" in cal.bound:  # the gain rule: each video judged by a model fit without it
+            how = f"cross-fitted, each video by a model fit without it: {cal.bound['mean_frames']:.2f} frames, "
+        lines.append(f"loss bound ({how}{cal.num_videos} videos): loss {cal.bound['loss']:.2f} points, SE "
+                     f"{cal.bound['se']:.2f}, loss + {cal.z:g} SE = {cal.bound['bound']:.2f} <= {cal.max_loss:g}")
     return "\n".join(lines)

@@ -7,7 +7,8 @@ model split 50/50 between two classes it cannot tell apart is as unsure after 8 
 costs nothing on average, but its margin never lets it stop. The gain rule estimates that cost directly:
 
     features  of the probabilities after n frames and after n - 1 (`features`: margin, top-1, top-2 and their sum,
-              entropy, top-1 unchanged, total variation between the two, and both probability vectors)
+              entropy, top-1 unchanged, total variation between the two, both probability vectors, and which class
+              leads now and before, alone and times the margin: a leading class may be more or less trustworthy)
     model     one ridge regression per step n = 1..N-1 (`GainModel`), fit on labelled calibration videos to the
               per-video gain of waiting, 100 * (correct after N frames - correct after n), in top-1 points
     stop      after n frames once the predicted gain <= one threshold (the same at every step: the prediction is in
@@ -36,7 +37,7 @@ NEVER = -1e9  # a gain threshold no prediction is below: never stop at that step
 
 
 def features(probs: torch.Tensor) -> torch.Tensor:
-    """Per step the signals the gain is predicted from: probabilities after 1..n frames (V, n, C) -> (V, n, 9 + 2C).
+    """Per step the signals the gain is predicted from: probabilities after 1..n frames (V, n, C) -> (V, n, 9 + 5C).
 
     Step n uses only steps n and n - 1 (step 1: itself as the previous one), so a video's features after n frames
     are the same whether computed at once for all steps (calibration) or frame by frame (prediction). float64.
@@ -51,7 +52,9 @@ def features(probs: torch.Tensor) -> torch.Tensor:
     change = 0.5 * (p - prev).abs().sum(-1)  # total variation
     margin = p1 - p2
     signals = [margin, p1, p2, p1 + p2, entropy, same, change, margin**2, p1 * p2]
-    return torch.cat([torch.stack(signals, -1), p, prev], -1)
+    top = torch.nn.functional.one_hot(p.argmax(-1), p.shape[-1]).double()  # which class leads: how far to trust it
+    top_prev = torch.nn.functional.one_hot(prev.argmax(-1), p.shape[-1]).double()
+    return torch.cat([torch.stack(signals, -1), p, prev, top, top * margin[..., None], top_prev], -1)
 
 
 @dataclass
@@ -96,7 +99,7 @@ class GainModel:
         """Predicted gain of waiting (points) after each of the first min(n, N-1) steps: (V, n, C) -> (V, n')."""
         x = features(probs)
         if x.shape[-1] != len(self.mean[0]):
-            classes = (len(self.mean[0]) - 9) // 2
+            classes = (len(self.mean[0]) - 9) // 5
             raise UserError(f"the gain rule was calibrated for a model with {classes} classes, this one has "
                             f"{probs.shape[-1]}: calibrate it for this checkpoint (istpan eval --anytime)")
         steps = min(x.shape[1], self.steps)
