@@ -15,14 +15,16 @@ window_passes    backbone passes per distinct sampled frame for `--window 4 --st
                  10-minute video (25 fps, 64x48: cheap to generate and decode; the count does not depend on the
                  size). Goal 1.0; recomputing every window costs windows * K / distinct frames (printed, about 2).
 anytime_frames   mean frames used by `istpan eval --anytime`'s default rule (the gain rule, loss bound loss + 1 SE
-                 <= 1 point of top-1 below fixed K = 8, spread order) calibrated on 5,120 generated videos (the
-                 demo's generator, seed 3) and measured on 5,120 *other* ones (seed 4; the demo uses seeds 0 and 1),
-                 and the swapped fold (calibrated on the report set, measured on the calibration set), for the paper's
-                 layer, TSN and the order-aware model (the demo's three models). The largest of the three models and
-                 two folds is reported; the held-out loss and its standard error are printed beside each figure,
-                 for both rules (gain, margin), both frame orders and the margin rule's point-loss calibration (z = 0,
-                 the rule before). Also on the demo's own 160 validation videos, and fixed K = 1..8 on 1,280 of the
-                 report videos. With --plot, accuracy vs mean frames on the report set is drawn to that PNG.
+                 <= 1 point of top-1 below fixed K = 8, spread order), calibrated on 10,240 generated videos and
+                 measured on 10,240 *other* ones, and the swapped fold, for the paper's layer, TSN and the
+                 order-aware model (the demo's three models). The videos: 16 sets of 1,280 from the demo's generator
+                 with seeds 3..18 (the demo uses 0 and 1), sets 3..10 calibrate, 11..18 report (--anytime-sets).
+                 The largest of the three models and two folds is reported; the held-out loss and its standard
+                 error are printed beside each figure, for both rules (gain, margin), both frame orders and the
+                 margin rule's point-loss calibration (z = 0, the rule before); also on the demo's own 160
+                 validation videos, fixed K = 1..8 on the first report set, and the fold table (4 random halvings
+                 of the sets, both ways, calibrating on 1, 2, 4 or 8 sets). With --plot, accuracy vs mean frames on
+                 the report set is drawn to that PNG.
 memory           peak RSS of `predict --stream` on the 10-minute source vs a 30-second one (each in a fresh
                  subprocess, as bench/predict_memory.py does). Goal <= 1.2: streaming memory is flat.
 """
@@ -119,7 +121,7 @@ def stream_memory(video: Path, sample_fps: float) -> dict:
 # ------------------------------------------------------------------------------------------- anytime_frames
 ORDERS = ("spread", "dyadic")
 RULES = (("gain", 1.0), ("margin", 1.0), ("margin", 0.0))  # (rule, z): the default first; margin z=0 = the old one
-FIXED_K_VIDEOS = 1280  # fixed K = 1..7 on the first videos of the report set (7 more passes: a comparison only)
+SET_VIDEOS = 1280  # videos per generated set; fixed K = 1..7 on the first report set (7 more passes: a comparison)
 
 
 def _passes(models: dict, cfg, root: Path | None = None, *, segments: int = 8, val_list: Path | None = None
@@ -182,28 +184,25 @@ def _gain_curve(scores: torch.Tensor, labels: torch.Tensor, cal) -> tuple[list[f
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def anytime(demo: Path, *, max_loss: float, plot: Path | None, calibration_videos: int, report_videos: int
-            ) -> dict[str, dict]:
-    """Per demo model, frame order and rule: `calibrate_scores` (the product's calibration) on one generated set,
-    measured on another (the report set), the swapped fold, and the demo's own 160 validation videos; fixed K = 1..8
-    on the demo's videos and on the first FIXED_K_VIDEOS of the report set."""
+def anytime(demo: Path, *, max_loss: float, plot: Path | None, sets: int) -> dict[str, dict]:
+    """`sets` generated sets of SET_VIDEOS videos (the demo's generator, seeds 3, 4, ...; the demo uses 0 and 1), all
+    scored once. Per demo model, frame order and rule: `calibrate_scores` (the product's calibration) on the first
+    half of the sets, measured on the second half (the report set), the swapped fold, and the demo's own 160
+    validation videos; fixed K = 1..8 on the demo's videos and on the first report set; the fold table."""
     from istpan.data import synth
-    from istpan.engine.anytime import calibrate_threshold
+    from istpan.engine.anytime import DEFAULT_ORDER, calibrate_threshold
     from istpan.engine.anytime_calibration import calibrate_scores
     from istpan.engine.checkpoint import load_model
     from istpan.experiments.demo import FULL, VARIANTS, _slug
     from istpan.experiments.runs import synth_config
 
-    # the demo's generator with other seeds (the demo uses 0 and 1), all "val": calibration and report sets
+    if sets < 2 or sets % 2:
+        raise SystemExit(f"--anytime-sets {sets}: an even number >= 2 (half calibrate, half report)")
     common = dict(size=FULL.size, num_frames=FULL.num_frames, val_fraction=1.0, progress=False)
     t0 = time.perf_counter()
-    cal_root = synth.generate(demo / f"data_anytime_cal{calibration_videos}", num_videos=calibration_videos, seed=3,
-                              **common)
-    rep_root = synth.generate(demo / f"data_anytime_report{report_videos}", num_videos=report_videos, seed=4,
-                              **common)
+    roots = [synth.generate(demo / f"data_anytime_fold{seed}", num_videos=SET_VIDEOS, seed=seed, **common)
+             for seed in range(3, 3 + sets)]
     generated = time.perf_counter() - t0
-    subset = rep_root / f"val_first{FIXED_K_VIDEOS}.txt"
-    subset.write_text("".join((rep_root / "val.txt").read_text().splitlines(keepends=True)[:FIXED_K_VIDEOS]))
     spec = synth.load_ground_truth(demo / "data")["spec"]
     if spec.get("version") != synth.SynthSpec.version:
         raise SystemExit(f"{demo}/data is synthetic data version {spec.get('version')}, this istpan makes "
@@ -218,39 +217,83 @@ def anytime(demo: Path, *, max_loss: float, plot: Path | None, calibration_video
     cfg = synth_config(demo / "data", model=model_name, out_dir=demo / "unused", budget=FULL, options=options)
     cfg.data.num_workers = 0
     t0 = time.perf_counter()
-    sets = {"val": None, "calibration": cal_root, "report": rep_root}
-    passes = {where: _passes(models, cfg, root) for where, root in sets.items()}  # K = 8
+    scored = [_passes(models, cfg, root) for root in roots]  # per set: (scores, fixed K = 8, labels)
+    val, val_fixed, val_labels = _passes(models, cfg, None)
+    half = sets // 2
     fixed = {"val": {k: _passes(models, cfg, None, segments=k)[1:] for k in range(1, FULL.segments)},
-             "report": {k: _passes(models, cfg, rep_root, segments=k, val_list=subset)[1:]
+             "report": {k: _passes(models, cfg, roots[half], segments=k)[1:]
                         for k in range(1, FULL.segments)}}  # fixed K = 1..7 (K = 8 is the pass above)
     seconds = time.perf_counter() - t0
+
+    def cat(part: list, name: str, o: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.cat([p[0][name][o] for p in part]), torch.cat([p[2] for p in part])
+
     out: dict[str, dict] = {}
     for name in VARIANTS:
-        (val, val_fixed, val_labels), (cal, _, cal_labels), (rep, rep_fixed, rep_labels) = (
-            (passes[w][0][name], passes[w][1][name], passes[w][2]) for w in ("val", "calibration", "report"))
         r: dict = {"fixed": {**{k: _top1(f[name], lab) for k, (f, lab) in fixed["val"].items()},
-                             8: _top1(val_fixed, val_labels)},
+                             8: _top1(val_fixed[name], val_labels)},
                    "fixed_report": {**{k: _top1(f[name], lab) for k, (f, lab) in fixed["report"].items()},
-                                    8: _top1(rep_fixed[:FIXED_K_VIDEOS], rep_labels[:FIXED_K_VIDEOS])},
+                                    8: _top1(scored[half][1][name], scored[half][2])},
                    "orders": {}, "seconds": seconds, "generated": generated,
-                   "num": {"val": len(val_labels), "calibration": len(cal_labels), "report": len(rep_labels),
-                           "fixed_report": min(FIXED_K_VIDEOS, len(rep_labels))}}
+                   "num": {"val": len(val_labels), "calibration": half * SET_VIDEOS, "report": half * SET_VIDEOS,
+                           "fixed_report": SET_VIDEOS}}
         for o in ORDERS:
-            assert torch.allclose(rep[o][:, -1], rep_fixed, atol=1e-5)  # all 8 frames = fixed K = 8
-            m: dict = {"prefix_report": _prefix(rep[o], rep_labels), "rules": {}}
+            cal, cal_labels = cat(scored[:half], name, o)
+            rep, rep_labels = cat(scored[half:], name, o)
+            assert torch.allclose(rep[:, -1], torch.cat([p[1][name] for p in scored[half:]]), atol=1e-5)  # = K = 8
+            m: dict = {"prefix_report": _prefix(rep, rep_labels), "rules": {}}
             for rule, z in RULES:
-                c = calibrate_scores(cal[o], cal_labels, rule=rule, z=z, max_loss=max_loss, order=o)
-                swapped = calibrate_scores(rep[o], rep_labels, rule=rule, z=z, max_loss=max_loss, order=o)
+                c = calibrate_scores(cal, cal_labels, rule=rule, z=z, max_loss=max_loss, order=o)
+                swapped = calibrate_scores(rep, rep_labels, rule=rule, z=z, max_loss=max_loss, order=o)
                 m["rules"][(rule, z)] = {
-                    "cal": c, "report": _measure(rep[o], rep_labels, c), "val": _measure(val[o], val_labels, c),
-                    "swapped": _measure(cal[o], cal_labels, swapped), "swapped_cal": swapped,
-                    "gain_curve": _gain_curve(rep[o], rep_labels, c) if rule == "gain" else None}
-            _, m["curve"] = calibrate_threshold(rep[o], rep_labels, max_loss=max_loss)  # every one margin: plot
+                    "cal": c, "report": _measure(rep, rep_labels, c), "val": _measure(val[name][o], val_labels, c),
+                    "swapped": _measure(cal, cal_labels, swapped), "swapped_cal": swapped,
+                    "gain_curve": _gain_curve(rep, rep_labels, c) if rule == "gain" else None}
+            _, m["curve"] = calibrate_threshold(rep, rep_labels, max_loss=max_loss)  # every one margin: plot
             r["orders"][o] = m
         out[name] = r
     if plot is not None:
         _plot(out, plot)
+    _folds({name: [(p[0][name][DEFAULT_ORDER], p[2]) for p in scored] for name in VARIANTS}, max_loss=max_loss)
     return out
+
+
+def _folds(data: dict[str, list[tuple[torch.Tensor, torch.Tensor]]], *, max_loss: float, seed: int = 0) -> None:
+    """How the rules do across calibration sets: per model the sets' (scores, labels), split at random into two
+    halves four times; each half calibrates (on its first 1, 2, 4, ... sets) and the other half reports, both ways:
+    8 folds per calibration size. Prints per model, rule and size the mean and worst held-out frames and loss."""
+    import random
+
+    from istpan.engine.anytime_calibration import calibrate_scores
+
+    sets = len(next(iter(data.values())))
+    rng = random.Random(seed)
+    splits = []
+    for _ in range(4):
+        order = list(range(sets))
+        rng.shuffle(order)
+        a, b = sorted(order[: sets // 2]), sorted(order[sets // 2:])
+        splits += [(a, b), (b, a)]
+    sizes = sorted({1, *(2**i for i in range(1, 8) if 2**i < sets // 2), sets // 2})
+    print(f"== anytime folds: {sets} sets of {SET_VIDEOS}, 4 random halvings x both ways; calibrated on the first "
+          f"1, 2, ... sets of one half, reported on the whole other half ({sets // 2 * SET_VIDEOS} videos) ==")
+    for m, sc in data.items():
+        for rule, z in RULES:
+            for size in sizes:
+                rows = []
+                for cal_sets, rep_sets in splits:
+                    c = calibrate_scores(torch.cat([sc[i][0] for i in cal_sets[:size]]),
+                                         torch.cat([sc[i][1] for i in cal_sets[:size]]), rule=rule, z=z,
+                                         max_loss=max_loss)
+                    _, loss, se, frames = _measure(torch.cat([sc[i][0] for i in rep_sets]),
+                                                   torch.cat([sc[i][1] for i in rep_sets]), c)
+                    rows.append((frames, loss, se))
+                n = len(rows)
+                folds_text = " ".join(f"{f:.2f},{lo:+.2f}" for f, lo, _ in rows)
+                print(f"{m:<26} {rule:<6} z={z:g} calibrated on {size * SET_VIDEOS:>5}: "
+                      f"mean {sum(r[0] for r in rows) / n:.2f} frames, loss {sum(r[1] for r in rows) / n:+.2f}; "
+                      f"worst {max(r[0] for r in rows):.2f} frames, loss {max(r[1] for r in rows):+.2f}; "
+                      f"folds {folds_text} (SE of a fold's loss ~{sum(r[2] for r in rows) / n:.2f})", flush=True)
 
 
 def _plot(results: dict[str, dict], path: Path) -> None:
@@ -336,9 +379,8 @@ def main() -> None:
     parser.add_argument("--sample-fps", type=float, default=5.0, help="streaming rate in the memory check")
     parser.add_argument("--no-anytime", action="store_true", help="skip the anytime part (no demo models needed)")
     parser.add_argument("--only-anytime", action="store_true", help="only the anytime part (no timings, no memory)")
-    parser.add_argument("--calibration-videos", type=int, default=5120, help="anytime: generated calibration set "
-                        "(seed 3)")
-    parser.add_argument("--report-videos", type=int, default=5120, help="anytime: generated report set (seed 4)")
+    parser.add_argument("--anytime-sets", type=int, default=16, help="anytime: generated sets of 1,280 videos (seeds "
+                        "3, 4, ...): the first half calibrates, the second half reports (default 16: 10,240 + 10,240)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -348,8 +390,7 @@ def main() -> None:
 
     print("== anytime: the demo's models, calibrated on one generated set, reported on another ==", flush=True)
     res = {} if args.no_anytime else anytime(args.demo, max_loss=args.max_loss, plot=args.plot,
-                                             calibration_videos=args.calibration_videos,
-                                             report_videos=args.report_videos)
+                                             sets=args.anytime_sets)
     anytime_frames, _ = _report(res, args.max_loss)
     if args.only_anytime:
         print(f"stream_speedup=skipped window_passes=skipped anytime_frames={anytime_frames:.2f}")
