@@ -119,6 +119,11 @@ class TrainConfig:
     # 0 = off; n >= 1: each batch keeps a random time-ordered subset of n..K of its K frames (size uniform, the same
     # for the whole batch), each at its own time: trains the any-K use of anytime inference (docs/latency.md)
     frame_subset_min: int = 0
+    # 0 = off; w > 0 adds w x the mean cross-entropy of the clip classified from prefixes of the anytime frame order
+    # (the backbone runs once per frame, only the head again per prefix): trains anytime inference while keeping
+    # the K-frame loss (engine/prefix_loss.py, docs/latency.md). prefix_sizes: "all" prefixes 1..K-1, or "one" per batch
+    prefix_loss: float = 0.0
+    prefix_sizes: str = "all"
     wandb: bool = False  # also log to Weights & Biases (pip install 'istpan[wandb]'); WANDB_MODE=offline works
     wandb_project: str = "istpan"
     wandb_run: str = ""  # run name; "" = the name of train.out_dir
@@ -167,6 +172,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "augment.policy": ("none", "randaugment", "trivialaugment"),
     "data.modality": MODALITIES,
     "data.flow_algorithm": FLOW_ALGORITHMS,
+    "train.prefix_sizes": ("all", "one"),
 }
 
 
@@ -236,6 +242,7 @@ RANGES: dict[str, Range] = {
     "train.accumulate_steps": Range(ge=1),
     "train.ema_decay": Range(ge=0.0, le=0.999999),
     "train.frame_subset_min": Range(ge=0, why="0 keeps all K frames; n keeps a random n..K of them per batch"),
+    "train.prefix_loss": Range(ge=0.0, why="0 is off; the weight of the prefix cross-entropy next to the K-frame loss"),
     "data.flow_length": Range(ge=1, why="L flow frames per stack"),
     "data.flow_bound": Range(gt=0.0, why="flow is clipped to ±bound pixels"),
 }

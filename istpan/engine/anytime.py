@@ -50,6 +50,7 @@ __all__ = [
     "margins",
     "per_step",
     "predict_anytime",
+    "prefix_clip",
     "scores_from_features",
     "spread_order",
     "stop_mask",
@@ -140,11 +141,18 @@ def _probs(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
     return probabilities(logits, multi_label=getattr(model, "multi_label", False))
 
 
-def _head(model: nn.Module, feats: torch.Tensor, taken: list[int], num: int) -> torch.Tensor:
-    """Probabilities from the frames `taken` of num candidates (feats (B, num, ...)), in time order, own times."""
+def prefix_clip(model: nn.Module, feats: torch.Tensor, taken: Sequence[int], num: int) -> Any:
+    """The head over the frames `taken` of num candidates (feats (B, num, ΣC_j, h, w)), in time order, each at its
+    own time (k + 0.5) / num: the ModelOutput anytime inference sees after len(taken) frames. Also what training's
+    prefix loss (train.prefix_loss, engine/prefix_loss.py) classifies, so both see the same frames at the same times."""
     keep = sorted(taken)
     times = (torch.tensor(keep, dtype=torch.float32, device=feats.device) + 0.5) / num  # (n,)
-    return _probs(model, model.forward_clip(feats[:, keep], times=times).logits)  # (B, C)
+    return model.forward_clip(feats[:, keep], times=times)
+
+
+def _head(model: nn.Module, feats: torch.Tensor, taken: list[int], num: int) -> torch.Tensor:
+    """Probabilities from the frames `taken` of num candidates (feats (B, num, ...)), in time order, own times."""
+    return _probs(model, prefix_clip(model, feats, taken, num).logits)  # (B, C)
 
 
 @torch.no_grad()

@@ -61,6 +61,7 @@ from istpan.engine.evaluate import evaluate, nothing_decoded
 from istpan.engine.interrupt import StopFlag
 from istpan.engine.mixing import BatchMix, FrameSubset
 from istpan.engine.optim import apply_partial_bn, build_optimizer, build_scheduler
+from istpan.engine.prefix_loss import forward_with_prefixes, prefix_ce, prefix_sizes
 from istpan.engine.run_log import RunLog
 from istpan.errors import UserError
 
@@ -144,6 +145,8 @@ def train_one_epoch(
     else:
         batches = enumerate(loader)
     sums = {"loss": 0.0, "ce": 0.0, "interactive": 0.0, "attn": 0.0}
+    if tcfg.prefix_loss > 0:
+        sums["prefix"] = 0.0  # logged only when on: the logs of a run without it stay as they were
     clips = 0
     skipped = 0
     show = progress and is_main_process() and sys.stderr.isatty()
@@ -185,8 +188,15 @@ def train_one_epoch(
             no_sync = getattr(model, "no_sync", None)
             with nullcontext() if last or no_sync is None else no_sync():
                 with autocast(tcfg.amp, device):
-                    out = model(video) if times is None else model(video, times=times)
+                    if tcfg.prefix_loss > 0:  # the K frames and prefixes of the anytime order, one backbone pass
+                        sizes = prefix_sizes(tcfg.prefix_sizes, video.shape[1])
+                        out, prefix_logits = forward_with_prefixes(model, video, sizes)
+                    else:
+                        out = model(video) if times is None else model(video, times=times)
                     losses = compute_losses(out, target, multi_label=multi_label, beta=tcfg.beta, gamma=tcfg.gamma)
+                    if tcfg.prefix_loss > 0:
+                        losses["prefix"] = prefix_ce(prefix_logits, target, multi_label=multi_label)
+                        losses["loss"] = losses["loss"] + tcfg.prefix_loss * losses["prefix"]
                 if not torch.isfinite(losses["loss"]):
                     raise UserError(
                         f"loss is {losses['loss'].item()} at epoch {epoch + 1} step {s + 1}; "
@@ -231,10 +241,11 @@ def train_one_epoch(
 
     elapsed = time.perf_counter() - start
     totals = reduce_sum([*sums.values(), clips, skipped], device)
-    clips_all = max(totals[4], 1.0)
-    stats = {k: v / clips_all for k, v in zip(sums, totals[:4])}
-    stats.update(clips=int(totals[4]), skipped=int(totals[5]), clips_per_s=totals[4] / max(elapsed, 1e-9),
-                 steps_done=steps_done)
+    n_sums = len(sums)
+    clips_all = max(totals[n_sums], 1.0)
+    stats = {k: v / clips_all for k, v in zip(sums, totals[:n_sums])}
+    stats.update(clips=int(totals[n_sums]), skipped=int(totals[n_sums + 1]),
+                 clips_per_s=totals[n_sums] / max(elapsed, 1e-9), steps_done=steps_done)
     return stats
 
 
@@ -314,6 +325,12 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
     if distributed and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     check_amp(tcfg.amp, device)
+    if tcfg.prefix_loss > 0 and tcfg.frame_subset_min > 0:
+        raise UserError("train.prefix_loss and train.frame_subset_min are two ways to train anytime inference; set "
+                        "one of them to 0")
+    if tcfg.prefix_loss > 0 and (distributed or tcfg.compile):
+        raise UserError("train.prefix_loss runs the model's two halves itself, which DDP and train.compile do not "
+                        "see; train single-process without train.compile, or set train.prefix_loss=0")
     run_dir = Path(tcfg.out_dir)
     main = is_main_process()
     say = print if (progress and main) else (lambda *a, **k: None)
@@ -472,7 +489,8 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
                 log.log({"type": "epoch", "epoch": epoch + 1, "global_step": (epoch + 1) * opt_steps,
                          "lr": optimizer.param_groups[0]["lr"], "train": stats, "val": summary},
                         step=(epoch + 1) * opt_steps, scalars={
-                            **{f"epoch/train_{k}": stats[k] for k in ("loss", "ce", "interactive", "attn")},
+                            **{f"epoch/train_{k}": stats[k] for k in ("loss", "ce", "interactive", "attn", "prefix")
+                               if k in stats},
                             "epoch/clips_per_s": stats["clips_per_s"], **{f"val/{k}": v for k, v in numbers.items()},
                         })
                 if main:  # best.pt first: a kill between the two writes leaves it one epoch ahead, never behind
@@ -487,8 +505,9 @@ def _train(cfg: Config, *, resume: str | bool | None, progress: bool) -> dict:
                     val_text += (f" ({val['weights']}; raw {val[f'raw_{metric_name}']:.2f} "
                                  f"ema {val[f'ema_{metric_name}']:.2f})")
                 skipped = stats["skipped"] + val.get("skipped", 0)
+                prefix_text = f" prefix {stats['prefix']:.4f}" if tcfg.prefix_loss > 0 else ""
                 say(f"epoch {epoch + 1}/{tcfg.epochs}: loss {stats['loss']:.4f} (ce {stats['ce']:.4f} "
-                    f"inter {stats['interactive']:.4f} attn {stats['attn']:.4f}){val_text} "
+                    f"inter {stats['interactive']:.4f} attn {stats['attn']:.4f}{prefix_text}){val_text} "
                     f"{stats['clips_per_s']:.1f} clips/s" + (f" skipped {skipped}" if skipped else ""),
                     file=sys.stderr)
                 if stop.requested(device) and epoch + 1 < tcfg.epochs:  # Ctrl-C during validation
