@@ -124,6 +124,7 @@ class TrainConfig:
     # the K-frame loss (engine/prefix_loss.py, docs/latency.md). prefix_sizes: "all" prefixes 1..K-1, or "one" per batch
     prefix_loss: float = 0.0
     prefix_sizes: str = "all"
+    prefix_target: str = "label"  # label: CE against the label; final: against the model's own K-frame prediction
     wandb: bool = False  # also log to Weights & Biases (pip install 'istpan[wandb]'); WANDB_MODE=offline works
     wandb_project: str = "istpan"
     wandb_run: str = ""  # run name; "" = the name of train.out_dir
@@ -173,6 +174,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.modality": MODALITIES,
     "data.flow_algorithm": FLOW_ALGORITHMS,
     "train.prefix_sizes": ("all", "one"),
+    "train.prefix_target": ("label", "final"),
 }
 
 

@@ -56,6 +56,23 @@ def test_prefix_loss_equals_a_naive_per_prefix_computation():
         assert want > 0.1  # not a vanishing loss that any computation would match
 
 
+def test_final_target_is_the_detached_k_frame_prediction():
+    """prefix_target=final: each prefix's cross-entropy against softmax of the K-frame logits, which get no gradient
+    from it (the K-frame output learns from the label only)."""
+    g = torch.Generator().manual_seed(2)
+    full = torch.randn(3, 5, generator=g, requires_grad=True)
+    prefixes = [torch.randn(3, 5, generator=g, requires_grad=True) for _ in range(2)]
+    got = prefix_ce(prefixes, torch.tensor([0, 1, 2]), multi_label=False, full_logits=full)
+    p = full.detach().softmax(-1)
+    want = sum(-(p * x.log_softmax(-1)).sum(-1).mean() for x in prefixes) / 2
+    assert torch.allclose(got, want, atol=1e-6)
+    got.backward()
+    assert full.grad is None and all(x.grad is not None for x in prefixes)
+    # multi-label: sigmoid targets, binary cross-entropy
+    got = prefix_ce(prefixes[:1], torch.zeros(3, 5), multi_label=True, full_logits=full)
+    assert torch.allclose(got, F.binary_cross_entropy_with_logits(prefixes[0], full.detach().sigmoid()))
+
+
 def test_prefix_sizes():
     assert prefix_sizes("all", 8) == list(range(1, 8))
     assert prefix_sizes("all", 1) == []
@@ -80,7 +97,7 @@ def _one_step(model: torch.nn.Module, batch: dict, overrides: list[str]):
         log=RunLog(Path("."), enabled=False, tensorboard=False, resume_step=None), progress=False)
 
 
-def _hand_step(ref: torch.nn.Module, cfg, batch: dict, weight: float) -> torch.nn.Module:
+def _hand_step(ref: torch.nn.Module, cfg, batch: dict, weight: float, final: bool = False) -> torch.nn.Module:
     """One optimiser step written out: CE on all K frames (+ weight x the naive prefix CE), seeded as the loop is."""
     m = copy.deepcopy(ref).train()
     o = build_optimizer(m, cfg.optim)
@@ -90,11 +107,13 @@ def _hand_step(ref: torch.nn.Module, cfg, batch: dict, weight: float) -> torch.n
         loss = F.cross_entropy(m(video).logits, label)  # today's step
     else:  # in train mode BatchNorm normalises over the frames in a pass: the backbone sees all K frames once
         feats = m.frame_features(video.flatten(0, 1)).unflatten(0, (4, 8))
-        loss = F.cross_entropy(m.forward_clip(feats).logits, label)
+        logits = m.forward_clip(feats).logits
+        loss = F.cross_entropy(logits, label)
+        goal = logits.detach().softmax(-1) if final else label
         for n in range(1, 8):
             keep = sorted(SPREAD_8[:n])
             times = (torch.tensor(keep, dtype=torch.float32) + 0.5) / 8
-            loss = loss + weight / 7 * F.cross_entropy(m.forward_clip(feats[:, keep], times=times).logits, label)
+            loss = loss + weight / 7 * F.cross_entropy(m.forward_clip(feats[:, keep], times=times).logits, goal)
     loss.backward()
     o.step()
     return m
@@ -126,12 +145,19 @@ def test_zero_weight_is_bit_identical_and_a_weight_trains_the_prefixes():
     assert _states(model, _hand_step(ref0, cfg, batch, 0.5))[1] < 1e-5
     assert _states(model, _hand_step(ref0, cfg, batch, 0.0))[1] > 1e-4  # the prefix term did move the weights
 
+    model = copy.deepcopy(ref0)
+    cfg, _ = _one_step(model, batch, ["train.prefix_loss=0.5", "train.prefix_target=final"])
+    assert _states(model, _hand_step(ref0, cfg, batch, 0.5, final=True))[1] < 1e-5
+    assert _states(model, _hand_step(ref0, cfg, batch, 0.5))[1] > 1e-4  # not the label's step
+
 
 def test_config_checks(tmp_path):
     with pytest.raises(UserError, match=r"train\.prefix_loss"):
         load_config(None, ["train.prefix_loss=-0.5"])
     with pytest.raises(UserError, match=r"train\.prefix_sizes"):
         load_config(None, ["train.prefix_sizes=some"])
+    with pytest.raises(UserError, match=r"train\.prefix_target"):
+        load_config(None, ["train.prefix_target=teacher"])
     cfg = load_config(None, ["train.prefix_loss=1", "train.frame_subset_min=2", f"train.out_dir={tmp_path}"])
     with pytest.raises(UserError, match="one of them to 0"):
         train(cfg, progress=False)

@@ -8,7 +8,9 @@ clips classified from prefixes of the order:
 
     L = L_K  +  w · mean over n in S of CE(head(first n frames of the order), target)
 
-with S = {1, ..., K-1} (`train.prefix_sizes=all`) or one n drawn uniformly from 1..K-1 per batch (`one`). The
+with S = {1, ..., K-1} (`train.prefix_sizes=all`) or one n drawn uniformly from 1..K-1 per batch (`one`), and the
+target either the label (`train.prefix_target=label`) or the model's own detached K-frame prediction (`final`:
+self-distillation; what stopping early needs is the answer all K frames would give, not a better guess). The
 backbone runs once per frame (`frame_features`); only the cheap head (`forward_clip`: layer, time encoding, classifier)
 runs again per prefix, through `anytime.prefix_clip`, so training and inference share the order and the times.
 """
@@ -53,8 +55,18 @@ def forward_with_prefixes(
     return out, [prefix_clip(model, feats, taken[:n], k).logits for n in sizes]
 
 
-def prefix_ce(logits: list[torch.Tensor], target: torch.Tensor, *, multi_label: bool) -> torch.Tensor:
-    """Mean classification loss over the prefixes' logits (each (B, C)); 0 when there are none."""
+def prefix_ce(logits: list[torch.Tensor], target: torch.Tensor, *, multi_label: bool,
+              full_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean classification loss over the prefixes' logits (each (B, C)); 0 when there are none.
+
+    target: the batch's labels (`train.prefix_target=label`). With full_logits (the K-frame logits, `final`), each
+    prefix learns the model's own K-frame prediction instead (softmax, or sigmoid for a multi-label head; detached,
+    so the K-frame output only follows the label): self-distillation, which asks the prefix for what anytime
+    stopping needs, the answer all K frames would give.
+    """
     if not logits:
         return target.new_zeros((), dtype=torch.float32)
+    if full_logits is not None:
+        full = full_logits.detach()
+        target = full.sigmoid() if multi_label else full.softmax(-1)  # (B, C) soft targets
     return torch.stack([classification_loss(x, target, multi_label=multi_label) for x in logits]).mean()

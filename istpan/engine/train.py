@@ -195,7 +195,8 @@ def train_one_epoch(
                         out = model(video) if times is None else model(video, times=times)
                     losses = compute_losses(out, target, multi_label=multi_label, beta=tcfg.beta, gamma=tcfg.gamma)
                     if tcfg.prefix_loss > 0:
-                        losses["prefix"] = prefix_ce(prefix_logits, target, multi_label=multi_label)
+                        full = out.logits if tcfg.prefix_target == "final" else None
+                        losses["prefix"] = prefix_ce(prefix_logits, target, multi_label=multi_label, full_logits=full)
                         losses["loss"] = losses["loss"] + tcfg.prefix_loss * losses["prefix"]
                 if not torch.isfinite(losses["loss"]):
                     raise UserError(
