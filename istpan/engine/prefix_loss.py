@@ -13,6 +13,7 @@ target either the label (`train.prefix_target=label`) or the model's own detache
 self-distillation; what stopping early needs is the answer all K frames would give, not a better guess). The
 backbone runs once per frame (`frame_features`); only the cheap head (`forward_clip`: layer, time encoding, classifier)
 runs again per prefix, through `anytime.prefix_clip`, so training and inference share the order and the times.
+Measured at the demo's budget and not adopted there (docs/latency.md): off by default.
 """
 
 from __future__ import annotations
