@@ -53,7 +53,7 @@ def test_features_against_a_naive_loop():
 
 def test_gain_model_is_a_ridge_regression_per_step():
     scores, labels = _scores(80, 4, 3, seed=1)
-    model = GainModel.fit(scores, labels, l2=0.05)
+    model = GainModel.fit(scores, labels, l2=4.0)
     assert model.steps == 3
     x = features(scores)
     correct = (scores.argmax(-1) == labels[:, None]).double()
@@ -64,7 +64,7 @@ def test_gain_model_is_a_ridge_regression_per_step():
         sd = xn.std(0)
         sd[sd <= 1e-6] = 1.0
         z = torch.cat([(xn - xn.mean(0)) / sd, torch.ones(80, 1, dtype=torch.float64)], 1)
-        reg = math.sqrt(0.05 * 80) * torch.eye(z.shape[1], dtype=torch.float64)[:-1]
+        reg = math.sqrt(4.0) * torch.eye(z.shape[1], dtype=torch.float64)[:-1]
         a = torch.cat([z, reg])
         b = torch.cat([100 * (correct[:, -1] - correct[:, n]), torch.zeros(z.shape[1] - 1, dtype=torch.float64)])
         w = torch.linalg.lstsq(a, b[:, None]).solution[:, 0]

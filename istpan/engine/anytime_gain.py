@@ -9,8 +9,8 @@ costs nothing on average, but its margin never lets it stop. The gain rule estim
     features  of the probabilities after n frames and after n - 1 (`features`: margin, top-1, top-2 and their sum,
               entropy, top-1 unchanged, total variation between the two, both probability vectors, and which class
               leads now and before, alone and times the margin: a leading class may be more or less trustworthy)
-    model     one ridge regression per step n = 1..N-1 (`GainModel`), fit on labelled calibration videos to the
-              per-video gain of waiting, 100 * (correct after N frames - correct after n), in top-1 points
+    model     one ridge regression per step n = 1..N-1 (`GainModel`, penalty RIDGE), fit on labelled calibration
+              videos to the per-video gain of waiting, 100 * (correct after N frames - correct after n), in points
     stop      after n frames once the predicted gain <= one threshold (the same at every step: the prediction is in
               the same unit at every step, so one knob, which over-fits a calibration set far less than N - 1)
 
@@ -30,10 +30,11 @@ import torch
 
 from istpan.errors import UserError
 
-__all__ = ["NEVER", "GainModel", "calibrate_gain", "choose_threshold", "cross_fit", "features", "gain_stops",
+__all__ = ["NEVER", "RIDGE", "GainModel", "calibrate_gain", "choose_threshold", "cross_fit", "features", "gain_stops",
            "loss_bound"]
 
 NEVER = -1e9  # a gain threshold no prediction is below: never stop at that step
+RIDGE = 128.0  # ridge penalty: 0.1 per video on 1,280 calibration videos, 0.0125 on 10,240 (measured: docs/latency.md)
 
 
 def features(probs: torch.Tensor) -> torch.Tensor:
@@ -72,9 +73,10 @@ class GainModel:
         return len(self.bias)
 
     @classmethod
-    def fit(cls, scores: torch.Tensor, labels: torch.Tensor, *, l2: float = 1e-2) -> GainModel:
-        """scores (V, N, C) probabilities after 1..N frames, labels (V,). l2 is per video on standardised features
-        (the bias is not shrunk)."""
+    def fit(cls, scores: torch.Tensor, labels: torch.Tensor, *, l2: float = RIDGE) -> GainModel:
+        """scores (V, N, C) probabilities after 1..N frames, labels (V,). l2: the ridge penalty on the standardised
+        weights (the bias is not shrunk), fixed whatever the number of videos, so it shrinks a fit to a few hundred
+        videos hard and one to ten thousand hardly (RIDGE: docs/latency.md)."""
         x = features(scores)  # (V, N, F)
         correct = (scores.argmax(-1) == labels[:, None]).double()  # (V, N)
         gain = 100.0 * (correct[:, -1:] - correct)  # (V, N): points gained by waiting for all N
@@ -85,7 +87,7 @@ class GainModel:
             sd = xn.std(0) if len(xn) > 1 else torch.ones_like(mu)
             sd = torch.where(sd > 1e-6, sd, torch.ones_like(sd))  # a constant feature (step 1's "change") stays 0
             z = torch.cat([(xn - mu) / sd, torch.ones(len(xn), 1, dtype=xn.dtype)], 1)  # (V, F + 1)
-            penalty = torch.full((z.shape[1],), l2 * len(xn), dtype=z.dtype)
+            penalty = torch.full((z.shape[1],), float(l2), dtype=z.dtype)
             penalty[-1] = 0.0
             w = torch.linalg.solve(z.T @ z + torch.diag(penalty) + 1e-9 * torch.eye(z.shape[1], dtype=z.dtype),
                                    z.T @ y)
@@ -131,7 +133,7 @@ def gain_stops(gain: torch.Tensor, threshold: float) -> torch.Tensor:
     return clear.float().argmax(1) + 1
 
 
-def cross_fit(scores: torch.Tensor, labels: torch.Tensor, *, folds: int = 5, l2: float = 1e-2, seed: int = 0
+def cross_fit(scores: torch.Tensor, labels: torch.Tensor, *, folds: int = 5, l2: float = RIDGE, seed: int = 0
               ) -> torch.Tensor:
     """Each video's predicted gain (V, N-1) from a model fit on the other folds (random, fixed by seed): a video's
     own label never enters its prediction, so a threshold chosen on these is not flattered by the regression."""
@@ -163,7 +165,7 @@ def choose_threshold(gain: torch.Tensor, correct: torch.Tensor, *, max_loss: flo
 
 def calibrate_gain(
     scores: torch.Tensor, labels: torch.Tensor, *, max_loss: float = 1.0, z: float = 0.0, folds: int = 5,
-    l2: float = 1e-2, candidates: int = 400, seed: int = 0,
+    l2: float = RIDGE, candidates: int = 400, seed: int = 0,
 ) -> tuple[GainModel, float, dict[str, float]]:
     """The gain model fit on all these videos and the one threshold with the fewest mean frames whose loss bound
     (loss + z * SE vs all N frames) stays within max_loss, chosen on cross-fitted predictions (`cross_fit`,
