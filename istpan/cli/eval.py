@@ -53,8 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="with --anytime: gain (default): stop when the top-1 gain of waiting for all N frames, "
                    "predicted by a per-step model fit on these videos, is <= one threshold; margin: stop when the "
                    "top-1 margin p1 - p2 reaches a per-step threshold (docs/latency.md)")
-    a.add_argument("--z", type=float, default=1.0, help="with --anytime: keep loss + Z standard errors within "
-                   "--max-loss, not the loss itself (default 1; 0: the point estimate)")
+    a.add_argument("--z", type=float, help="with --anytime: keep loss + Z standard errors within --max-loss, "
+                   "not the loss itself (default 2; 1 stops earlier on a small validation set at more risk; 0: the "
+                   "point estimate)")
     a.add_argument("--max-loss", type=float, default=1.0, help="with --anytime: top-1 points the rule may lose vs "
                    "fixed K = N (default 1)")
     a.add_argument("--max-frames", type=int, help="with --anytime: N, the most frames per video (default: the "
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.anytime:
         return _anytime(args)
-    if args.max_frames is not None or args.no_fixed_k or args.rule != "gain" or args.z != 1.0:
+    if args.max_frames is not None or args.no_fixed_k or args.rule != "gain" or args.z is not None:
         raise UserError("--max-frames, --no-fixed-k, --rule and --z go with --anytime (calibration of anytime "
                         "inference)")
     if len(args.checkpoint) > 1:
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _anytime(args: argparse.Namespace) -> int:
     """--anytime: calibrate, print the table, write the file `predict --confidence FILE` reads."""
-    from istpan.engine.anytime_calibration import calibrate_checkpoint, format_report
+    from istpan.engine.anytime_calibration import DEFAULT_Z, calibrate_checkpoint, format_report
     from istpan.errors import UserError
 
     if len(args.checkpoint) > 1 or args.fuse_weights or args.views != "1x1":
@@ -127,7 +128,8 @@ def _anytime(args: argparse.Namespace) -> int:
                         "--fuse-weights or --views")
     cal = calibrate_checkpoint(args.checkpoint[0], max_frames=args.max_frames, max_loss=args.max_loss,
                                order=args.frame_order, fixed_k=not args.no_fixed_k, batch_size=args.batch_size,
-                               overrides=args.overrides, progress=sys.stderr.isatty(), rule=args.rule, z=args.z)
+                               overrides=args.overrides, progress=sys.stderr.isatty(), rule=args.rule,
+                               z=DEFAULT_Z if args.z is None else args.z)
     print(format_report(cal))
     if args.json:
         print(f"wrote {cal.save(args.json)}: istpan predict VIDEO --checkpoint {args.checkpoint[0]} "

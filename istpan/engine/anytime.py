@@ -290,7 +290,7 @@ def calibrate_thresholds(
     """One margin threshold per step (after 1, 2, ..., N-1 frames) that use the fewest mean frames while top-1 stays
     within `max_loss` points of fixed K = N; returns (thresholds, accuracy %, mean frames) on these scores. With
     z > 0 the upper bound loss + z * SE (`anytime_gain.loss_bound`, paired per-video SE) must stay within, not the
-    loss itself: what `istpan eval --anytime` does (z = 1), as the loss on other videos is noisy.
+    loss itself: what `istpan eval --anytime` does (z = 2), as the loss on other videos is noisy.
 
     Why per step: a margin means different things after 1 frame and after 7 (an order-aware model is over-confident
     from one frame; an order-blind one never separates time-reversed classes, so waiting does not help it), and one
