@@ -10,6 +10,7 @@ import torch
 
 from istpan.engine.anytime import anytime_predict, anytime_scores, calibrate_thresholds, stopping_point
 from istpan.engine.anytime_gain import (
+    MIN_VIDEOS_PER_CLASS,
     NEVER,
     GainModel,
     calibrate_gain,
@@ -18,6 +19,7 @@ from istpan.engine.anytime_gain import (
     features,
     gain_stops,
     loss_bound,
+    uses_per_class,
 )
 from istpan.errors import UserError
 from istpan.models import create_model
@@ -53,7 +55,7 @@ def test_features_against_a_naive_loop():
 
 def test_gain_model_is_a_ridge_regression_per_step():
     scores, labels = _scores(80, 4, 3, seed=1)
-    model = GainModel.fit(scores, labels, l2=4.0)
+    model = GainModel.fit(scores, labels, l2=4.0, per_class=True)  # 80 videos would not get them by default
     assert model.steps == 3
     x = features(scores)
     correct = (scores.argmax(-1) == labels[:, None]).double()
@@ -74,6 +76,19 @@ def test_gain_model_is_a_ridge_regression_per_step():
     assert GainModel(**model.to_dict()).predict(scores).equal(pred)  # what the calibration file stores
     with pytest.raises(UserError, match="calibrated for a model with 3 classes, this one has 5"):
         model.predict(torch.rand(2, 4, 5).softmax(-1))
+
+
+def test_per_class_features_need_enough_videos_per_class():
+    """Below MIN_VIDEOS_PER_CLASS calibration videos per class the model keeps the 9 scalar signals only, decided
+    once per calibration (folds and final model alike) and recorded in what the calibration file stores."""
+    scores, labels = _scores(80, 4, 3, seed=1)
+    assert not uses_per_class(80, 3) and uses_per_class(MIN_VIDEOS_PER_CLASS * 3, 3)
+    model = GainModel.fit(scores, labels)
+    assert not model.per_class and all(len(row) == 9 for row in model.mean)
+    torch.testing.assert_close(features(scores, per_class=False), features(scores)[..., :9], atol=0, rtol=0)
+    pred = model.predict(scores)
+    assert GainModel(**model.to_dict()).predict(scores).equal(pred) and model.to_dict()["per_class"] is False
+    assert not calibrate_gain(scores, labels, max_loss=5.0)[0].per_class
 
 
 def test_cross_fit_never_uses_a_videos_own_label():

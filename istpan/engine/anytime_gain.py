@@ -30,15 +30,20 @@ import torch
 
 from istpan.errors import UserError
 
-__all__ = ["NEVER", "RIDGE", "GainModel", "calibrate_gain", "choose_threshold", "cross_fit", "features", "gain_stops",
-           "loss_bound"]
+__all__ = ["MIN_VIDEOS_PER_CLASS", "NEVER", "RIDGE", "GainModel", "calibrate_gain", "choose_threshold", "cross_fit",
+           "features", "gain_stops", "loss_bound", "uses_per_class"]
 
 NEVER = -1e9  # a gain threshold no prediction is below: never stop at that step
+# The per-class features (5 per class) are used only with at least this many calibration videos per class: with
+# fewer, each class's weights are fit to a handful of videos, and the cross-fitted rule hardly stops (400 classes,
+# 5,000 videos: 7.98 of 8 frames with them, fewer without; docs/latency.md). The synthetic sets have 160-1,280.
+MIN_VIDEOS_PER_CLASS = 100
 RIDGE = 128.0  # ridge penalty: 0.1 per video on 1,280 calibration videos, 0.0125 on 10,240 (measured: docs/latency.md)
 
 
-def features(probs: torch.Tensor) -> torch.Tensor:
-    """Per step the signals the gain is predicted from: probabilities after 1..n frames (V, n, C) -> (V, n, 9 + 5C).
+def features(probs: torch.Tensor, *, per_class: bool = True) -> torch.Tensor:
+    """Per step the signals the gain is predicted from: probabilities after 1..n frames (V, n, C) -> (V, n, 9 + 5C),
+    or (V, n, 9) without the per-class ones (`per_class=False`: see `MIN_VIDEOS_PER_CLASS`).
 
     Step n uses only steps n and n - 1 (step 1: itself as the previous one), so a video's features after n frames
     are the same whether computed at once for all steps (calibration) or frame by frame (prediction). float64.
@@ -53,9 +58,16 @@ def features(probs: torch.Tensor) -> torch.Tensor:
     change = 0.5 * (p - prev).abs().sum(-1)  # total variation
     margin = p1 - p2
     signals = [margin, p1, p2, p1 + p2, entropy, same, change, margin**2, p1 * p2]
+    if not per_class:
+        return torch.stack(signals, -1)
     top = torch.nn.functional.one_hot(p.argmax(-1), p.shape[-1]).double()  # which class leads: how far to trust it
     top_prev = torch.nn.functional.one_hot(prev.argmax(-1), p.shape[-1]).double()
     return torch.cat([torch.stack(signals, -1), p, prev, top, top * margin[..., None], top_prev], -1)
+
+
+def uses_per_class(videos: int, classes: int) -> bool:
+    """Whether a gain model fit on `videos` calibration videos of `classes` classes gets the per-class features."""
+    return videos >= MIN_VIDEOS_PER_CLASS * classes
 
 
 @dataclass
@@ -67,17 +79,21 @@ class GainModel:
     scale: list[list[float]]  # (N-1, F)
     weight: list[list[float]]  # (N-1, F)
     bias: list[float]  # (N-1,)
+    per_class: bool = True  # F = 9 + 5C with the per-class features, 9 without (files before this field: with)
 
     @property
     def steps(self) -> int:
         return len(self.bias)
 
     @classmethod
-    def fit(cls, scores: torch.Tensor, labels: torch.Tensor, *, l2: float = RIDGE) -> GainModel:
+    def fit(cls, scores: torch.Tensor, labels: torch.Tensor, *, l2: float = RIDGE, per_class: bool | None = None
+            ) -> GainModel:
         """scores (V, N, C) probabilities after 1..N frames, labels (V,). l2: the ridge penalty on the standardised
         weights (the bias is not shrunk), fixed whatever the number of videos, so it shrinks a fit to a few hundred
         videos hard and one to ten thousand hardly (RIDGE: docs/latency.md)."""
-        x = features(scores)  # (V, N, F)
+        if per_class is None:  # `calibrate_gain` decides once for all its folds
+            per_class = uses_per_class(len(labels), scores.shape[-1])
+        x = features(scores, per_class=per_class)  # (V, N, F)
         correct = (scores.argmax(-1) == labels[:, None]).double()  # (V, N)
         gain = 100.0 * (correct[:, -1:] - correct)  # (V, N): points gained by waiting for all N
         out: dict[str, list] = {"mean": [], "scale": [], "weight": [], "bias": []}
@@ -95,12 +111,12 @@ class GainModel:
             out["scale"].append(sd.tolist())
             out["weight"].append(w[:-1].tolist())
             out["bias"].append(float(w[-1]))
-        return cls(**out)
+        return cls(**out, per_class=per_class)
 
     def predict(self, probs: torch.Tensor) -> torch.Tensor:
         """Predicted gain of waiting (points) after each of the first min(n, N-1) steps: (V, n, C) -> (V, n')."""
-        x = features(probs)
-        if x.shape[-1] != len(self.mean[0]):
+        x = features(probs, per_class=self.per_class)
+        if self.per_class and x.shape[-1] != len(self.mean[0]):
             classes = (len(self.mean[0]) - 9) // 5
             raise UserError(f"the gain rule was calibrated for a model with {classes} classes, this one has "
                             f"{probs.shape[-1]}: calibrate it for this checkpoint (istpan eval --anytime)")
@@ -133,8 +149,8 @@ def gain_stops(gain: torch.Tensor, threshold: float) -> torch.Tensor:
     return clear.float().argmax(1) + 1
 
 
-def cross_fit(scores: torch.Tensor, labels: torch.Tensor, *, folds: int = 5, l2: float = RIDGE, seed: int = 0
-              ) -> torch.Tensor:
+def cross_fit(scores: torch.Tensor, labels: torch.Tensor, *, folds: int = 5, l2: float = RIDGE, seed: int = 0,
+              per_class: bool | None = None) -> torch.Tensor:
     """Each video's predicted gain (V, N-1) from a model fit on the other folds (random, fixed by seed): a video's
     own label never enters its prediction, so a threshold chosen on these is not flattered by the regression."""
     gain = torch.empty(len(labels), scores.shape[1] - 1, dtype=torch.float64)
@@ -143,7 +159,7 @@ def cross_fit(scores: torch.Tensor, labels: torch.Tensor, *, folds: int = 5, l2:
     for i in range(folds):
         held = order[i::folds]
         rest = torch.cat([order[j::folds] for j in range(folds) if j != i])
-        gain[held] = GainModel.fit(scores[rest], labels[rest], l2=l2).predict(scores[held])
+        gain[held] = GainModel.fit(scores[rest], labels[rest], l2=l2, per_class=per_class).predict(scores[held])
     return gain
 
 
@@ -172,10 +188,11 @@ def calibrate_gain(
     `choose_threshold`). scores (V, N, C), labels (V,). Returns (model, threshold, cross-fitted figures: accuracy,
     mean_frames, loss, se, bound)."""
     correct = scores.argmax(-1) == labels[:, None]  # (V, N)
-    gain = cross_fit(scores, labels, folds=folds, l2=l2, seed=seed)
+    per_class = uses_per_class(len(labels), scores.shape[-1])  # one decision for the folds and the final model
+    gain = cross_fit(scores, labels, folds=folds, l2=l2, seed=seed, per_class=per_class)
     threshold = choose_threshold(gain, correct, max_loss=max_loss, z=z, candidates=candidates)
     used = gain_stops(gain, threshold)
     loss, se, bound = loss_bound(correct, used, z)
     figures = {"accuracy": 100.0 * correct.gather(1, (used - 1)[:, None]).double().mean().item(),
                "mean_frames": used.double().mean().item(), "loss": loss, "se": se, "bound": bound}
-    return GainModel.fit(scores, labels, l2=l2), threshold, figures
+    return GainModel.fit(scores, labels, l2=l2, per_class=per_class), threshold, figures
