@@ -157,12 +157,12 @@ def _top1(scores: torch.Tensor, labels: torch.Tensor) -> float:
 def _measure(scores: torch.Tensor, labels: torch.Tensor, cal) -> tuple[float, float, float, float]:
     """(top-1 %, loss in points vs fixed K = 8, its standard error, mean frames) of a calibration on these videos."""
     from istpan.engine.anytime import stopping_point
-    from istpan.engine.anytime_gain import loss_bound
+    from istpan.engine.anytime_gain import loss_bound, stopped_correct
 
     used = stopping_point(scores, cal.thresholds, cal.gain_model())  # (V,)
     correct = scores.argmax(-1) == labels[:, None]  # (V, N)
     loss, se, _ = loss_bound(correct, used, 0.0)
-    acc = 100 * correct.gather(1, (used - 1)[:, None]).float().mean().item()
+    acc = 100 * stopped_correct(correct, used).float().mean().item()
     return acc, loss, se, used.float().mean().item()
 
 
@@ -173,14 +173,14 @@ def _prefix(scores: torch.Tensor, labels: torch.Tensor) -> list[float]:
 
 def _gain_curve(scores: torch.Tensor, labels: torch.Tensor, cal) -> tuple[list[float], list[float]]:
     """(mean frames, top-1 %) of the gain model `cal` brings at every threshold (quantiles of its predictions)."""
-    from istpan.engine.anytime_gain import gain_stops
+    from istpan.engine.anytime_gain import gain_stops, stopped_correct
 
     gain = cal.gain_model().predict(scores)  # (V, N - 1)
     correct = scores.argmax(-1) == labels[:, None]
     pts = []
     for t in torch.quantile(gain.flatten(), torch.linspace(0, 1, 101, dtype=torch.float64)).tolist():
         used = gain_stops(gain, t)
-        pts.append((used.float().mean().item(), 100 * correct.gather(1, (used - 1)[:, None]).float().mean().item()))
+        pts.append((used.float().mean().item(), 100 * stopped_correct(correct, used).float().mean().item()))
     pts.sort()
     return [p[0] for p in pts], [p[1] for p in pts]
 

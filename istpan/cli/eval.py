@@ -49,7 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    "with the fewest mean frames whose loss bound stays within --max-loss of fixed K = N; prints "
                    "accuracy vs frames (fixed K = 1..N and the rule) and, with --json FILE, writes what predict "
                    "--confidence FILE reads")
-    a.add_argument("--rule", choices=("gain", "margin"), default="gain",
+    a.add_argument("--rule", choices=("gain", "margin"),
                    help="with --anytime: gain (default): stop when the top-1 gain of waiting for all N frames, "
                    "predicted by a per-step model fit on these videos, is <= one threshold; margin: stop when the "
                    "top-1 margin p1 - p2 reaches a per-step threshold (docs/latency.md)")
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.anytime:
         return _anytime(args)
-    if args.max_frames is not None or args.no_fixed_k or args.rule != "gain" or args.z is not None:
+    if args.max_frames is not None or args.no_fixed_k or args.rule is not None or args.z is not None:
         raise UserError("--max-frames, --no-fixed-k, --rule and --z go with --anytime (calibration of anytime "
                         "inference)")
     if len(args.checkpoint) > 1:
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _anytime(args: argparse.Namespace) -> int:
     """--anytime: calibrate, print the table, write the file `predict --confidence FILE` reads."""
-    from istpan.engine.anytime_calibration import DEFAULT_Z, calibrate_checkpoint, format_report
+    from istpan.engine.anytime_calibration import DEFAULT_RULE, DEFAULT_Z, calibrate_checkpoint, format_report
     from istpan.errors import UserError
 
     if len(args.checkpoint) > 1 or args.fuse_weights or args.views != "1x1":
@@ -128,7 +128,8 @@ def _anytime(args: argparse.Namespace) -> int:
                         "--fuse-weights or --views")
     cal = calibrate_checkpoint(args.checkpoint[0], max_frames=args.max_frames, max_loss=args.max_loss,
                                order=args.frame_order, fixed_k=not args.no_fixed_k, batch_size=args.batch_size,
-                               overrides=args.overrides, progress=sys.stderr.isatty(), rule=args.rule,
+                               overrides=args.overrides, progress=sys.stderr.isatty(),
+                               rule=DEFAULT_RULE if args.rule is None else args.rule,
                                z=DEFAULT_Z if args.z is None else args.z)
     print(format_report(cal))
     if args.json:

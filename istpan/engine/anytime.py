@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from istpan.engine.anytime_gain import GainModel, loss_bound
+from istpan.engine.anytime_gain import GainModel, loss_bound, stopped_correct
 from istpan.engine.predict import probabilities
 from istpan.errors import UserError
 
@@ -254,7 +254,7 @@ def _curve(scores: torch.Tensor, labels: torch.Tensor, thresholds: Sequence[floa
     acc, frames = [], []
     for thr in thresholds:
         used = stopping_point(scores, thr)  # (V,)
-        acc.append(100.0 * correct.gather(1, (used - 1)[:, None]).float().mean().item())
+        acc.append(100.0 * stopped_correct(correct, used).float().mean().item())
         frames.append(used.float().mean().item())
     return AnytimeCurve(list(thresholds), acc, frames, 100.0 * correct[:, -1].float().mean().item())
 
@@ -279,7 +279,7 @@ def _point(scores: torch.Tensor, correct: torch.Tensor, thresholds: Sequence[flo
            ) -> tuple[float, float, float]:
     """(accuracy %, mean frames, loss bound in points) of per-step margin thresholds."""
     used = stopping_point(scores, thresholds)  # (V,)
-    acc = 100.0 * correct.gather(1, (used - 1)[:, None]).float().mean().item()
+    acc = 100.0 * stopped_correct(correct, used).float().mean().item()
     return acc, used.float().mean().item(), loss_bound(correct, used, z)[2]
 
 

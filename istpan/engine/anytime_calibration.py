@@ -34,7 +34,7 @@ from istpan.engine.anytime import (
     frame_order,
     stopping_point,
 )
-from istpan.engine.anytime_gain import GainModel, calibrate_gain, loss_bound
+from istpan.engine.anytime_gain import GainModel, calibrate_gain, loss_bound, stopped_correct
 from istpan.errors import UserError
 
 __all__ = ["DEFAULT_RULE", "RULES", "Calibration", "calibrate_checkpoint", "calibrate_scores", "format_report",
@@ -178,7 +178,7 @@ def calibrate_scores(
     name = order if isinstance(order, str) else "custom"
     return Calibration(
         thresholds=thresholds, frame_order=name, order=frame_order(order, num), max_frames=num,
-        max_loss=float(max_loss), accuracy=100.0 * correct.gather(1, (used - 1)[:, None]).float().mean().item(),
+        max_loss=float(max_loss), accuracy=100.0 * stopped_correct(correct, used).float().mean().item(),
         mean_frames=used.float().mean().item(), full_accuracy=100.0 * correct[:, -1].float().mean().item(),
         prefix_accuracy=(100.0 * correct.float().mean(0)).tolist(), num_videos=len(labels), rule=rule, gain=gain,
         z=float(z), bound={k: float(v) for k, v in bound.items()},

@@ -31,7 +31,7 @@ import torch
 from istpan.errors import UserError
 
 __all__ = ["MIN_VIDEOS_PER_CLASS", "NEVER", "RIDGE", "GainModel", "calibrate_gain", "choose_threshold", "cross_fit",
-           "features", "gain_stops", "loss_bound", "uses_per_class"]
+           "features", "gain_stops", "loss_bound", "stopped_correct", "uses_per_class"]
 
 NEVER = -1e9  # a gain threshold no prediction is below: never stop at that step
 # The per-class features (5 per class) are used only with at least this many calibration videos per class: with
@@ -131,12 +131,18 @@ class GainModel:
         return asdict(self)
 
 
+def stopped_correct(correct: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+    """(V,) whether each video's answer is right at the frame it stopped at: correct (V, N) per step, used (V,)
+    frames used (1-based). The one place calibration, the loss bound and the bench read a stopping rule's answers."""
+    return correct.gather(1, (used - 1)[:, None])[:, 0]
+
+
 def loss_bound(correct: torch.Tensor, used: torch.Tensor, z: float) -> tuple[float, float, float]:
     """(loss, its standard error, loss + z * SE) in top-1 points vs all N frames: correct (V, N) bool per step,
     used (V,) frames each video stopped at. The SE is the paired one, from the per-video differences, with one
     pseudo-video lost and one gained added (Agresti-Caffo style): a small set on which stopping early happened to
     change no answer does not get a zero SE (on 5,120 videos this changes the SE by < 1 %)."""
-    diff = correct[:, -1].double() - correct.gather(1, (used - 1)[:, None])[:, 0].double()  # (V,) in {-1, 0, 1}
+    diff = correct[:, -1].double() - stopped_correct(correct, used).double()  # (V,) in {-1, 0, 1}
     loss = 100.0 * diff.mean().item()
     padded = torch.cat([diff, torch.tensor([1.0, -1.0], dtype=torch.float64)])
     se = 100.0 * padded.std().item() / math.sqrt(len(diff))
@@ -193,6 +199,6 @@ def calibrate_gain(
     threshold = choose_threshold(gain, correct, max_loss=max_loss, z=z, candidates=candidates)
     used = gain_stops(gain, threshold)
     loss, se, bound = loss_bound(correct, used, z)
-    figures = {"accuracy": 100.0 * correct.gather(1, (used - 1)[:, None]).double().mean().item(),
+    figures = {"accuracy": 100.0 * stopped_correct(correct, used).double().mean().item(),
                "mean_frames": used.double().mean().item(), "loss": loss, "se": se, "bound": bound}
     return GainModel.fit(scores, labels, l2=l2, per_class=per_class), threshold, figures
