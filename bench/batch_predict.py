@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from istpan.config import DataConfig
-    from istpan.engine.checkpoint import build_meta, save_checkpoint
+    from istpan.files.checkpoint import build_meta, save_checkpoint
     from istpan.models import create_model
 
     root = write_videos(args.dir, args.videos)

@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 
 from istpan.data.decode import iter_frames, video_info
-from istpan.data.flow import FlowEstimator, quantise, save_flow_frame, to_grey
+from istpan.data.flow.compute import FlowEstimator, quantise, to_grey
+from istpan.data.tools.flow import save_flow_frame
 from istpan.modality import FLOW_ALGORITHMS
 
 DEFAULT_CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "clips"

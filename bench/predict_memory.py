@@ -55,7 +55,7 @@ def child(args: argparse.Namespace) -> None:
     """Predict one video with sliding windows; print peak RSS (MiB) as JSON."""
     import torch
 
-    from istpan.engine.windows import sliding_window_predict
+    from istpan.inference.windows import sliding_window_predict
     from istpan.models import create_model
 
     torch.set_num_threads(2)

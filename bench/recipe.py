@@ -34,19 +34,19 @@ from _common import Endless, timed_rounds, train_bench_config
 
 from istpan.config import AugmentConfig
 from istpan.data import build_dataset, build_loader
-from istpan.data.synth import generate
+from istpan.data.tools.synth import generate
 
 MODERN = dict(policy="randaugment", random_erasing=0.25, mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1)
 EMA_DECAY = 0.999
 
 
 def cost(args: argparse.Namespace) -> None:
-    from istpan.engine.amp import make_grad_scaler
-    from istpan.engine.mixing import BatchMix
-    from istpan.engine.optim import build_optimizer, build_scheduler
-    from istpan.engine.run_log import RunLog
-    from istpan.engine.train import train_one_epoch
     from istpan.models import create_model
+    from istpan.runtime.amp import make_grad_scaler
+    from istpan.training.mixing import BatchMix
+    from istpan.training.optim import build_optimizer, build_scheduler
+    from istpan.training.run_log import RunLog
+    from istpan.training.train import train_one_epoch
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="istpan_bench_recipe_"))
@@ -110,8 +110,8 @@ ACCURACY_VARIANTS = {  # name -> (augment section, train.ema_decay)
 
 
 def accuracy(args: argparse.Namespace) -> None:
-    from istpan.engine.train import train
     from istpan.experiments.runs import Budget, synth_config
+    from istpan.training.train import train
 
     torch.set_num_threads(args.threads)
     budget = Budget(num_videos=args.videos, epochs=args.epochs, num_workers=args.workers)

@@ -57,9 +57,9 @@ def main() -> None:
 
     from istpan.data import build_dataset, build_loader
     from istpan.data import index as video_index
-    from istpan.data.check import check_dataset
     from istpan.data.shard_loader import build_shard_loader
-    from istpan.data.shards import shard_dataset
+    from istpan.data.tools.check import check_dataset
+    from istpan.data.tools.shards import shard_dataset
     from istpan.data.video_dataset import load_split
 
     root = write_videos(args.dir, args.videos)

@@ -57,7 +57,7 @@ def _meta(size: int, k: int = 8) -> dict:
 @torch.no_grad()
 def stream_speedup(size: int, *, k: int = 8, decisions: int = 40) -> tuple[float, float, float]:
     """(cached ms, recompute ms, ratio) per decision for istpan_mobilenetv2 at `size` px."""
-    from istpan.engine.stream import FeatureCache
+    from istpan.inference.stream import FeatureCache
     from istpan.models import create_model
 
     torch.manual_seed(0)
@@ -86,7 +86,7 @@ def stream_speedup(size: int, *, k: int = 8, decisions: int = 40) -> tuple[float
 # ------------------------------------------------------------------------------------------- window_passes
 def window_passes(video: Path) -> tuple[float, float, int]:
     """(backbone passes / distinct sampled frame with the cache, the same without it, windows)."""
-    from istpan.engine.windows import sliding_window_predict
+    from istpan.inference.windows import sliding_window_predict
     from istpan.models import create_model
 
     torch.manual_seed(0)
@@ -100,7 +100,7 @@ def window_passes(video: Path) -> tuple[float, float, int]:
 # ------------------------------------------------------------------------------------------- memory
 def child(video: str, sample_fps: float) -> None:
     """`istpan predict --stream` in Python: stream the video, print peak RSS (MiB) and the decision count as JSON."""
-    from istpan.engine.predictor import Predictor
+    from istpan.inference.predictor import Predictor
     from istpan.models import create_model
 
     torch.set_num_threads(1)
@@ -130,8 +130,8 @@ def _passes(models: dict, cfg, root: Path | None = None, *, segments: int = 8, v
     """One pass over a set's videos (K = segments) for every model: per model and frame order the probabilities after
     1..K frames (V, K, C), each frame through the backbone once for both orders; per model the fixed-K scores (V, C)
     (the model on all K frames, as `istpan eval` computes them); the labels. Decoding is shared by the models."""
-    from istpan.engine.anytime import scores_from_features
     from istpan.experiments.runs import _val_loader
+    from istpan.inference.anytime import scores_from_features
 
     scores = {m: {o: [] for o in ORDERS} for m in models}
     fixed: dict[str, list[torch.Tensor]] = {m: [] for m in models}
@@ -156,8 +156,8 @@ def _top1(scores: torch.Tensor, labels: torch.Tensor) -> float:
 
 def _measure(scores: torch.Tensor, labels: torch.Tensor, cal) -> tuple[float, float, float, float]:
     """(top-1 %, loss in points vs fixed K = 8, its standard error, mean frames) of a calibration on these videos."""
-    from istpan.engine.anytime import stopping_point
-    from istpan.engine.anytime_gain import loss_bound, stopped_correct
+    from istpan.inference.anytime import stopping_point
+    from istpan.inference.anytime_gain import loss_bound, stopped_correct
 
     used = stopping_point(scores, cal.thresholds, cal.gain_model())  # (V,)
     correct = scores.argmax(-1) == labels[:, None]  # (V, N)
@@ -173,7 +173,7 @@ def _prefix(scores: torch.Tensor, labels: torch.Tensor) -> list[float]:
 
 def _gain_curve(scores: torch.Tensor, labels: torch.Tensor, cal) -> tuple[list[float], list[float]]:
     """(mean frames, top-1 %) of the gain model `cal` brings at every threshold (quantiles of its predictions)."""
-    from istpan.engine.anytime_gain import gain_stops, stopped_correct
+    from istpan.inference.anytime_gain import gain_stops, stopped_correct
 
     gain = cal.gain_model().predict(scores)  # (V, N - 1)
     correct = scores.argmax(-1) == labels[:, None]
@@ -190,12 +190,12 @@ def anytime(demo: Path, *, max_loss: float, plot: Path | None, sets: int) -> dic
     scored once. Per demo model, frame order and rule: `calibrate_scores` (the product's calibration) on the first
     half of the sets, measured on the second half (the report set), the swapped fold, and the demo's own 160
     validation videos; fixed K = 1..8 on the demo's videos and on the first report set; the fold table."""
-    from istpan.data import synth
-    from istpan.engine.anytime import DEFAULT_ORDER, calibrate_threshold
-    from istpan.engine.anytime_calibration import calibrate_scores
-    from istpan.engine.checkpoint import load_model
+    from istpan.data.tools import synth
+    from istpan.evaluation.calibration import calibrate_scores
     from istpan.experiments.demo import FULL, VARIANTS, _slug
     from istpan.experiments.runs import synth_config
+    from istpan.files.checkpoint import load_model
+    from istpan.inference.anytime import DEFAULT_ORDER, calibrate_threshold
 
     if sets < 2 or sets % 2:
         raise SystemExit(f"--anytime-sets {sets}: an even number >= 2 (half calibrate, half report)")
@@ -265,7 +265,7 @@ def _folds(data: dict[str, list[tuple[torch.Tensor, torch.Tensor]]], *, max_loss
     8 folds per calibration size. Prints per model, rule and size the mean and worst held-out frames and loss."""
     import random
 
-    from istpan.engine.anytime_calibration import calibrate_scores
+    from istpan.evaluation.calibration import calibrate_scores
 
     sets = len(next(iter(data.values())))
     rng = random.Random(seed)
@@ -332,7 +332,7 @@ def _plot(results: dict[str, dict], path: Path) -> None:
 def _report(res: dict[str, dict], max_loss: float) -> tuple[float, float]:
     """Print the anytime table; return (largest mean frames, largest held-out loss) of the default rule and order
     over the models and both folds."""
-    from istpan.engine.anytime import DEFAULT_ORDER
+    from istpan.inference.anytime import DEFAULT_ORDER
 
     for name, r in res.items():
         n = r["num"]

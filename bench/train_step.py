@@ -3,7 +3,7 @@
     .venv/bin/python bench/train_step.py                  # istpan_tiny, 64 px, K=8, batch 8, 1 thread + 1 worker
     .venv/bin/python bench/train_step.py --model istpan_mobilenetv2 --size 112 --threads 2 --amp-too
 
-1. loop_overhead   = step time of `istpan.engine.train.train_one_epoch` / step time of a bare 20-line torch loop,
+1. loop_overhead   = step time of `istpan.training.train.train_one_epoch` / step time of a bare 20-line torch loop,
                      same model, same in-memory batch, same loss (CE + beta·l_interactive + gamma·l_attn) and
                      gradient clipping; what remains is the loop's own machinery (seeding, schedule, logging,
                      progress, finiteness check). Goal <= 1.05.
@@ -26,12 +26,12 @@ import torch
 from _common import Endless, timed_rounds, train_bench_config
 
 from istpan.data import build_dataset, build_loader
-from istpan.data.synth import generate
-from istpan.engine.amp import make_grad_scaler
-from istpan.engine.optim import build_optimizer, build_scheduler
-from istpan.engine.run_log import RunLog
-from istpan.engine.train import train_one_epoch
+from istpan.data.tools.synth import generate
 from istpan.models import create_model
+from istpan.runtime.amp import make_grad_scaler
+from istpan.training.optim import build_optimizer, build_scheduler
+from istpan.training.run_log import RunLog
+from istpan.training.train import train_one_epoch
 
 
 def bare_loop(model, batches, optimizer, *, beta: float, gamma: float, clip: float) -> None:

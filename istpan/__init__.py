@@ -1,8 +1,9 @@
 """istpan: video action classification with Interaction-aware Spatio-Temporal Pyramid Attention.
 
-`from istpan import Predictor` is the entry point for programs (see `istpan.engine.predictor`);
+`from istpan import Predictor` is the entry point for programs (see `istpan.inference.predictor`);
 `istpan.from_pretrained(folder_or_hub_repo_id)` / `istpan.save_pretrained(model, meta, folder)` read and write
-shareable model folders (`istpan.models.hub`). They are imported on first use (PEP 562) so that `import istpan` and
+shareable model folders (`istpan.files.pretrained`). They are imported on first use (PEP 562) so that
+`import istpan` and
 `istpan --help` stay free of torch's start-up time.
 """
 
@@ -10,11 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from istpan._version import __version__
+
 __all__ = ["Predictor", "Preprocessing", "__version__", "from_pretrained", "save_pretrained"]
 
-_LAZY = {"Predictor": "istpan.engine.predictor", "Preprocessing": "istpan.data.preprocess",
-         "from_pretrained": "istpan.models.hub", "save_pretrained": "istpan.models.hub"}
+_LAZY = {"Predictor": "istpan.inference.predictor", "Preprocessing": "istpan.data.preprocess",
+         "from_pretrained": "istpan.files.pretrained", "save_pretrained": "istpan.files.pretrained"}
 
 
 def __getattr__(name: str) -> Any:

@@ -121,7 +121,8 @@ class TrainConfig:
     frame_subset_min: int = 0
     # 0 = off; w > 0 adds w x the mean cross-entropy of the clip classified from prefixes of the anytime frame order
     # (the backbone runs once per frame, only the head again per prefix): trains anytime inference while keeping
-    # the K-frame loss (engine/prefix_loss.py, docs/latency.md). prefix_sizes: "all" prefixes 1..K-1, or "one" per batch
+    # the K-frame loss (training/prefix_loss.py, docs/latency.md). prefix_sizes: "all" prefixes 1..K-1, or "one" per
+    # batch
     prefix_loss: float = 0.0
     prefix_sizes: str = "all"
     prefix_target: str = "label"  # label: CE against the label; final: against the model's own K-frame prediction

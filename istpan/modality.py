@@ -17,7 +17,7 @@ __all__ = ["DEFAULT_FLOW_LENGTH", "FLOW_ALGORITHMS", "FLOW_MEAN", "FLOW_STD", "I
            "MODALITIES", "flow_x_channels", "in_channels", "input_stats"]
 
 MODALITIES = ("rgb", "flow", "rgb+flow")
-FLOW_ALGORITHMS = ("tvl1", "dis", "farneback")  # istpan/data/flow.py computes them
+FLOW_ALGORITHMS = ("tvl1", "dis", "farneback")  # istpan/data/flow/compute.py computes them
 DEFAULT_FLOW_LENGTH = 5  # L, TSN's
 # ImageNet RGB statistics of [0, 1] pixels: the one copy (data transforms, Preprocessing and backbones import it)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from istpan.config import DataConfig
-from istpan.engine.checkpoint import build_meta, save_checkpoint
+from istpan.files.checkpoint import build_meta, save_checkpoint
 from istpan.models import create_model
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from istpan.cli.main import main
-from istpan.data import synth
+from istpan.data.tools import synth
 from istpan.experiments.ablation import ABLATION, format_markdown, rows
 from istpan.experiments.runs import glimpse_redundancy
 
@@ -161,7 +161,7 @@ def test_intervals_match_their_textbook_definitions() -> None:
 
 
 def test_cluttered_scene_small_actor_deterministic_in_parallel(tmp_path: Path) -> None:
-    from istpan.data import synth
+    from istpan.data.tools import synth
 
     spec = synth.SynthSpec(seed=5, size=112, num_frames=6, scene="cluttered")
     for i, cls in enumerate(synth.CLASSES):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from istpan.engine.anytime import (
+from istpan.errors import UserError
+from istpan.inference.anytime import (
     DEFAULT_ORDER,
     anytime_predict,
     anytime_scores,
@@ -18,7 +19,6 @@ from istpan.engine.anytime import (
     stopping_point,
     van_der_corput,
 )
-from istpan.errors import UserError
 from istpan.models import create_model
 
 

@@ -1,4 +1,4 @@
-"""`istpan eval --anytime` (engine/anytime_calibration.py) and `predict --confidence FILE`: calibration end to end on
+"""`istpan eval --anytime` (evaluation/calibration.py) and `predict --confidence FILE`: calibration end to end on
 generated videos, the file round trip, and that predict reproduces the frames and accuracy the calibration reported."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import torch
 
 from istpan.cli.main import build_parser, main
 from istpan.config import config_to_dict
-from istpan.data import synth
-from istpan.engine.anytime import FRAME_ORDERS
-from istpan.engine.anytime_calibration import load_calibration
-from istpan.engine.checkpoint import build_meta, save_checkpoint
+from istpan.data.tools import synth
+from istpan.evaluation.calibration import load_calibration
 from istpan.experiments.runs import Budget, _val_loader, synth_config
+from istpan.files.checkpoint import build_meta, save_checkpoint
+from istpan.inference.anytime import FRAME_ORDERS
 from istpan.models import create_model
 
 

@@ -1,4 +1,4 @@
-"""The gain stopping rule (engine/anytime_gain.py) against naive references, and the case it exists for."""
+"""The gain stopping rule (inference/anytime_gain.py) against naive references, and the case it exists for."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import statistics
 import pytest
 import torch
 
-from istpan.engine.anytime import anytime_predict, anytime_scores, calibrate_thresholds, stopping_point
-from istpan.engine.anytime_gain import (
+from istpan.errors import UserError
+from istpan.inference.anytime import anytime_predict, anytime_scores, calibrate_thresholds, stopping_point
+from istpan.inference.anytime_gain import (
     MIN_VIDEOS_PER_CLASS,
     NEVER,
     GainModel,
@@ -21,7 +22,6 @@ from istpan.engine.anytime_gain import (
     loss_bound,
     uses_per_class,
 )
-from istpan.errors import UserError
 from istpan.models import create_model
 
 

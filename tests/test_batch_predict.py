@@ -16,7 +16,7 @@ from checkpoints import tiny_checkpoint
 from videos import make_video
 
 from istpan.cli.main import main
-from istpan.engine.predict import predict_videos
+from istpan.inference.predict import predict_videos
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 

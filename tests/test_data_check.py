@@ -12,7 +12,7 @@ import pytest
 from videos import make_video
 
 from istpan.cli.main import main
-from istpan.data.check import check_video
+from istpan.data.tools.check import check_video
 
 
 def audio_only(path: Path) -> Path:

@@ -69,9 +69,9 @@ def _simulated_ddp_weights(cfg, world: int) -> dict:
     from torch.utils.data import DistributedSampler
 
     from istpan.data import build_dataset
-    from istpan.engine.optim import build_optimizer, build_scheduler
-    from istpan.engine.train import _step_seed, compute_losses
     from istpan.models import create_model
+    from istpan.training.optim import build_optimizer, build_scheduler
+    from istpan.training.train import _step_seed, compute_losses
 
     torch.manual_seed(cfg.train.seed)
     model = create_model(cfg.model.name, num_classes=3, **cfg.model.options)
@@ -116,7 +116,7 @@ def test_two_processes_train_exactly_like_a_hand_made_ddp_step(tmp_path):
     """The weights after a 2-process epoch equal a by-hand reference: shards, gradient averaging, seeds, buffers."""
     import torch
 
-    from istpan.engine.checkpoint import load_checkpoint
+    from istpan.files.checkpoint import load_checkpoint
 
     data = make_list_dataset(tmp_path / "data", train=6, val=0)
     (data / "val.txt").write_text("")

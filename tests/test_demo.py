@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from istpan.cli.main import main
-from istpan.data import synth
+from istpan.data.tools import synth
 from istpan.experiments.runs import pair_merged_top1
 
 

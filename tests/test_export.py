@@ -9,9 +9,9 @@ import pytest
 import torch
 from checkpoints import tiny_checkpoint
 
-from istpan.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
-from istpan.engine.export import export_model
 from istpan.errors import UserError
+from istpan.files.checkpoint import load_checkpoint, load_model, save_checkpoint
+from istpan.files.export import export_model
 
 
 @pytest.fixture(scope="module")

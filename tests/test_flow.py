@@ -15,19 +15,11 @@ from videos import make_video
 
 from istpan.config import DataConfig
 from istpan.data.decode import VideoError
-from istpan.data.flow import (
-    DEFAULT_BOUND,
-    FlowJob,
-    dequantise,
-    extract_flow,
-    flow_folder,
-    quantise,
-    save_flow_frame,
-    write_video_flow,
-)
-from istpan.data.flow_frames import count_flow, flow_files, read_flow_stacks
-from istpan.data.flow_transforms import FlowFlip, flow_test_transform
+from istpan.data.flow.compute import DEFAULT_BOUND, dequantise, flow_folder, quantise
+from istpan.data.flow.frames import count_flow, flow_files, read_flow_stacks
+from istpan.data.flow.transforms import FlowFlip, flow_test_transform
 from istpan.data.sampling import stack_starts
+from istpan.data.tools.flow import FlowJob, extract_flow, save_flow_frame, write_video_flow
 from istpan.modality import flow_x_channels, in_channels, input_stats
 
 pytest.importorskip("cv2", reason="optical flow needs opencv-contrib-python-headless (istpan[opencv])")

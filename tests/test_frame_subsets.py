@@ -1,4 +1,4 @@
-"""Random frame subsets in training (train.frame_subset_min, engine/mixing.py FrameSubset): for anytime inference."""
+"""Random frame subsets in training (train.frame_subset_min, training/mixing.py FrameSubset): for anytime inference."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from istpan.config import load_config
-from istpan.engine.anytime import DEFAULT_ORDER, anytime_scores, frame_order
-from istpan.engine.mixing import FrameSubset
-from istpan.engine.optim import build_optimizer, build_scheduler
-from istpan.engine.run_log import RunLog
-from istpan.engine.train import _step_seed, train_one_epoch
 from istpan.errors import UserError
+from istpan.inference.anytime import DEFAULT_ORDER, anytime_scores, frame_order
 from istpan.models import create_model
+from istpan.training.mixing import FrameSubset
+from istpan.training.optim import build_optimizer, build_scheduler
+from istpan.training.run_log import RunLog
+from istpan.training.train import _step_seed, train_one_epoch
 
 
 def _numbered(batch: int = 3, k: int = 8) -> torch.Tensor:

@@ -14,9 +14,9 @@ from test_train import make_list_dataset, tiny_config
 import istpan
 from istpan.cli.main import main
 from istpan.data.preprocess import Preprocessing
-from istpan.engine.checkpoint import load_checkpoint, load_model
-from istpan.engine.train import train
 from istpan.errors import UserError
+from istpan.files.checkpoint import load_checkpoint, load_model
+from istpan.training.train import train
 
 REVISION = "89abcdef0123456789abcdef0123456789abcdef"
 

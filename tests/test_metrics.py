@@ -9,7 +9,7 @@ import torch
 from references import charades_ap_loop
 from torchmetrics.functional.classification import multilabel_average_precision
 
-from istpan.engine.metrics import average_precision_charades, multilabel_metrics, single_label_metrics
+from istpan.evaluation.metrics import average_precision_charades, multilabel_metrics, single_label_metrics
 
 
 def _random_multilabel(n: int, c: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,8 +10,8 @@ from videos import make_video
 
 from istpan.cli.main import main
 from istpan.config import DataConfig
-from istpan.engine.checkpoint import build_meta, save_checkpoint
-from istpan.engine.predict import predict_videos
+from istpan.files.checkpoint import build_meta, save_checkpoint
+from istpan.inference.predict import predict_videos
 from istpan.models import create_model
 from istpan.models.classifier import VideoClassifier
 

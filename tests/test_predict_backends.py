@@ -13,8 +13,8 @@ from videos import make_video
 from istpan.cli.main import main
 from istpan.config import DataConfig
 from istpan.data.decode import iter_frames
-from istpan.engine.checkpoint import build_meta, load_checkpoint, save_checkpoint
-from istpan.engine.predictor import Predictor
+from istpan.files.checkpoint import build_meta, load_checkpoint, save_checkpoint
+from istpan.inference.predictor import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from videos import make_video
 
 from istpan import Predictor
 from istpan.data import count_frames, read_frames
-from istpan.engine.checkpoint import load_model, save_checkpoint
-from istpan.engine.predict import predict_videos
 from istpan.errors import UserError
+from istpan.files.checkpoint import load_model, save_checkpoint
+from istpan.inference.predict import predict_videos
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_bad_files_raise_or_are_reported(run, tmp_path):
 def test_checkpoint_of_an_earlier_version_still_predicts(run, tmp_path):
     """Early checkpoints stored a partial preprocessing dict (no resize / clip_len / mean / std): the missing fields
     are the 256/224 test ratio and the model's own mean/std, so the scores equal those of the full dict."""
-    from istpan.engine.checkpoint import load_checkpoint
+    from istpan.files.checkpoint import load_checkpoint
 
     folder, videos = run
     state = load_checkpoint(folder / "last.pt")

@@ -1,4 +1,4 @@
-"""The anytime prefix loss (train.prefix_loss, engine/prefix_loss.py): what it computes and that 0 changes nothing."""
+"""The anytime prefix loss (train.prefix_loss, training/prefix_loss.py): what it computes and that 0 changes nothing."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from istpan.config import load_config
-from istpan.engine.optim import build_optimizer, build_scheduler
-from istpan.engine.prefix_loss import forward_with_prefixes, prefix_ce, prefix_sizes
-from istpan.engine.run_log import RunLog
-from istpan.engine.train import _step_seed, train, train_one_epoch
 from istpan.errors import UserError
 from istpan.models import create_model
+from istpan.training.optim import build_optimizer, build_scheduler
+from istpan.training.prefix_loss import forward_with_prefixes, prefix_ce, prefix_sizes
+from istpan.training.run_log import RunLog
+from istpan.training.train import _step_seed, train, train_one_epoch
 
 SPREAD_8 = [2, 6, 4, 0, 3, 7, 5, 1]  # the anytime order for N = 8, as docs/latency.md states it
 

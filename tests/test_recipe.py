@@ -23,13 +23,13 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from istpan.config import AugmentConfig, load_config
 from istpan.data.transforms import train_transform
-from istpan.engine.checkpoint import load_checkpoint, load_model
-from istpan.engine.mixing import BatchMix, soft_targets
-from istpan.engine.optim import build_optimizer, build_scheduler
-from istpan.engine.run_log import RunLog
-from istpan.engine.train import train, train_one_epoch
 from istpan.errors import UserError
+from istpan.files.checkpoint import load_checkpoint, load_model
 from istpan.models import create_model
+from istpan.training.mixing import BatchMix, soft_targets
+from istpan.training.optim import build_optimizer, build_scheduler
+from istpan.training.run_log import RunLog
+from istpan.training.train import train, train_one_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -222,7 +222,7 @@ _DDP_WORKER = """
 import sys, torch, torch.distributed as dist
 sys.path.insert(0, TESTS)
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-from istpan.engine.distributed import init_distributed
+from istpan.runtime.distributed import init_distributed
 from test_recipe import accumulation_batches, frozen_bn_model, run_steps
 torch.set_num_threads(1)
 init_distributed(torch.device("cpu"))

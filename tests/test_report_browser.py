@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 from videos import make_video
 
-from istpan.engine.explain import explain_videos
-from istpan.engine.windows import sliding_window_predict
+from istpan.inference.explain import explain_videos
+from istpan.inference.windows import sliding_window_predict
 from istpan.models import create_model
 from istpan.viz.report import write_report
 

@@ -21,8 +21,8 @@ from test_train import (
 )
 
 from istpan.config import save_config
-from istpan.engine.checkpoint import load_checkpoint, read_progress
-from istpan.engine.train import train
+from istpan.files.checkpoint import load_checkpoint, read_progress
+from istpan.training.train import train
 
 EPOCHS = 2
 
@@ -50,7 +50,7 @@ PAUSE_AT = 5  # global step: the first step of epoch 2 (4 steps per epoch)
 _CHILD = """
 import sys, time, torch
 torch.set_num_threads(1)
-from istpan.engine import run_log
+from istpan.training import run_log
 log = run_log.RunLog.log
 def paused_log(self, record, **kw):  # pause once, after logging step PAUSE_AT: the signal lands mid-epoch, always
     log(self, record, **kw)
@@ -155,7 +155,7 @@ def test_auto_resume_reads_only_the_progress_of_the_checkpoint_it_does_not_take(
     """Auto-resume compares last.pt and best.pt by epoch and run id. It used to load both whole (model, EMA and
     optimiser state twice in memory for a large model); now the one it does not take costs only its small pickled
     part. Measured in bytes read, not time: about one checkpoint, where it was two."""
-    from istpan.engine.train import _repair_run_dir, _resume_from
+    from istpan.training.train import _repair_run_dir, _resume_from
 
     base, _, _ = setup
     run = tmp_path / "r"

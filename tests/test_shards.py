@@ -17,7 +17,7 @@ from istpan.cli.main import main
 from istpan.config import save_config
 from istpan.data import index as video_index
 from istpan.data.shard_loader import build_shard_loader, rank_range, resume_plan
-from istpan.data.shards import parse_size
+from istpan.data.tools.shards import parse_size
 from istpan.data.video_dataset import build_dataset
 
 
@@ -194,7 +194,7 @@ def test_truncated_shard_and_failing_url_are_skipped_and_counted(sharded, tmp_pa
 
 
 def test_training_and_eval_from_shards(sharded, tmp_path):
-    from istpan.engine.train import train
+    from istpan.training.train import train
 
     cfg = copy.deepcopy(sharded[2]["cfg"])
     cfg.data = _shard_cfg(sharded)

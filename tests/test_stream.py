@@ -16,8 +16,8 @@ from videos import fed_pipe, make_video
 from istpan.data import VideoError, read_frames
 from istpan.data.preprocess import Preprocessing
 from istpan.data.sources import SourceError, VideoSource, open_source, source_kind
-from istpan.engine.stream import FeatureCache, stream_decisions
 from istpan.errors import UserError
+from istpan.inference.stream import FeatureCache, stream_decisions
 from istpan.models import create_model
 
 NAMES = [f"c{i}" for i in range(5)]

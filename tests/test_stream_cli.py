@@ -18,9 +18,9 @@ from videos import fed_pipe, make_video
 from istpan.cli.main import main
 from istpan.config import DataConfig
 from istpan.data import read_frames
-from istpan.engine.checkpoint import build_meta, save_checkpoint
-from istpan.engine.predictor import Predictor
 from istpan.errors import UserError
+from istpan.files.checkpoint import build_meta, save_checkpoint
+from istpan.inference.predictor import Predictor
 from istpan.models import create_model
 
 
@@ -77,7 +77,7 @@ def test_stdin_stream_prints_one_json_line_per_decision(setup, monkeypatch, caps
 def test_ctrl_c_stops_cleanly(setup, monkeypatch, capsys):
     """A live source that keeps the pipe open: Ctrl-C (SIGINT) while waiting for data ends with a summary line and
     status 0 (PyAV swallows a KeyboardInterrupt raised in its read callback; the source hands it on)."""
-    import istpan.engine.stream as stream_module
+    import istpan.inference.stream as stream_module
 
     ckpt, _, ts = setup
     _stdin_pipe(monkeypatch, ts.read_bytes(), hold_open_s=60)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from istpan.data import synth
+from istpan.data.tools import synth
 from istpan.errors import UserError
 
 SMALL = dict(num_videos=16, size=48, num_frames=8, fps=8)

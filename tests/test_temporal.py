@@ -9,8 +9,8 @@ import warnings
 import pytest
 import torch
 
-from istpan.engine.export import export_model
 from istpan.errors import UserError
+from istpan.files.export import export_model
 from istpan.losses import attention_losses, classification_loss
 from istpan.models import create_model
 from istpan.models.pyramid_attention import PyramidAttention

@@ -17,11 +17,11 @@ import yaml
 from videos import make_frames, make_video
 
 from istpan.config import Config, config_from_dict
-from istpan.engine.checkpoint import load_checkpoint, load_model
-from istpan.engine.evaluate import evaluate, video_scores
-from istpan.engine.optim import apply_partial_bn, lr_factor
-from istpan.engine.train import train
 from istpan.errors import UserError
+from istpan.evaluation.evaluate import evaluate, video_scores
+from istpan.files.checkpoint import load_checkpoint, load_model
+from istpan.training.optim import apply_partial_bn, lr_factor
+from istpan.training.train import train
 
 CLASSES = ["left", "right", "still"]
 
@@ -234,7 +234,7 @@ def test_unreadable_validation_video_is_counted_as_skipped(tmp_path):
 def test_predict_sees_what_eval_sees(run, dataset):
     """`istpan predict` on a file gives the very probabilities `istpan eval` (1x1 view) computes for it."""
     from istpan.data import build_dataset, build_loader
-    from istpan.engine.predict import predict_videos
+    from istpan.inference.predict import predict_videos
 
     cfg, result = run
     model, meta = load_model(result["last_checkpoint"])
@@ -271,7 +271,7 @@ def test_folder_dataset_trains_from_root_alone(dataset, tmp_path):
 
 def test_checkpoint_of_an_unknown_model_names_the_file(run, tmp_path):
     """A checkpoint from another istpan version (model or option unknown here) says which file and what to do."""
-    from istpan.engine.checkpoint import save_checkpoint
+    from istpan.files.checkpoint import save_checkpoint
 
     _, result = run
     state = load_checkpoint(result["last_checkpoint"])

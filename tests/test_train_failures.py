@@ -17,14 +17,14 @@ from PIL import Image
 from test_train import make_list_dataset, read_records, tiny_config
 from videos import make_video
 
-import istpan.engine.train as train_module
+import istpan.training.train as train_module
 from istpan.cli.eval import _confusion_text
 from istpan.cli.main import main
 from istpan.config import save_config
-from istpan.engine import builders
-from istpan.engine.builders import build_data, class_names_of
-from istpan.engine.checkpoint import load_checkpoint, save_checkpoint
-from istpan.engine.train import train
+from istpan.data import build as builders
+from istpan.data.build import build_data, class_names_of
+from istpan.files.checkpoint import load_checkpoint, save_checkpoint
+from istpan.training.train import train
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ import torch
 from references import charades_ap_loop
 from videos import make_frames, make_video
 
-from istpan.engine.fusion import fuse_scores, fused_metrics, parse_fuse_weights
-from istpan.engine.optim import apply_partial_bn
 from istpan.errors import UserError
+from istpan.evaluation.fusion import fuse_scores, fused_metrics, parse_fuse_weights
 from istpan.models import create_model
 from istpan.models.backbones import build_backbone, first_conv
+from istpan.training.optim import apply_partial_bn
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -180,10 +180,10 @@ def test_data_flow_resumes_after_sigkill_without_half_written_video(tmp_path):
 def two_streams(tmp_path_factory):
     """An RGB and a flow checkpoint trained briefly on the same small synthetic set (flow folders by Farneback)."""
     from istpan.config import Config
-    from istpan.data import synth
-    from istpan.data.flow import FlowJob, extract_flow, flow_folder
+    from istpan.data.tools import synth
+    from istpan.data.tools.flow import FlowJob, extract_flow, flow_folder
     from istpan.data.video_dataset import load_split
-    from istpan.engine.train import train
+    from istpan.training.train import train
 
     tmp = tmp_path_factory.mktemp("two_streams")
     data = synth.generate(tmp / "synth", seed=1, num_videos=16, size=32, num_frames=12, fps=8)
@@ -208,7 +208,7 @@ def two_streams(tmp_path_factory):
 
 def test_flow_stream_trains_on_the_synthetic_set(two_streams):
     from istpan.data.video_dataset import load_split
-    from istpan.engine.checkpoint import load_model
+    from istpan.files.checkpoint import load_model
 
     cfg, result = two_streams["flow"]
     d = cfg.data
@@ -221,7 +221,7 @@ def test_flow_stream_trains_on_the_synthetic_set(two_streams):
     # predict computes the flow from the video on the fly: the scores eval got from the flow folders
     from istpan import Predictor
     from istpan.data import build_dataset, build_loader
-    from istpan.engine.evaluate import evaluate
+    from istpan.evaluation.evaluate import evaluate
 
     val = build_dataset(d, split="val", train=False, mean=meta["preprocessing"]["mean"],
                         std=meta["preprocessing"]["std"])
@@ -236,7 +236,7 @@ def test_eval_and_predict_fuse_two_checkpoints(two_streams, tmp_path, capsys):
 
     from istpan import Predictor
     from istpan.cli.main import main
-    from istpan.engine.evaluate import evaluate_checkpoint
+    from istpan.evaluation.evaluate import evaluate_checkpoint
 
     rgb, flow = (two_streams[m][1]["last_checkpoint"] for m in ("rgb", "flow"))
     each = [evaluate_checkpoint(c, return_scores=True) for c in (rgb, flow)]
@@ -264,7 +264,7 @@ def test_eval_and_predict_fuse_two_checkpoints(two_streams, tmp_path, capsys):
 
 
 def test_reversal_pair_metrics_by_hand():
-    from istpan.data.synth import CLASSES
+    from istpan.data.tools.synth import CLASSES
     from istpan.experiments.two_stream import pair_class_top1, within_pair_accuracy
 
     left, right, blink = CLASSES.index("move_left"), CLASSES.index("move_right"), CLASSES.index("blink")
@@ -288,8 +288,8 @@ def test_flow_checkpoint_with_rgb_data_or_rgb_only_tools_is_one_line(two_streams
 
 
 def test_flow_checkpoint_exports_to_torchscript(two_streams, tmp_path):
-    from istpan.engine.checkpoint import load_model
-    from istpan.engine.export import export_model
+    from istpan.files.checkpoint import load_model
+    from istpan.files.export import export_model
 
     model, meta = load_model(two_streams["flow"][1]["last_checkpoint"])
     result = export_model(model, meta, tmp_path / "flow.pt", format="torchscript")
@@ -299,7 +299,7 @@ def test_flow_checkpoint_exports_to_torchscript(two_streams, tmp_path):
 def test_rgb_plus_flow_predict_computes_both_streams_from_the_file(tmp_path):
     from istpan import Predictor
     from istpan.config import DataConfig
-    from istpan.engine.checkpoint import build_meta
+    from istpan.files.checkpoint import build_meta
 
     video = make_video(tmp_path / "a.mp4", make_frames(10, (40, 40)))
     data = DataConfig(modality="rgb+flow", flow_length=2, test_segments=3, input_size=32, short_side=32,

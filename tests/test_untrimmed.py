@@ -10,15 +10,15 @@ from videos import make_video
 from istpan.data import read_frames
 from istpan.data.preprocess import Preprocessing
 from istpan.data.sampling import segment_indices
-from istpan.engine.localization import charades_timepoints
-from istpan.engine.windows import (
+from istpan.errors import UserError
+from istpan.evaluation.localization import charades_timepoints
+from istpan.inference.windows import (
     frame_scores,
     scores_at,
     segments_from_scores,
     sliding_window_predict,
     window_bounds,
 )
-from istpan.errors import UserError
 from istpan.models import create_model
 
 META = {"class_names": ["wave", "jump", "run"],
@@ -164,7 +164,7 @@ def test_mass_in_box():
 
 
 def test_evaluate_localization_on_untrimmed_synthetic_videos(tmp_path, tiny_model):
-    from istpan.data.synth import generate, load_ground_truth
+    from istpan.data.tools.synth import generate, load_ground_truth
     from istpan.experiments.synth_eval import evaluate_localization
 
     root = generate(tmp_path / "synth", num_videos=8, size=64, num_frames=8, fps=8, untrimmed=True, val_fraction=1.0)

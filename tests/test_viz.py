@@ -18,8 +18,7 @@ from videos import make_frames, make_video
 from istpan.data import read_frames
 from istpan.data.preprocess import Preprocessing
 from istpan.data.sampling import sample_indices, segment_indices
-from istpan.engine.explain import explain_videos
-from istpan.engine.localization import (
+from istpan.evaluation.localization import (
     charades_timepoints,
     frame_targets,
     localization_map,
@@ -29,7 +28,8 @@ from istpan.engine.localization import (
     segment_iou,
     temporal_iou,
 )
-from istpan.engine.predict import predict_videos
+from istpan.inference.explain import explain_videos
+from istpan.inference.predict import predict_videos
 from istpan.models import attention_maps, create_model
 from istpan.viz.overlay import colorize, frame_grid, overlay_heatmap, upsample_heat
 from istpan.viz.video import heat_at, write_video

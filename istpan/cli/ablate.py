@@ -113,7 +113,7 @@ def _run_pretrained(args: argparse.Namespace) -> int:
 def _run_finetune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from istpan.data import synth
+    from istpan.data.tools import synth
     from istpan.experiments.finetune import FINETUNE, QUICK_FINETUNE, run_finetune
 
     if not args.weights:

@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 
-from istpan.data import synth
+from istpan.data.tools import synth
 from istpan.errors import UserError
 
 FLOW_HELP = """Compute the optical flow of every video of a dataset config (both splits) into the TSN / MMAction2
@@ -107,7 +107,7 @@ def _data_config(args):
 
 
 def run_check(args) -> int:
-    from istpan.data.check import check_dataset, write_report
+    from istpan.data.tools.check import check_dataset, write_report
     from istpan.data.video_dataset import has_split, load_split
 
     cfg = _data_config(args)
@@ -136,7 +136,7 @@ def run_check(args) -> int:
 
 def run_shard(args) -> int:
     from istpan.config import load_config
-    from istpan.data.shards import parse_size, shard_dataset
+    from istpan.data.tools.shards import parse_size, shard_dataset
 
     cfg = load_config(args.config, args.overrides)
     manifests = shard_dataset(cfg.data, out=args.out, shard_size=parse_size(args.shard_size), workers=args.workers,
@@ -149,7 +149,7 @@ def run_shard(args) -> int:
 
 def run_flow(args) -> int:
     from istpan.config import load_config
-    from istpan.data.flow import FlowJob, extract_flow, flow_folder
+    from istpan.data.tools.flow import FlowJob, extract_flow, flow_folder
     from istpan.data.video_dataset import has_split, load_split
 
     cfg = load_config(args.config, args.overrides).data

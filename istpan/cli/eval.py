@@ -70,9 +70,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from istpan.engine.evaluate import evaluate_checkpoint
-    from istpan.engine.fusion import evaluate_fused
     from istpan.errors import UserError
+    from istpan.evaluation.evaluate import evaluate_checkpoint
+    from istpan.evaluation.fusion import evaluate_fused
 
     if args.anytime:
         return _anytime(args)
@@ -120,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _anytime(args: argparse.Namespace) -> int:
     """--anytime: calibrate, print the table, write the file `predict --confidence FILE` reads."""
-    from istpan.engine.anytime_calibration import DEFAULT_RULE, DEFAULT_Z, calibrate_checkpoint, format_report
     from istpan.errors import UserError
+    from istpan.evaluation.calibration import DEFAULT_RULE, DEFAULT_Z, calibrate_checkpoint, format_report
 
     if len(args.checkpoint) > 1 or args.fuse_weights or args.views != "1x1":
         raise UserError("--anytime calibrates one checkpoint with one view: not with several --checkpoint, "

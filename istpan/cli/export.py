@@ -40,9 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from istpan.engine.checkpoint import load_model
-    from istpan.engine.export import export_model
     from istpan.errors import UserError
+    from istpan.files.checkpoint import load_model
+    from istpan.files.export import export_model
 
     if args.num_segments is not None and args.num_segments < 1:
         raise UserError(f"--num-segments must be >= 1, got {args.num_segments}")
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--split writes two ONNX graphs: use it with --format onnx")
     model, meta = load_model(args.checkpoint)
     if args.split:
-        from istpan.engine.export_split import export_split
+        from istpan.files.export_split import export_split
 
         out = args.out or str(Path(args.checkpoint).with_suffix(".onnx"))
         result = export_split(model, meta, out, num_segments=args.num_segments, tolerance=args.tolerance)
@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"max_abs_diff frame={diff['frame']:.3g} head={diff['head']:.3g} (tolerance {args.tolerance:g}): ok")
         return 0
     if args.format == "hf":
-        from istpan.engine.checkpoint import load_checkpoint
-        from istpan.models.hub import save_pretrained
+        from istpan.files.checkpoint import load_checkpoint
+        from istpan.files.pretrained import save_pretrained
 
         folder = args.out or str(Path(args.checkpoint).with_suffix("")) + "_hf"
         save_pretrained(model, meta, folder, train_config=load_checkpoint(args.checkpoint).get("config"))

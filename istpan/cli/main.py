@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from istpan import __version__
+from istpan._version import __version__
 from istpan.errors import UserError
 
 __all__ = ["build_parser", "main"]

@@ -1,7 +1,7 @@
 """`istpan predict`: class names and scores for video files, with optional attention overlays or sliding windows.
 
-Parses and calls: whole-video prediction (and --explain) is `istpan.engine.predict.predict_videos`, sliding windows
-are `istpan.engine.windows.predict_windows`. In every mode a video that cannot be read is reported on its own line
+Parses and calls: whole-video prediction (and --explain) is `istpan.inference.predict.predict_videos`, sliding windows
+are `istpan.inference.windows.predict_windows`. In every mode a video that cannot be read is reported on its own line
 and the others are still predicted; the exit status is 1 when any video failed.
 """
 
@@ -85,13 +85,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _run_list(args: argparse.Namespace) -> int:
-    """--list: the engine does the work (istpan.engine.batch_predict); this only checks flags and reports."""
+    """--list: the engine does the work (istpan.inference.batch); this only checks flags and reports."""
     import torch
 
-    from istpan.engine.batch_predict import predict_list
-    from istpan.engine.distributed import cleanup_distributed, init_distributed, is_main_process
-    from istpan.engine.predictor import Predictor
     from istpan.errors import UserError
+    from istpan.inference.batch import predict_list
+    from istpan.inference.predictor import Predictor
+    from istpan.runtime.distributed import cleanup_distributed, init_distributed, is_main_process
 
     if args.videos or args.explain or args.window is not None:
         raise UserError("--list predicts the listed videos: give no VIDEO arguments, --explain or --window with it")
@@ -129,7 +129,7 @@ def _print_windows(results: list[dict], reduce: str, topk: int) -> None:
 
 def _stream(args: argparse.Namespace) -> int:
     """One JSON line per decision on stdout (flushed); a summary line on stderr at the end or on Ctrl-C."""
-    from istpan.engine.predictor import Predictor
+    from istpan.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, num_segments=args.num_segments)
     every_frames = None if args.every_seconds is not None else args.every_frames
@@ -163,8 +163,8 @@ def _exit_code(results: list[dict]) -> int:
 
 def _fused(args: argparse.Namespace) -> int:
     """Late fusion of several checkpoints' scores, whole videos only."""
-    from istpan.engine.fusion import predict_fused
     from istpan.errors import UserError
+    from istpan.evaluation.fusion import predict_fused
 
     if len(args.checkpoint) < 2:
         raise UserError("--fuse-weights needs two or more --checkpoint (late fusion of their scores)")
@@ -198,8 +198,8 @@ def _margins(text: str) -> float | list[float] | str:
 
 def run(args: argparse.Namespace) -> int:
     from istpan.data.preprocess import Preprocessing
-    from istpan.engine.checkpoint import load_model
     from istpan.errors import UserError
+    from istpan.files.checkpoint import load_model
 
     if args.topk < 1:
         raise UserError(f"--topk must be >= 1, got {args.topk}")
@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stride is not None and args.window is None:
         raise UserError("--stride needs --window (sliding windows); without --window the whole video is one clip")
     if args.window is not None:
-        from istpan.engine.windows import check_window_args
+        from istpan.inference.windows import check_window_args
 
         check_window_args(window=args.window, stride=args.stride, unit=args.unit, reduce=args.reduce)
     model, meta = load_model(args.checkpoint, device=args.device)
@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
                         "--window and --max-frames take RGB checkpoints (docs/flow.md)")
 
     if anytime:
-        from istpan.engine.anytime import predict_anytime
+        from istpan.inference.anytime import predict_anytime
 
         results = predict_anytime(model, meta, args.videos, max_frames=args.max_frames, confidence=args.confidence,
                                   order=args.frame_order, topk=args.topk)
@@ -257,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
                     top = _top_line(r["top"])
                     print(f"{r['path']}: {top}  ({r['frames_used']} of {r['max_frames']} frames)")
     elif args.window is not None:
-        from istpan.engine.windows import predict_windows
+        from istpan.inference.windows import predict_windows
 
         results = predict_windows(model, meta, args.videos, window=args.window, stride=args.stride, unit=args.unit,
                                   reduce=args.reduce, topk=args.topk, num_segments=args.num_segments,
@@ -267,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print_windows(results, args.reduce, args.topk)
     else:
-        from istpan.engine.predict import predict_videos
+        from istpan.inference.predict import predict_videos
 
         results = predict_videos(model, meta, args.videos, topk=args.topk, num_segments=args.num_segments,
                                  explain=args.explain, levels=args.levels)

@@ -33,8 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from istpan.config import load_config
-    from istpan.engine.distributed import cleanup_distributed
-    from istpan.engine.train import train
+    from istpan.runtime.distributed import cleanup_distributed
+    from istpan.training.train import train
 
     cfg = load_config(args.config, args.overrides)
     try:

@@ -210,7 +210,7 @@ class Preprocessing:
     def _read_flow(self, path: str | Path, *, backend: str) -> tuple[torch.Tensor, list[int], int]:
         """Flow stacks computed from the video: (views uint8 (K, s, s, C), stack starts, frame count)."""
         from istpan.data.decode import VideoError, count_frames, read_frames
-        from istpan.data.flow_frames import stacks_from_video
+        from istpan.data.flow.frames import stacks_from_video
         from istpan.data.sampling import stack_starts
 
         n, length = count_frames(path, backend=backend), self.flow_length
@@ -257,7 +257,7 @@ class Preprocessing:
         from istpan.data.transforms import test_transform
 
         if self.modality != "rgb":
-            from istpan.data.flow_transforms import flow_test_transform
+            from istpan.data.flow.transforms import flow_test_transform
             from istpan.modality import flow_x_channels
 
             return flow_test_transform(input_size=self.input_size, resize=self.resize, mean=self.mean, std=self.std,

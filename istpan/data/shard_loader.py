@@ -40,25 +40,12 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from istpan.data.datasets import VideoRecord
 from istpan.data.decode import EncodedVideo, VideoError
 from istpan.data.loader import collate_clips
-from istpan.data.shards import MANIFEST_VERSION
+from istpan.data.manifest import load_manifest
 from istpan.errors import UserError
 
 __all__ = ["ShardLoader", "ShardStream", "load_manifest", "rank_range", "resume_plan", "shard_urls"]
 
 log = logging.getLogger(__name__)
-
-
-def load_manifest(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: shard manifest not found (write one with `istpan data shard`)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not a shard manifest ({err})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_VERSION:
-        raise UserError(f"{path}: not a shard manifest of this istpan version (want format {MANIFEST_VERSION})")
-    return manifest
 
 
 def shard_urls(manifest: dict, manifest_path: str | Path, root: str = "") -> list[str]:

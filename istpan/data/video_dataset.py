@@ -20,8 +20,9 @@ from istpan.config import AugmentConfig, DataConfig
 from istpan.data import index as video_index
 from istpan.data.datasets import FORMATS, Annotations, VideoRecord, parse_annotations
 from istpan.data.decode import VideoError, count_frames, read_frames
-from istpan.data.flow import flow_folder
+from istpan.data.flow.compute import flow_folder
 from istpan.data.loader import report_unreadable
+from istpan.data.manifest import load_manifest
 from istpan.data.preprocess import Preprocessing
 from istpan.data.sampling import clip_generator, sample_indices, stack_starts, view_indices
 from istpan.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform
@@ -162,7 +163,7 @@ class VideoDataset(torch.utils.data.Dataset):
 
         TSN's flow sampling: K segments over the start positions where an L-stack fits (`stack_starts`).
         """
-        from istpan.data import flow_frames  # flow reading only where flow is used
+        from istpan.data.flow import frames as flow_frames  # flow reading only where flow is used
 
         length = self.flow_length
         folder = flow_folder(record.path, root=self.root, out=self.flow_root) if self.flow_root else None
@@ -284,7 +285,7 @@ def _flow_train_transform(d: DataConfig, *, mean, std) -> Callable[[torch.Tensor
 
     mean/std: the model's pretrained_cfg (one value per input channel); the modality's own when None.
     """
-    from istpan.data.flow_transforms import flow_train_transform
+    from istpan.data.flow.transforms import flow_train_transform
     from istpan.modality import flow_x_channels, input_stats
 
     if mean is None:
@@ -317,8 +318,6 @@ def load_split(data_cfg: DataConfig, split: str) -> Annotations:
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     if d.format == "webdataset":  # records stream from the shards; the manifest knows the classes
-        from istpan.data.shard_loader import load_manifest
-
         manifest = load_manifest(d.train_annotations if split == "train" else d.val_annotations)
         return Annotations([], list(manifest["classes"]), [])
     if d.format not in FORMATS:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from istpan.data import synth
+from istpan.data.tools import synth
 from istpan.errors import UserError
 from istpan.experiments.runs import Budget, order_blind_ceiling, synth_config, test_model, train_variant
 

@@ -3,7 +3,7 @@
 The model is the library's own `VideoClassifier` (built by `create_model` exactly as `istpan train` builds it); only
 its backbone is skipped: the cached stage maps go through `frame_features_from_maps` and `forward_clip`, the two
 halves `model(video)` is made of. The loss is the training loop's
-(`engine.train.compute_losses`), the optimiser and schedule the engine's (`engine.optim`), the frame sampling the
+(`training.train.compute_losses`), the optimiser and schedule the engine's (`training.optim`), the frame sampling the
 data pipeline's (`data.sampling.segment_indices`: random within segments for training, centres for testing). So a
 row here differs from `istpan train` with a frozen backbone only in where the maps come from.
 """
@@ -148,8 +148,8 @@ def train_cached(model: nn.Module, train: FeatureCache | FrameFeatures, val: Fea
 
     from istpan.config import OptimConfig
     from istpan.data.sampling import segment_indices
-    from istpan.engine.optim import build_optimizer, build_scheduler
-    from istpan.engine.train import compute_losses
+    from istpan.training.optim import build_optimizer, build_scheduler
+    from istpan.training.train import compute_losses
 
     g = torch.Generator().manual_seed(seed)
     ocfg = OptimConfig(name="adamw", lr=budget.lr, weight_decay=budget.weight_decay, warmup_epochs=1.0)

@@ -24,7 +24,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
-from istpan.data import synth
+from istpan.data.tools import synth
 from istpan.experiments.runs import (
     Budget,
     measure_speed,

@@ -96,7 +96,7 @@ def extract_features(
     Why frame lists: the backbone is the whole cost, so a cache holds only the frames its use needs, e.g. the K = 8
     test positions for the validation table and every frame only for the few videos of the any-K curve."""
     from istpan.data import read_frames
-    from istpan.data.synth import CLASSES, load_ground_truth
+    from istpan.data.tools.synth import CLASSES, load_ground_truth
     from istpan.data.transforms import test_transform
     from istpan.models import create_model
 

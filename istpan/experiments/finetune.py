@@ -2,7 +2,7 @@
 
 Why beside the cached table: the frozen-backbone rows (istpan/experiments/pretrained_ablation.py) can only say what
 the layer does with ImageNet features as they are; the paper fine-tunes. These rows go through `istpan train`'s own
-loop (`engine.train.train`: partial BN, warm-up + cosine, validation after every epoch = the curve) on the same
+loop (`training.train.train`: partial BN, warm-up + cosine, validation after every epoch = the curve) on the same
 cluttered dataset, then the last checkpoint is scored by the engine's `evaluate` on every validation video, and
 which videos each run got right is kept, so the rows are compared pairwise (same seeds, same videos) with the
 intervals of the frozen table (istpan/experiments/pretrained_report.py, stats.py).
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from istpan.data import synth
+from istpan.data.tools import synth
 from istpan.errors import UserError
 from istpan.experiments.pretrained_ablation import pretrained_rows
 from istpan.experiments.runs import Budget, synth_config
@@ -76,9 +76,9 @@ def _subset(root: Path, split: str, per_class: int | None, out: Path) -> Path:
 
 def _run_one(job: tuple[Any, int, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     """Train one row with one seed through `istpan train`'s loop, then score its last checkpoint on the final set."""
-    from istpan.engine.checkpoint import load_model
-    from istpan.engine.train import train
     from istpan.experiments.runs import test_model
+    from istpan.files.checkpoint import load_model
+    from istpan.training.train import train
 
     row, seed, ctx = job
     s: FinetuneSetup = ctx["setup"]

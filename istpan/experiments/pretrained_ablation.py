@@ -1,7 +1,7 @@
 """`istpan ablate --regime pretrained`: the paper's ablation with an ImageNet MobileNetV2 on the cluttered scene.
 
 The paper's regime is a pretrained 2D backbone on footage where the action is a small part of a busy frame. Here:
-the `cluttered` synthetic scene (istpan/data/synth_scenes.py) at 112 px, the ImageNet MobileNetV2 frozen, its stage
+the `cluttered` synthetic scene (data/tools/synth_scenes.py) at 112 px, the ImageNet MobileNetV2 frozen, its stage
 maps computed once per frame and cached (istpan/experiments/features.py), and every row trains only the IST-PAN
 layer + head on the cache (istpan/experiments/cached.py), for ≥ 5 seeds on one dataset with ≥ 1,000 validation
 videos. Each row × seed is paired with TSN and with N = 3 on the same seed (same data order, frame sampling and
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from istpan.data import synth
+from istpan.data.tools import synth
 from istpan.errors import UserError
 from istpan.experiments.cached import CachedBudget, FrameFeatures, build_cached_model, predict_cached, train_cached
 from istpan.experiments.features import FeatureCache, extract_features
@@ -121,7 +121,7 @@ def prepare_data(out: Path, setup: PretrainedSetup, *, pretrained: str | Path, w
 
 def _pointing(heat: torch.Tensor, boxes: torch.Tensor) -> dict[str, float]:
     """Pointing game (%) over every sampled frame with a visible actor, and its chance level (a random cell)."""
-    from istpan.engine.localization import pointing_game
+    from istpan.evaluation.localization import pointing_game
     from istpan.experiments.synth_eval import pointing_chance
 
     hits = chance = frames = 0.0

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from istpan.data import synth
+from istpan.data.tools import synth
 from istpan.experiments.stats import NEGLIGIBLE, bootstrap_paired, mean_ci, paired_ci, verdict
 
 __all__ = ["claims", "format_markdown", "summarise"]

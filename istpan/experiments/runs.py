@@ -2,7 +2,7 @@
 
 Both `istpan demo` and `istpan ablate` train many small models on the same generated data; they share this module
 so that every variant gets the same data path, budget and measurements (only the model options differ). Training
-and evaluation are the engine's (`istpan.engine.train.train`, `istpan.engine.evaluate.evaluate`): the demo
+and evaluation are the engine's (`istpan.training.train.train`, `istpan.evaluation.evaluate.evaluate`): the demo
 exercises exactly what `istpan train` / `istpan eval` run.
 """
 
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from istpan.config import Config
-from istpan.data.synth import CLASSES, REVERSAL_PAIRS, pair_of
+from istpan.data.tools.synth import CLASSES, REVERSAL_PAIRS, pair_of
 
 __all__ = [
     "Budget",
@@ -95,8 +95,8 @@ def synth_config(
 
 def train_variant(cfg: Config, *, progress: bool) -> tuple[nn.Module, dict[str, Any], float]:
     """Train from scratch (never resumes: a rerun of the demo is a new measurement); return model, meta, seconds."""
-    from istpan.engine.checkpoint import load_model
-    from istpan.engine.train import train
+    from istpan.files.checkpoint import load_model
+    from istpan.training.train import train
 
     start = time.perf_counter()
     result = train(cfg, resume="never", progress=progress)
@@ -148,7 +148,7 @@ def test_model(
     with reversal pairs merged and, for attention models when asked, the glimpse redundancy. val_list: another list
     file than `val.txt` of the root; with_correct: also `correct`, "1"/"0" per video in list order (for paired
     comparisons of two models on the same videos)."""
-    from istpan.engine.evaluate import evaluate
+    from istpan.evaluation.evaluate import evaluate
 
     loader = _val_loader(cfg, test_segments=test_segments, root=root, val_list=val_list)
     res = evaluate(model, loader, multi_label=False, device="cpu", return_scores=True)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from istpan.data.preprocess import Preprocessing
-from istpan.engine.predict import device_of
+from istpan.inference.predict import device_of
 
 __all__ = ["evaluate_localization", "mass_in_box", "model_view", "pointing_chance"]
 
@@ -71,7 +71,7 @@ def model_view(model: nn.Module, pre: Preprocessing, path: Path, video: dict[str
 def _pointing(model: nn.Module, pre: Preprocessing, path: Path, video: dict[str, Any], tolerance: float
               ) -> dict[str, float]:
     """Sums over the model's K sampled frames of one video: hits, frames, chance, mass in box, box area share."""
-    from istpan.engine.localization import pointing_game
+    from istpan.evaluation.localization import pointing_game
     from istpan.models import attention_maps
 
     sums = dict(hits=0.0, frames=0.0, chance=0.0, mass=0.0, area=0.0)
@@ -101,10 +101,10 @@ def evaluate_localization(model: nn.Module, meta: dict[str, Any], root: str | Pa
     and on an untrimmed dataset also temporal_iou (mean, 0..1), frame_mAP and video_mAP (percent). Keys that do not
     apply are None.
     """
-    from istpan.data.synth import load_ground_truth
-    from istpan.engine.localization import frame_targets, localization_map, temporal_iou
-    from istpan.engine.metrics import multilabel_metrics
-    from istpan.engine.windows import frame_scores, sliding_window_predict
+    from istpan.data.tools.synth import load_ground_truth
+    from istpan.evaluation.localization import frame_targets, localization_map, temporal_iou
+    from istpan.evaluation.metrics import multilabel_metrics
+    from istpan.inference.windows import frame_scores, sliding_window_predict
 
     root = Path(root)
     gt = load_ground_truth(root)

@@ -6,7 +6,7 @@ Per seed: a fresh synthetic dataset (seed 1000 + s, as the ablation), its flow c
 algorithm; `istpan data flow`'s code), then for each model (`istpan_tiny`, `tsn_tiny`) three trainings with the same
 budget and seed: modality rgb, flow (K stacks of L = 5 flow frames), rgb+flow (feature fusion: one IST-PAN layer over
 both streams' pyramids, or TSN's consensus over the concatenated features); late fusion is the rgb and flow models'
-probabilities fused 1 : 1.5 (TSN's weights, istpan/engine/fusion.py). Reported on the validation videos: top-1, top-1
+probabilities fused 1 : 1.5 (TSN's weights, evaluation/fusion.py). Reported on the validation videos: top-1, top-1
 on the videos of the time-reversal pairs (move left/right, grow/shrink, rotate cw/ccw: an order-blind RGB model is at
 chance within each pair), the accuracy within the pair (right among the pair videos predicted as one of their
 pair's two classes: 50 % for an order-blind model) and top-1 with each pair merged into one class.
@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from istpan.data import synth
-from istpan.data.synth import CLASSES, REVERSAL_PAIRS
+from istpan.data.tools import synth
+from istpan.data.tools.synth import CLASSES, REVERSAL_PAIRS
 from istpan.experiments.runs import Budget, _val_loader, pair_merged_top1, synth_config, train_variant
 
 __all__ = ["STUDY", "pair_class_top1", "run_study", "within_pair_accuracy"]
@@ -66,10 +66,10 @@ def _metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
 
 def _one_seed(out: Path, seed: int, budget: Budget, *, algorithm: str, progress: bool,
               rescore: bool = False) -> dict[str, dict]:
-    from istpan.data.flow import FlowJob, extract_flow, flow_folder
+    from istpan.data.tools.flow import FlowJob, extract_flow, flow_folder
     from istpan.data.video_dataset import load_split
-    from istpan.engine.evaluate import evaluate
-    from istpan.engine.fusion import TSN_FLOW_WEIGHTS, fused_metrics
+    from istpan.evaluation.evaluate import evaluate
+    from istpan.evaluation.fusion import TSN_FLOW_WEIGHTS, fused_metrics
 
     data = synth.generate(out / f"data_seed{seed}", seed=1000 + seed, num_videos=budget.num_videos,
                           size=budget.size, num_frames=budget.num_frames, progress=progress)
@@ -88,7 +88,7 @@ def _one_seed(out: Path, seed: int, budget: Budget, *, algorithm: str, progress:
             cfg = synth_config(data, model=model, out_dir=run_dir, budget=budget, seed=seed)
             cfg.data.modality, cfg.data.flow_root = modality, str(flow_root)
             if rescore and (run_dir / "last.pt").is_file():  # score the trained model again, no training
-                from istpan.engine.checkpoint import load_model
+                from istpan.files.checkpoint import load_model
 
                 net, seconds = load_model(run_dir / "last.pt")[0], float("nan")
             else:

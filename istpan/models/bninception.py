@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from istpan.models.backbones import Backbone, FeatureInfo
+from istpan.models.features import Backbone, FeatureInfo
 from istpan.models.weights import load_state_dict_file, load_strict
 
 __all__ = ["INCEPTION_BLOCKS", "BNInception"]

@@ -14,7 +14,7 @@ both streams' averaged features before one linear head. Neither stream's weights
 from TSN's cross-modality initialisation of the same ImageNet weights (istpan/models/backbones.py).
 
 Late fusion (a weighted sum of two separately trained models' scores, TSN's way) needs no model: `istpan eval`
-and `istpan predict` take two checkpoints (istpan/engine/fusion.py).
+and `istpan predict` take two checkpoints (istpan/evaluation/fusion.py).
 """
 
 from __future__ import annotations

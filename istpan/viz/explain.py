@@ -6,9 +6,9 @@ Per video, in its folder:
     attention.mp4       the whole video (what the model sees: resized and centre-cropped) with the heat overlaid
     attention_mass.png  how the attention mass is spread over the K sampled frames
 
-Nothing here runs the model: `draw_explanation` takes the `istpan.engine.predict.Inference` of the prediction that is
+Nothing here runs the model: `draw_explanation` takes the `istpan.inference.predict.Inference` of the prediction that is
 printed (its uint8 views and its ModelOutput), so the picture explains exactly that prediction. Only the overlay
-video decodes the file again, to show every frame (not just the K the model saw); see `istpan.engine.explain` for the
+video decodes the file again, to show every frame (not just the K the model saw); see `istpan.inference.explain` for the
 run over many videos and the report.
 """
 

@@ -1,0 +1,286 @@
+"""`istpan eval --anytime`: calibrate anytime inference on a checkpoint's validation split, and the file it writes.
+
+Anytime inference (inference/anytime.py) stops after n frames when a rule says so; the rule is fit on labelled videos.
+This module runs that fit for a checkpoint: every validation video's probabilities after 1, 2, ..., N frames
+(`anytime_scores`: each frame through the backbone once), then one of RULES:
+
+    gain    (default) a per-step model of the top-1 gain of waiting for all N frames and one threshold on it
+            (`anytime_gain.calibrate_gain`, threshold chosen on cross-fitted predictions)
+    margin  one top-1 margin threshold per step (`anytime.calibrate_thresholds`), the issue's first rule
+
+both the fewest mean frames whose loss bound (loss + z * SE vs fixed K = N, z = 2 by default) stays within
+`max_loss` points. It reports what the rule costs and gains next to fixed K = 1..N (each K's own segment centres, as
+`istpan eval data.test_segments=K` would) and writes it all to a JSON file that `istpan predict --confidence FILE`
+reads back (rule, thresholds, gain model, frame order and N in one place, so they cannot drift apart).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from istpan.errors import UserError
+from istpan.inference.anytime import (
+    DEFAULT_ORDER,
+    FRAME_ORDERS,
+    anytime_scores,
+    calibrate_thresholds,
+    frame_order,
+    stopping_point,
+)
+from istpan.inference.anytime_gain import GainModel, calibrate_gain, loss_bound, stopped_correct
+
+__all__ = ["DEFAULT_RULE", "RULES", "Calibration", "calibrate_checkpoint", "calibrate_scores", "format_report",
+           "load_calibration", "resolve_confidence"]
+
+FORMAT = "istpan-anytime-calibration/2"  # bump when a field's meaning changes (2: rule, gain, z, bound added)
+OLD_FORMATS = ("istpan-anytime-calibration/1",)  # margin rule only: still read
+RULES = ("gain", "margin")
+DEFAULT_RULE = "gain"  # held out on the demo's three models: docs/latency.md
+DEFAULT_Z = 2.0  # calibrate the bound loss + 2 SE, not the loss: within target in every held-out fold (docs/latency.md)
+
+
+@dataclass
+class Calibration:
+    """What `istpan eval --anytime` measured and what `predict --confidence FILE` needs (all accuracies in %)."""
+
+    thresholds: list[float]  # N - 1, one per number of frames seen: margin rule: stop when margin >= it (above 1:
+    # never stop there); gain rule: stop when the predicted gain of waiting <= it (the same at every step)
+    frame_order: str  # the rule's name (FRAME_ORDERS) ...
+    order: list[int]  # ... and the permutation of the N candidates it gave, the one predict uses
+    max_frames: int  # N
+    max_loss: float  # target: top-1 points below fixed K = N
+    accuracy: float  # top-1 of the calibrated rule on the calibration videos
+    mean_frames: float  # its mean frames through the backbone per video
+    full_accuracy: float  # fixed K = N (all N candidates): the reference the loss is measured from
+    prefix_accuracy: list[float]  # top-1 after the first n frames of the order, n = 1..N
+    fixed_k_accuracy: dict[int, float] = field(default_factory=dict)  # fixed K = k (its own segment centres)
+    num_videos: int = 0
+    data: dict[str, Any] = field(default_factory=dict)  # which videos it was calibrated on
+    checkpoint: str = ""
+    rule: str = "margin"  # one of RULES
+    gain: dict[str, Any] | None = None  # the gain rule's model (GainModel fields)
+    z: float = 0.0  # the calibration kept loss + z * SE within max_loss
+    bound: dict[str, float] = field(default_factory=dict)  # loss, se, bound (points) on these videos; gain rule:
+    # cross-fitted (each video's gain predicted by a model fit on the other folds: what held-out videos should see)
+    format: str = FORMAT
+
+    def gain_model(self) -> GainModel | None:
+        return None if self.gain is None else GainModel(**self.gain)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=1) + "\n")
+        return path
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """Read a file written by `istpan eval --anytime --json FILE`; any problem is one UserError line naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: calibration file not found (write one with `istpan eval --anytime --json {path}`)")
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not a calibration file: bad JSON ({err})") from None
+    if isinstance(raw, dict) and raw.get("format") in OLD_FORMATS:  # margin thresholds only
+        raw = {**raw, "format": FORMAT, "rule": "margin"}
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise UserError(f"{path}: not a calibration file of this version (expected \"format\": \"{FORMAT}\"; "
+                        "write one with `istpan eval --anytime --json FILE`)")
+    try:
+        num = int(raw["max_frames"])
+        thresholds = [float(t) for t in raw["thresholds"]]
+        order = frame_order([int(k) for k in raw["order"]], num)  # a permutation of 0..N-1
+        raw["fixed_k_accuracy"] = {int(k): float(v) for k, v in (raw.get("fixed_k_accuracy") or {}).items()}
+        cal = Calibration(**{**raw, "thresholds": thresholds, "order": order, "max_frames": num})
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{path}: not a calibration file: {type(err).__name__} {err}") from None
+    if len(thresholds) != num - 1:
+        raise UserError(f"{path}: {len(thresholds)} thresholds for max_frames {num}; expected {num - 1} (one per step)")
+    if cal.rule not in RULES:
+        raise UserError(f"{path}: unknown rule {cal.rule!r}: one of {', '.join(RULES)}")
+    if cal.rule == "margin" and any(t < 0 for t in thresholds):
+        raise UserError(f"{path}: thresholds are margins p1 - p2 >= 0, got {thresholds}")
+    if cal.rule == "gain":
+        try:
+            model = cal.gain_model()
+            rows = [row for v in (model.mean, model.scale, model.weight) for row in v]  # type: ignore[union-attr]
+            ok = (model.steps == num - 1 and all(len(v) == num - 1 for v in (model.mean, model.scale, model.weight))
+                  and len({len(row) for row in rows}) == 1)  # type: ignore[union-attr]
+        except (TypeError, ValueError, AttributeError):
+            ok = False
+        if not ok:
+            raise UserError(f"{path}: the gain rule needs its model (\"gain\": mean, scale, weight, bias for "
+                            f"{num - 1} steps); the file is damaged: calibrate again")
+    return cal
+
+
+def resolve_confidence(
+    confidence: float | Sequence[float] | str | Path | Calibration | None,
+    max_frames: int | None,
+    order: str | Sequence[int] | None,
+) -> tuple[float | list[float] | None, int, str | list[int], GainModel | None]:
+    """(thresholds, N, order, gain model or None) for `predict_anytime` from what the user gave: numbers (margins)
+    need max_frames; a calibration (or its file's path) brings its own N, order and rule, and an explicit
+    max_frames / order must agree with it."""
+    if isinstance(confidence, (str, Path)):
+        confidence = load_calibration(confidence)
+    if isinstance(confidence, Calibration):
+        where = f"the calibration{f' ({confidence.checkpoint})' if confidence.checkpoint else ''}"
+        if max_frames is not None and max_frames != confidence.max_frames:
+            raise UserError(f"--max-frames {max_frames} does not match {where}: calibrated for "
+                            f"{confidence.max_frames} frames (leave --max-frames out to use its own)")
+        if order is not None and frame_order(order, confidence.max_frames) != confidence.order:
+            raise UserError(f"--frame-order {order} does not match {where}: calibrated with the "
+                            f"{confidence.frame_order} order {confidence.order} (leave --frame-order out)")
+        return list(confidence.thresholds), confidence.max_frames, list(confidence.order), confidence.gain_model()
+    if max_frames is None:
+        raise UserError("--confidence with numbers needs --max-frames N (a calibration file brings its own)")
+    if isinstance(confidence, Sequence):
+        confidence = [float(v) for v in confidence]
+    return confidence, max_frames, order if order is not None else DEFAULT_ORDER, None
+
+
+def calibrate_scores(
+    scores: torch.Tensor, labels: torch.Tensor, *, rule: str = DEFAULT_RULE, max_loss: float = 1.0,
+    z: float = DEFAULT_Z, order: str | Sequence[int] = DEFAULT_ORDER,
+) -> Calibration:
+    """Fit `rule` on probabilities after 1..N frames, scores (V, N, C) taken in `order`, labels (V,): the
+    Calibration `calibrate_checkpoint` writes, without its data, checkpoint and fixed-K fields. What the bench
+    calls on generated sets too, so the figures in docs/latency.md are the product's own calibration."""
+    if rule not in RULES:
+        raise UserError(f"--rule {rule}: one of {', '.join(RULES)}")
+    if z < 0:
+        raise UserError(f"--z must be >= 0 (standard errors added to the loss), got {z}")
+    num = scores.shape[1]
+    correct = scores.argmax(-1) == labels[:, None]  # (V, N)
+    gain = None
+    if rule == "gain":
+        model, threshold, bound = calibrate_gain(scores, labels, max_loss=max_loss, z=z)
+        thresholds, gain = [float(threshold)] * (num - 1), model.to_dict()
+    else:
+        thresholds = [float(t) for t in calibrate_thresholds(scores, labels, max_loss=max_loss, z=z)[0]]
+    used = stopping_point(scores, thresholds, None if gain is None else GainModel(**gain))  # (V,)
+    if rule == "margin":
+        loss, se, upper = loss_bound(correct, used, z)
+        bound = {"loss": loss, "se": se, "bound": upper}
+    name = order if isinstance(order, str) else "custom"
+    return Calibration(
+        thresholds=thresholds, frame_order=name, order=frame_order(order, num), max_frames=num,
+        max_loss=float(max_loss), accuracy=100.0 * stopped_correct(correct, used).float().mean().item(),
+        mean_frames=used.float().mean().item(), full_accuracy=100.0 * correct[:, -1].float().mean().item(),
+        prefix_accuracy=(100.0 * correct.float().mean(0)).tolist(), num_videos=len(labels), rule=rule, gain=gain,
+        z=float(z), bound={k: float(v) for k, v in bound.items()},
+    )
+
+
+@torch.no_grad()
+def calibrate_checkpoint(
+    checkpoint: str,
+    *,
+    max_frames: int | None = None,
+    max_loss: float = 1.0,
+    order: str = DEFAULT_ORDER,
+    fixed_k: bool = True,
+    batch_size: int | None = None,
+    overrides: Sequence[str] = (),
+    progress: bool = False,
+    rule: str = DEFAULT_RULE,
+    z: float = DEFAULT_Z,
+) -> Calibration:
+    """A stopping rule (RULES) for a checkpoint, fit on its validation split (stored config + `key=value`
+    overrides, e.g. `data.val_annotations=heldout.txt`) so that the loss bound loss + z * SE stays within max_loss.
+    N = max_frames or the checkpoint's K. With fixed_k, fixed K = 1..N are evaluated too (each K's own frames: K
+    more passes over the split, for the comparison only)."""
+    from istpan.config import apply_overrides, config_from_dict
+    from istpan.data.build import check_data_paths, pick_device
+    from istpan.evaluation.evaluate import evaluate, val_loader
+    from istpan.files.checkpoint import load_checkpoint, load_model
+
+    if order not in FRAME_ORDERS:
+        raise UserError(f"--frame-order {order}: one of {', '.join(FRAME_ORDERS)}")
+    if max_loss < 0:
+        raise UserError(f"--max-loss must be >= 0 (top-1 points below fixed K), got {max_loss}")
+    if rule not in RULES:
+        raise UserError(f"--rule {rule}: one of {', '.join(RULES)}")
+    if z < 0:
+        raise UserError(f"--z must be >= 0 (standard errors added to the loss), got {z}")
+    state = load_checkpoint(checkpoint)
+    if "config" not in state:
+        raise UserError(f"{checkpoint}: checkpoint has no stored config; calibrate with the training run's own")
+    cfg = apply_overrides(config_from_dict(state["config"]), list(overrides))
+    if cfg.data.format == "webdataset":
+        raise UserError("--anytime calibrates on a list or folder dataset (labelled video files), not on shards")
+    device = pick_device(cfg.train.device)
+    model, meta = load_model(checkpoint, device=device)
+    if meta.get("multi_label"):
+        raise UserError(f"{checkpoint}: anytime calibration measures top-1; this checkpoint is multi-label")
+    num = int(max_frames or (meta.get("preprocessing") or {}).get("num_segments") or cfg.data.test_segments)
+    if num < 2:
+        raise UserError(f"--max-frames must be >= 2 to stop early, got {num}")
+    check_data_paths(cfg)
+    cfg.data.test_segments = num
+    loader, dataset = val_loader(cfg, model, meta, source=checkpoint, batch_size=batch_size)
+    taken = frame_order(order, num)
+    scores, labels = [], []
+    for batch in tqdm(loader, desc=f"anytime scores (1..{num} frames)", disable=not progress, leave=False):
+        video = batch["video"]
+        if video.shape[0] == 0:  # every clip of this batch failed to decode (logged by the dataset)
+            continue
+        if video.dim() == 6:  # (B, 1, N, 3, S, S): one view
+            video = video[:, 0]
+        scores.append(anytime_scores(model, video.to(device), order=taken).cpu())  # (B, N, C)
+        labels.append(batch["label"])
+    if not scores:
+        from istpan.evaluation.evaluate import nothing_decoded
+
+        raise nothing_decoded(0, split=f"{checkpoint}: validation")
+    all_scores, all_labels = torch.cat(scores), torch.cat(labels).long()  # (V, N, C), (V,)
+    cal = calibrate_scores(all_scores, all_labels, rule=rule, max_loss=max_loss, z=z, order=order)
+    fixed: dict[int, float] = {}
+    if fixed_k:
+        for k in tqdm(range(1, num + 1), desc="fixed K", disable=not progress, leave=False):
+            cfg_k = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, test_segments=k))
+            loader_k, _ = val_loader(cfg_k, model, meta, source=checkpoint, batch_size=batch_size)
+            fixed[k] = float(evaluate(model, loader_k, multi_label=False, device=device)["top1"])
+    return dataclasses.replace(
+        cal, fixed_k_accuracy=fixed, checkpoint=str(checkpoint),
+        data={"root": cfg.data.root, "val_annotations": cfg.data.val_annotations, "format": cfg.data.format,
+              "overrides": list(overrides), "skipped": len(dataset) - len(all_labels)},
+    )
+
+
+def format_report(cal: Calibration) -> str:
+    """The table `istpan eval --anytime` prints: fixed K, the order's prefixes, and the calibrated rule."""
+    lines = [f"anytime calibration on {cal.num_videos} videos, frame order {cal.frame_order} {cal.order}, "
+             f"up to {cal.max_frames} frames, target <= {cal.max_loss:g} points below fixed K = {cal.max_frames}",
+             f"{'frames':>8} {'fixed K top-1 %':>16} {'first n of the order %':>23}"]
+    for n in range(1, cal.max_frames + 1):
+        fixed = cal.fixed_k_accuracy.get(n)
+        lines.append(f"{n:>8} {'-' if fixed is None else f'{fixed:.2f}':>16} {cal.prefix_accuracy[n - 1]:>23.2f}")
+    if cal.rule == "gain":
+        rule = (f"gain rule: stop when the predicted top-1 gain of waiting for all {cal.max_frames} frames <= "
+                f"{cal.thresholds[0]:.3g} points")
+    else:
+        rule = f"one margin per step {','.join(f'{t:g}' for t in cal.thresholds)}"
+    lines.append(f"calibrated ({rule}): top-1 {cal.accuracy:.2f} % with {cal.mean_frames:.2f} frames on average "
+                 f"(fixed K = {cal.max_frames}: {cal.full_accuracy:.2f} % with {cal.max_frames}); measured on the "
+                 "videos it was fit on: report on other videos")
+    if cal.bound:
+        how = ""
+        if "mean_frames" in cal.bound:  # the gain rule: each video judged by a model fit without it
+            how = f"cross-fitted, each video by a model fit without it: {cal.bound['mean_frames']:.2f} frames, "
+        lines.append(f"loss bound ({how}{cal.num_videos} videos): loss {cal.bound['loss']:.2f} points, SE "
+                     f"{cal.bound['se']:.2f}, loss + {cal.z:g} SE = {cal.bound['bound']:.2f} <= {cal.max_loss:g}")
+    return "\n".join(lines)

@@ -1,0 +1,219 @@
+"""`Predictor`: a trained checkpoint ready for programs, on files, frame arrays and tensors, batched.
+
+    from istpan import Predictor
+    predictor = Predictor.from_checkpoint("runs/ucf101/best.pt", device="cuda")   # or the run folder
+    predictor.predict("clip.mp4")                       # {"path", "frames", "num_segments", "top": [...], ...}
+    predictor.predict(["a.mp4", "b.avi"], topk=3)       # one dict per input, forward passes batched
+    Predictor.from_checkpoint("best.pt", backend="frames").predict("rawframes/v_Archery_g01_c01")  # frame folder
+    predictor.predict(frames)                           # uint8 (T, H, W, 3) array or tensor: one video's frames
+    predictor.scores([frames_a, frames_b])              # probabilities (N, C)
+
+What the model sees is the checkpoint's `Preprocessing` (`predictor.preprocessing`): K frames chosen among the T
+given, short side resized, centre crop, mean/std. A file is decoded as `istpan predict` decodes it (same frames, same
+scores); an array is taken as decoded frames and goes through the same view and normalisation (`Preprocessing.view`
+resizes its short side with torchvision, where a file is resized by the decoder: equal up to resampling).
+
+Accepted inputs (one, or a list/tuple of them):
+    str | Path                        a video file (any length), or a folder of frames with backend="frames"
+    uint8 (T, H, W, 3)                one video's RGB frames, numpy or torch; (B, T, H, W, 3): B videos
+    float tensor (K, 3, S, S)         a clip already preprocessed (`preprocessing.to_input`); (B, K, 3, S, S): B clips
+
+    for decision in predictor.stream(frames):           # any iterable of uint8 (H, W, 3) frames, or a source:
+        print(decision["time_s"], decision["top"][0])   # a file, "/dev/video0", "rtsp://...", "-" (stdin)
+
+`stream` runs each frame through the backbone once and decides over the last K frames' cached features
+(istpan/inference/stream.py); `preprocess_frame` is its per-frame step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from istpan.data.preprocess import Preprocessing
+from istpan.errors import UserError
+from istpan.inference.predict import class_names, device_of, is_multi_label, probabilities, topk_classes
+
+__all__ = ["Predictor"]
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint file, a model folder (Hugging Face layout), or a run folder: its best.pt, else its last.pt."""
+    from istpan.files.pretrained import is_pretrained_folder
+
+    path = Path(path)
+    if path.is_dir() and not is_pretrained_folder(path):
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise UserError(f"{path}: no best.pt or last.pt in this folder; give a checkpoint written by `istpan train`")
+    return path
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, (np.ndarray, torch.Tensor)):
+        kind = "array" if isinstance(x, np.ndarray) else "tensor"
+        return f"{str(x.dtype).replace('torch.', '')} {kind} of shape {tuple(x.shape)}"
+    return type(x).__name__
+
+
+class Predictor:
+    """A model in eval mode with its class names and `Preprocessing`; see the module docstring."""
+
+    def __init__(self, model: nn.Module, meta: dict[str, Any], *, device: str | torch.device | None = None,
+                 num_segments: int | None = None, backend: str | None = None) -> None:
+        self.model = model.eval() if device is None else model.to(device).eval()
+        self.meta = meta
+        self.preprocessing = Preprocessing.from_meta(model, meta).with_frames(num_segments).with_backend(backend)
+        self.multi_label = is_multi_label(model, meta)
+        self.class_names = class_names(meta, int(meta.get("num_classes") or len(meta.get("class_names") or [])))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu",
+                        num_segments: int | None = None, backend: str | None = None) -> Predictor:
+        """Load a checkpoint written by `istpan train` (a .pt file or the run folder: best.pt, else last.pt).
+        backend: how paths are decoded (pyav, opencv, frames); None: the checkpoint's (its run's data.backend)."""
+        from istpan.files.checkpoint import load_model
+
+        model, meta = load_model(checkpoint_file(path), device=device)
+        return cls(model, meta, num_segments=num_segments, backend=backend)
+
+    @property
+    def device(self) -> torch.device:
+        return device_of(self.model)
+
+    # ------------------------------------------------------------------------------------------- preprocessing
+
+    def preprocess_frame(self, frame: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """One decoded RGB frame uint8 (H, W, 3) -> float (3, S, S), the per-frame step of a stream."""
+        frame = torch.as_tensor(frame)
+        if frame.dtype != torch.uint8 or frame.dim() != 3 or frame.shape[-1] != 3:
+            raise UserError(f"frame: expected uint8 RGB (H, W, 3), got {_describe(frame)}")
+        return self.preprocessing.frame_input(frame)
+
+    def preprocess(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """One video's decoded RGB frames uint8 (T, H, W, 3) -> the model's clip float (K, 3, S, S)."""
+        clip, _ = self._frames_clip(torch.as_tensor(frames), "frames")
+        return clip
+
+    def _frames_clip(self, frames: torch.Tensor, name: str) -> tuple[torch.Tensor, dict[str, Any]]:
+        if frames.shape[0] == 0:
+            raise UserError(f"{name}: no frames (T = 0)")
+        indices = self.preprocessing.indices(int(frames.shape[0]))  # (K,)
+        clip = self.preprocessing.to_input(self.preprocessing.view(frames[indices]))  # (K, 3, S, S)
+        return clip, {"frames": int(frames.shape[0]), "num_segments": len(indices)}
+
+    def _clips(self, item: Any, name: str) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
+        """(clip float (K, 3, S, S), info) for each video in one input item; a bad item is one UserError line."""
+        if isinstance(item, (str, Path)):
+            views, indices, n = self.preprocessing.read(item)  # VideoError names the file
+            yield self.preprocessing.to_input(views), {"path": str(item), "frames": n, "num_segments": len(indices)}
+            return
+        if not isinstance(item, (np.ndarray, torch.Tensor)):
+            raise UserError(f"{name}: expected a video path, uint8 frames (T, H, W, 3) or a float clip (K, 3, S, S), "
+                            f"got {_describe(item)}")
+        x = torch.as_tensor(item)
+        s = self.preprocessing.input_size
+        if x.dtype == torch.uint8 and x.dim() in (4, 5) and x.shape[-1] == 3:  # frames (T, H, W, 3) or (B, ...)
+            for video in (x if x.dim() == 5 else [x]):
+                yield self._frames_clip(video, name)
+        elif x.is_floating_point() and x.dim() in (4, 5) and tuple(x.shape[-3:]) == (3, s, s):  # model input
+            for clip in (x if x.dim() == 5 else [x]):
+                yield clip.float(), {"frames": int(clip.shape[0]), "num_segments": int(clip.shape[0])}
+        else:
+            raise UserError(f"{name}: expected uint8 RGB frames (T, H, W, 3) or a float clip (K, 3, {s}, {s}) "
+                            f"preprocessed as predictor.preprocessing says (either with a leading batch axis), "
+                            f"got {_describe(item)}")
+
+    # ------------------------------------------------------------------------------------------- prediction
+
+    @torch.no_grad()
+    def _run(self, items: Sequence[Any], batch_size: int, errors: str) -> Iterator[tuple[dict[str, Any], Any]]:
+        """(info, probs (C,) or None) per video, in order; clips of equal shape share forward passes."""
+        if batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
+        if errors not in ("raise", "report"):
+            raise UserError(f"errors must be 'raise' or 'report', got {errors!r}")
+        pending: list[tuple[dict[str, Any], torch.Tensor | None]] = []
+
+        def flush() -> Iterator[tuple[dict[str, Any], Any]]:
+            clips = [c for _, c in pending if c is not None]
+            probs: list[torch.Tensor] = []
+            for start in range(0, len(clips), batch_size):  # equal shapes in one batch, else one by one
+                chunk = clips[start:start + batch_size]
+                groups = [chunk] if all(c.shape == chunk[0].shape for c in chunk) else [[c] for c in chunk]
+                for group in groups:
+                    logits = self.model(torch.stack(group).to(self.device)).logits  # (b, K, 3, S, S) -> (b, C)
+                    probs.extend(probabilities(logits, multi_label=self.multi_label).cpu())
+            it = iter(probs)
+            for info, clip in pending:
+                yield info, (next(it) if clip is not None else None)
+            pending.clear()
+
+        for i, item in enumerate(items):
+            name = str(item) if isinstance(item, (str, Path)) else f"input {i}"
+            try:
+                for clip, info in self._clips(item, name):
+                    pending.append((info, clip))
+            except UserError as err:
+                if errors == "raise":
+                    raise
+                pending.append(({"path": str(item)} if isinstance(item, (str, Path)) else {"input": i}, None))
+                pending[-1][0]["error"] = str(err)
+            if sum(c is not None for _, c in pending) >= batch_size:
+                yield from flush()
+        yield from flush()
+
+    def predict(self, inputs: Any, *, topk: int = 5, batch_size: int = 8, errors: str = "raise"
+                ) -> dict[str, Any] | list[dict[str, Any]]:
+        """Top-k classes per video: {"path" (files), "frames", "num_segments", "multi_label", "top": [{"class",
+        "index", "score"}]}. One input -> one dict; a list (or a 5-D batch) -> a list of dicts, in order.
+
+        errors="raise": the first bad input raises a one-line UserError (VideoError for a file);
+        errors="report": it gives {"path" or "input", "error"} and the others are still predicted.
+        """
+        single = not isinstance(inputs, (list, tuple)) and not (
+            isinstance(inputs, (np.ndarray, torch.Tensor)) and inputs.ndim == 5)
+        items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        out = []
+        for info, probs in self._run(items, batch_size, errors):
+            if probs is not None:
+                info = {**info, "multi_label": self.multi_label,
+                        "top": topk_classes(probs, self.class_names, topk, key="class")}
+            out.append(info)
+        return out[0] if single else out
+
+    def stream(self, frames: Any, *, every_frames: int | None = 1, every_seconds: float | None = None,
+               fps: float | None = None, sample_fps: float | None = None, timeout_s: float = 10.0, topk: int = 5
+               ) -> Iterator[dict[str, Any]]:
+        """Decisions over a stream, as frames arrive: {"time_s", "frame", "frames_in_window", "window_s", "top",
+        "latency_ms"} once K frames are in, then every `every_frames` frames or `every_seconds` of stream time.
+
+        frames: any iterable of uint8 (H, W, 3) frames (numpy or torch; time = index / fps), of (time_s, frame)
+        pairs, or a source to open: a file, "/dev/videoN", an rtsp/http URL or "-" (stdin), read at `sample_fps`
+        frames per second (every frame when None) and ended with an error after `timeout_s` seconds without data.
+        A frame of the wrong shape or dtype is one UserError line.
+        """
+        from istpan.inference.stream import stream_decisions
+
+        if isinstance(frames, (str, Path)):
+            from istpan.data.sources import open_source
+
+            with open_source(frames, sample_fps=sample_fps, timeout_s=timeout_s,
+                             short_side=self.preprocessing.decode_short_side) as source:
+                yield from self.stream(source, every_frames=every_frames, every_seconds=every_seconds, topk=topk)
+            return
+        yield from stream_decisions(self.model, self.preprocessing, frames, class_names=self.class_names, topk=topk,
+                                    every_frames=every_frames, every_seconds=every_seconds, fps=fps,
+                                    multi_label=self.multi_label)
+
+    def scores(self, inputs: Any, *, batch_size: int = 8) -> torch.Tensor:
+        """Probabilities (N, C) (softmax, or sigmoid for a multi-label checkpoint), one row per video."""
+        items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        rows = [probs for _, probs in self._run(items, batch_size, "raise")]
+        return torch.stack(rows) if rows else torch.empty(0, len(self.class_names))
