@@ -6,6 +6,7 @@ folders) and `istpan data synth`.
         --annotations data/hmdb51/testTrainMulti_7030_splits --split 2    # no config needed
     istpan data check --format list --annotations my/train.txt --classes my/classes.txt --out check/
     istpan data shard --config configs/kinetics.yaml --out shards/k400 --shard-size 1GB   # WebDataset shards
+    istpan data prepare --config configs/kinetics.yaml --out data/k400_prepared          # a copy for sparse reads
 
 Exit status: 0 when everything is usable, 1 when a problem was found (report in --out), 2 for a usage error.
 """
@@ -29,11 +30,21 @@ status 1).
     istpan data flow --config configs/synthetic_flow.yaml --out data/synthetic/flow --algorithm dis
 """
 
+PREPARE_HELP = """Write a copy of the dataset made for sparse training reads (docs/data.md, "Preparing a dataset"):
+H.264 MP4 resized to --short-side with a keyframe every --gop frames (frame i of the copy is frame i of the source),
+or the TSN / MMAction2 img_00001.jpg layout. Writes OUT/train.txt, val.txt, classes.txt and OUT/prepared.yaml, the
+config that trains from the copy. Parallel, resumable (rerun the same command), a rerun rewrites nothing, a source
+changed since is redone. Videos that cannot be read are listed and left out (exit status 1).
+
+    istpan data prepare --config configs/ucf101.yaml --out data/ucf101_prepared
+    istpan train --config data/ucf101_prepared/prepared.yaml
+"""
+
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("data", help="dataset tools: check, shard, optical flow, the synthetic dataset",
+    p = subparsers.add_parser("data", help="dataset tools: check, shard, prepare, optical flow, the synthetic dataset",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(run=run, _data_parser=p)
     sub = p.add_subparsers(dest="data_command", metavar="ACTION")
@@ -75,6 +86,21 @@ def add_parser(subparsers) -> None:
     f.add_argument("--short-side", type=int, help="resize frames to this short side first (default data.short_side)")
     f.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (default: cores)")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    r = sub.add_parser("prepare", help="write a copy of the dataset made for sparse training reads (short-GOP "
+                       "H.264 or JPEG frames)", description=PREPARE_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--config", required=True, help="YAML config of the video dataset")
+    r.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.root=...")
+    r.add_argument("--out", required=True, help="folder for the copy (outside the dataset's folder)")
+    r.add_argument("--format", default="mp4", choices=["mp4", "frames"], dest="form",
+                   help="mp4: H.264, a keyframe every --gop frames (default); frames: img_00001.jpg folders")
+    r.add_argument("--short-side", type=int, default=256, help="resize the short side to this (never up; default 256)")
+    r.add_argument("--gop", type=int, default=None, help="frames per keyframe (mp4; default: measured, docs/data.md)")
+    r.add_argument("--crf", type=int, default=18, help="x264 constant quality (mp4; default 18, visually lossless)")
+    r.add_argument("--quality", type=int, default=95, help="JPEG quality (frames; default 95)")
+    r.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (default: cores)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = sub.add_parser("synth", help="generate the synthetic action dataset (real H.264 videos, list files)")
     synth.add_arguments(s)
@@ -177,8 +203,35 @@ def run_flow(args) -> int:
     return 1 if result["failed"] else 0
 
 
+def run_prepare(args) -> int:
+    from istpan.config import load_config
+    from istpan.data.tools.prepare import DEFAULT_GOP, PrepareOptions, prepare_dataset
+
+    opts = PrepareOptions(form=args.form, short_side=args.short_side, gop=DEFAULT_GOP if args.gop is None else
+                          args.gop, crf=args.crf, quality=args.quality)
+    opts.check()  # before the config: a bad flag is one line whatever the config holds
+    cfg = load_config(args.config, args.overrides)
+    print(f"preparing into {args.out} ({opts.form}, short side {opts.short_side}"
+          + (f", a keyframe every {opts.gop} frames" if opts.form == "mp4" else f", JPEG quality {opts.quality}")
+          + f") with {args.workers} workers", file=sys.stderr)
+    result = prepare_dataset(cfg, args.out, opts, workers=args.workers, progress=not args.no_progress)
+    ratio = result["bytes_out"] / max(result["bytes_in"], 1)
+    print(f"written {result['written']}, already done {result['already']}"
+          f" of {result['videos']} videos; failed {len(result['failed'])}; "
+          f"{result['bytes_out'] / 1e6:.1f} MB for {result['bytes_in'] / 1e6:.1f} MB of sources ({ratio:.2f}x)")
+    if result["unlisted"]:
+        print(f"note: {result['unlisted']} videos without any label are prepared but not listed (the list format "
+              "cannot say 'no label')", file=sys.stderr)
+    for line in result["failed"]:
+        print(f"error: {line}", file=sys.stderr)
+    print(f"config: {result['config']}\ntrain with: istpan train --config {result['config']}")
+    return 1 if result["failed"] else 0
+
+
 def run(args) -> int:
     command = getattr(args, "data_command", None)
+    if command == "prepare":
+        return run_prepare(args)
     if command == "check":
         return run_check(args)
     if command == "shard":
