@@ -17,7 +17,7 @@ from istpan.errors import UserError
 __all__ = ["build_parser", "main"]
 
 # Order is the order shown in `istpan --help`.
-SUBCOMMANDS = ["demo", "train", "eval", "predict", "export", "data", "configs", "ablate"]
+SUBCOMMANDS = ["demo", "train", "eval", "predict", "serve", "export", "data", "configs", "ablate"]
 
 EPILOG = """examples:
   istpan demo --quick                              # synthetic data, trains IST-PAN and TSN, prints a table

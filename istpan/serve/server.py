@@ -1,0 +1,55 @@
+"""Running the app under uvicorn with a draining SIGTERM.
+
+uvicorn's own SIGTERM stops listening at once and closes idle keep-alive connections; a load balancer still routing
+to this replica would see connection errors. Here the first SIGTERM (or Ctrl-C) drains first: /readyz and every new
+request answer 503 with Retry-After (the balancer takes the replica out), stream sessions end with an `end` event,
+requests in flight finish (up to --drain-timeout); only then does uvicorn shut down. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from types import FrameType
+
+import uvicorn
+
+from istpan.serve.app import create_app
+from istpan.serve.config import ServeConfig
+
+__all__ = ["DrainingServer", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, state: object) -> None:
+        super().__init__(config)
+        self.state = state
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Future | None = None
+
+    async def serve(self, sockets: list | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_task is not None or self._loop is None or self.should_exit:
+            self.should_exit = self.force_exit = True  # second signal: now
+            return
+        log.info("%s: draining (new requests get 503; in-flight ones finish)", signal.Signals(sig).name)
+        self._drain_task = asyncio.run_coroutine_threadsafe(self._drain(), self._loop)
+
+    async def _drain(self) -> None:
+        await self.state.drain(self.state.config.drain_timeout_s)
+        self.should_exit = True
+
+
+def serve(config: ServeConfig, *, log_level: str = "info") -> int:
+    """Check the config, load the model, serve until SIGTERM / Ctrl-C (then drain)."""
+    app = create_app(config)
+    uv = uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level, lifespan="on",
+                        timeout_graceful_shutdown=5, server_header=False, proxy_headers=False)
+    DrainingServer(uv, app.state.serve).run()
+    return 0
