@@ -18,6 +18,8 @@ from pathlib import Path
 
 import av
 
+from istpan.data._backends import VideoError
+from istpan.data.decode import _mp4_index_problem
 from istpan.errors import UserError
 
 __all__ = ["ALLOWED_DEMUXERS", "STREAM_SCHEMES", "SourceRefused", "UnsupportedMedia", "check_source", "probe_media",
@@ -53,7 +55,8 @@ def probe_media(path: str | Path, *, name: str | None = None) -> str:
     """Open a local file the way only plain video containers open; return the demuxer's name.
 
     Raises UnsupportedMedia (one line, naming `name` or the file) for anything else: text, images of other kinds,
-    playlists and concat lists (their demuxers are not whitelisted, and only the `file` protocol is), no video stream.
+    playlists and concat lists (their demuxers are not whitelisted, and only the `file` protocol is), no video stream;
+    VideoError for an MP4 cut off before its index (a damaged video, said as decode.py says it).
     """
     shown = name or str(path)
     options = {"format_whitelist": ",".join(ALLOWED_DEMUXERS), "protocol_whitelist": "file"}
@@ -65,6 +68,9 @@ def probe_media(path: str | Path, *, name: str | None = None) -> str:
     except UnsupportedMedia:
         raise
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as err:
+        problem = _mp4_index_problem(Path(path))
+        if problem:
+            raise VideoError(shown, problem) from err
         reason = getattr(err, "strerror", None) or str(err)
         raise UnsupportedMedia(f"{shown}: not a video file this server accepts ({reason})") from err
 
