@@ -8,11 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from checkpoints import tiny_checkpoint
+from pausing import PausingChild
 from videos import make_video
 
 from istpan.cli.main import main
@@ -68,20 +68,29 @@ def test_predictions_equal_single_video_predict_and_bad_videos_are_recorded(setu
     assert len(_records(tmp_path / "preds.jsonl")) == 14
 
 
+# Batches of one: the child stops before predicting its third video, when exactly two lines (clip0, clip1) are written.
+_PATCH = """
+from istpan.inference.predictor import Predictor
+predict, calls = Predictor.predict, []
+def paused_predict(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+        pause()
+    return predict(self, *args, **kwargs)
+Predictor.predict = paused_predict
+"""
+
+
 @pytest.mark.slow
 def test_sigkill_then_rerun_loses_nothing_and_duplicates_nothing(setup, tmp_path):
     out = tmp_path / "preds.jsonl"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "istpan.cli.main", *_cli(setup, out, "--workers", "0", "--batch-size", "1")]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = PausingChild(tmp_path / "pause", patch=_PATCH, argv=_cli(setup, out, "--workers", "0", "--batch-size", "1"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child.wait_paused()
+    child.proc.send_signal(signal.SIGKILL)
+    child.proc.wait()
     part = tmp_path / "preds.jsonl.parts" / "rank-00000.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not part.is_file() or part.read_text().count("\n") < 2):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    written = part.read_text().count("\n")
-    assert 2 <= written < 14, "the run was not interrupted mid-list"
+    assert [r["line"] for r in _records(part)] == [1, 2]  # killed mid-list: two videos done, twelve lines to go
     with part.open("a") as fh:
         fh.write('{"line": 99, "path": "half-writ')  # what a kill in the middle of a write leaves
     main(_cli(setup, out, "--workers", "0"))

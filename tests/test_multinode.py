@@ -12,13 +12,12 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from pausing import child_program, release, wait_for_markers
 from test_train import make_list_dataset, read_records, tiny_config
 
 from istpan.cli.main import main
@@ -28,19 +27,19 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun not installed")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _agents(cfg: Path, cwd: Path, job: str, *extra: str, program: Path | None = None,
+            store: Path | None = None) -> list[subprocess.Popen]:
+    """Two agents of one job, as two nodes would start them (same command, same endpoint).
 
-
-def _agents(cfg: Path, cwd: Path, job: str, *extra: str) -> list[subprocess.Popen]:
-    """Two agents of one job, as two nodes would start them (same command, same endpoint)."""
-    port = _free_port()
+    The rendezvous goes through a file (c10d's FileStore: `store_type=file`) rather than a TCP port we would have to
+    pick free, release and hope nobody takes before torchrun binds it. `program` (a Python file) replaces
+    `-m istpan.cli.main`."""
+    store = store or cwd / f"rdzv-{job}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    target = [str(program)] if program else ["-m", "istpan.cli.main"]
     cmd = [str(TORCHRUN), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-           "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", job, "--max-restarts", "0",
-           "-m", "istpan.cli.main", "train", "--config", str(cfg), *extra]
+           "--rdzv-endpoint", str(store), "--rdzv-conf", "store_type=file", "--rdzv-id", job, "--max-restarts", "0",
+           *target, "train", "--config", str(cfg), *extra]
     return [subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              start_new_session=True) for _ in range(2)]
 
@@ -86,31 +85,41 @@ def test_two_nodes_match_one_process(tmp_path):
     assert two["loss"] == pytest.approx(one["loss"], abs=1e-6)
 
 
+# Both workers stop right after logging the first step of epoch 2 (4 steps per epoch): last.pt holds epoch 1.
+_PATCH = """
+from istpan.training import run_log
+log = run_log.RunLog.log
+def paused_log(self, record, **kw):
+    log(self, record, **kw)
+    if record["type"] == "step" and record["global_step"] == 5:
+        pause()
+run_log.RunLog.log = paused_log
+"""
+
+
 def test_a_node_killed_mid_epoch_fails_the_job_and_a_relaunch_resumes(tmp_path):
-    data = make_list_dataset(tmp_path / "data", train=40, val=2, frames=16, size=128)  # ~0.2 s per step here
-    cfg = tiny_config(data, tmp_path / "run", data={"input_size": 128, "short_side": 128, "num_segments": 8},
-                      model={"options": {"input_size": 128}}, train={"epochs": 3, "batch_size": 1})
+    data = make_list_dataset(tmp_path / "data", train=8, val=2)  # 4 steps per epoch and node
+    cfg = tiny_config(data, tmp_path / "run", train={"epochs": 3, "batch_size": 1})
     save_config(cfg, tmp_path / "cfg.yaml")
-    agents = _agents(tmp_path / "cfg.yaml", tmp_path, "killed", "--no-progress")
-    last = tmp_path / "run" / "last.pt"  # written after epoch 1: the kill lands in epoch 2 (or 3 at worst)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and all(a.poll() is None for a in agents) and not last.is_file():
-        time.sleep(0.005)
-    _kill_node(agents[1])  # the whole "node": agent and its worker
-    agents[1].wait()
+    program = tmp_path / "paused_istpan.py"
+    program.write_text(child_program(tmp_path / "pause", _PATCH))
+    (tmp_path / "pause").mkdir()
+    agents = _agents(tmp_path / "cfg.yaml", tmp_path, "killed", "--no-progress", program=program)
     try:
-        code, out = _wait(agents[:1], timeout=180)[0]
-    except subprocess.TimeoutExpired:
-        code, out = None, ""
-    finished = len(read_records(tmp_path / "run", "epoch"))
-    if finished == 3:  # this busy machine starved the test until the job was over: nothing was interrupted
-        os.killpg(agents[0].pid, signal.SIGKILL)
-        pytest.skip("the job finished before the kill landed (machine too busy)")
-    assert code is not None and code != 0, out[-2000:]  # the surviving node fails: no hang, no half-job success
-    assert finished >= 1
+        wait_for_markers(tmp_path / "pause", 2, agents)  # both workers inside epoch 2, epoch 1 checkpointed
+        _kill_node(agents[1])  # the whole "node": agent and its worker
+        agents[1].wait()
+        release(tmp_path / "pause")  # the surviving worker goes on to its next step's all-reduce with a dead peer
+        code, out = _wait(agents[:1], timeout=300)[0]
+    finally:
+        for agent in agents:
+            if agent.poll() is None:
+                _kill_node(agent)
+    assert code != 0, out[-2000:]  # the surviving node fails: no hang, no half-job success
+    assert len(read_records(tmp_path / "run", "epoch")) == 1
 
     results = _wait(_agents(tmp_path / "cfg.yaml", tmp_path, "relaunched"))  # says where it resumes
     assert [c for c, _ in results] == [0, 0], results[0][1][-2000:]
-    assert any(f"at epoch {finished + 1}" in o and "resuming from" in o for _, o in results)
+    assert any("at epoch 2" in o and "resuming from" in o for _, o in results)
     epochs = read_records(tmp_path / "run", "epoch")
-    assert [e["epoch"] for e in epochs] == [1, 2, 3] and epochs[-1]["train"]["clips"] == 40
+    assert [e["epoch"] for e in epochs] == [1, 2, 3] and epochs[-1]["train"]["clips"] == 8

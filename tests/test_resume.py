@@ -5,15 +5,13 @@ recipe's random augmentations and label smoothing on."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from pausing import PausingChild
 from test_train import (
     make_list_dataset,
     step_values,
@@ -47,45 +45,25 @@ def _config(data: Path, out: Path, **train_opts):
 
 PAUSE_AT = 5  # global step: the first step of epoch 2 (4 steps per epoch)
 
-_CHILD = """
-import sys, time, torch
-torch.set_num_threads(1)
+# The child stops right after logging step PAUSE_AT (epoch 1 checkpointed, epoch 2 under way) until the test releases
+# it: the signal lands mid-epoch on any machine load.
+_PATCH = f"""
 from istpan.training import run_log
 log = run_log.RunLog.log
-def paused_log(self, record, **kw):  # pause once, after logging step PAUSE_AT: the signal lands mid-epoch, always
+def paused_log(self, record, **kw):
     log(self, record, **kw)
-    if record["type"] == "step" and record["global_step"] == PAUSE_AT:
-        time.sleep(1.5)
+    if record["type"] == "step" and record["global_step"] == {PAUSE_AT}:
+        pause()
 run_log.RunLog.log = paused_log
-from istpan.cli.main import main
-sys.exit(main(["train", "--config", CONFIG, "--no-progress"]))
 """
 
 
-def _start(cfg_path: Path) -> subprocess.Popen:
-    """`istpan train` in a child process that pauses for 1.5 s right after its first optimiser step of epoch 2."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    code = _CHILD.replace("PAUSE_AT", str(PAUSE_AT)).replace("CONFIG", repr(str(cfg_path)))
-    return subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_step(run_dir: Path, proc: subprocess.Popen, *, epoch: int, min_step: int, timeout: float = 120) -> None:
-    """Poll metrics.jsonl until the child logged a step of `epoch` at or past global step `min_step`."""
-    deadline = time.monotonic() + timeout
-    path = run_dir / "metrics.jsonl"
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"training process ended early: {proc.stderr.read()}"
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if record["type"] == "step" and record["epoch"] == epoch and record["global_step"] >= min_step:
-                    return
-        time.sleep(0.02)
-    proc.kill()
-    pytest.fail("training process did not reach the expected step in time")
+def _start(cfg_path: Path, pause_dir: Path) -> PausingChild:
+    """`istpan train` in a child process, stopped right after its first optimiser step of epoch 2."""
+    child = PausingChild(pause_dir, patch=_PATCH, argv=["train", "--config", str(cfg_path), "--no-progress"],
+                         stderr=subprocess.PIPE, text=True)
+    child.wait_paused()
+    return child
 
 
 def _same_weights(a: str | Path, b: str | Path) -> bool:
@@ -101,8 +79,7 @@ def test_sigkill_mid_epoch_then_resume_continues_exactly(setup):
     base, data, reference = setup
     cfg = _config(data, base / "killed")
     save_config(cfg, base / "killed.yaml")
-    proc = _start(base / "killed.yaml")
-    _wait_for_step(base / "killed", proc, epoch=2, min_step=PAUSE_AT)  # epoch 1 checkpointed, epoch 2 running
+    proc = _start(base / "killed.yaml", base / "pause-killed").proc  # epoch 1 checkpointed, epoch 2 running
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
@@ -119,9 +96,10 @@ def test_ctrl_c_saves_mid_epoch_and_says_how_to_resume(setup):
     base, data, reference = setup
     cfg = _config(data, base / "interrupted")
     save_config(cfg, base / "interrupted.yaml")
-    proc = _start(base / "interrupted.yaml")
-    _wait_for_step(base / "interrupted", proc, epoch=2, min_step=PAUSE_AT)
-    proc.send_signal(signal.SIGINT)
+    child = _start(base / "interrupted.yaml", base / "pause-interrupted")
+    proc = child.proc
+    proc.send_signal(signal.SIGINT)  # the flag is set while the child waits; released, it ends the step it is in
+    child.release()
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "resume with: istpan train --config" in err

@@ -6,7 +6,6 @@ import itertools
 import logging
 import socket
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -53,32 +52,37 @@ def test_stdin_stream_with_a_size_change_keeps_going_and_says_so(tmp_path, caplo
 
 
 def test_stalled_stdin_and_stalled_http_end_with_a_clear_error_not_a_hang(tmp_path):
+    """Half a stream, then silence with the pipe / connection left open: the source gives up after `timeout_s` of no
+    data with an error that says so. (Were it waiting for the end of the stream instead, the feeders close after
+    120 s and the stream would end without that error: the test fails, it does not hang.)"""
     data = make_video(tmp_path / "a.ts", num_frames=40, fps=10).read_bytes()
-    start = time.monotonic()
-    half = fed_pipe(data[: len(data) // 2], hold_open_s=5)  # half the stream, then silence
-    with pytest.raises(SourceError, match=r"no data on stdin for 0\.5 s"), VideoSource("-", stdin=half,
-                                                                                        timeout_s=0.5) as source:
-        sum(1 for _ in source)
-    assert time.monotonic() - start < 4
+    done = threading.Event()  # the feeders hold their end open until the test is over
+    try:
+        half = fed_pipe(data[: len(data) // 2], hold_open=done)
+        with pytest.raises(SourceError, match=r"no data on stdin for 0\.5 s"), VideoSource("-", stdin=half,
+                                                                                            timeout_s=0.5) as source:
+            sum(1 for _ in source)
 
-    server = socket.create_server(("127.0.0.1", 0))
+        server = socket.create_server(("127.0.0.1", 0))
 
-    def serve():  # an HTTP server that sends half a video and then keeps the connection open, silent
-        conn, _ = server.accept()
-        conn.recv(4096)
-        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: video/mp2t\r\n\r\n" + data[: len(data) // 2])
-        time.sleep(5)
-        conn.close()
+        def serve():  # an HTTP server that sends half a video and then keeps the connection open, silent
+            conn, _ = server.accept()
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: video/mp2t\r\n\r\n" + data[: len(data) // 2])
+            done.wait(120)
+            conn.close()
 
-    threading.Thread(target=serve, daemon=True).start()
-    start, frames = time.monotonic(), 0
-    url = f"http://127.0.0.1:{server.getsockname()[1]}/live.ts"
-    with pytest.raises(SourceError, match=r"no data for 0\.5 s \(stalled or disconnected\)"), \
-            open_source(url, timeout_s=0.5) as source:
-        for _ in source:
-            frames += 1
-    assert frames > 0 and time.monotonic() - start < 4
-    server.close()
+        threading.Thread(target=serve, daemon=True).start()
+        frames = 0
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/live.ts"
+        with pytest.raises(SourceError, match=r"no data for 0\.5 s \(stalled or disconnected\)"), \
+                open_source(url, timeout_s=0.5) as source:
+            for _ in source:
+                frames += 1
+        assert frames > 0
+        server.close()
+    finally:
+        done.set()
 
 
 def test_corrupt_packets_are_skipped_not_fatal(tmp_path):
@@ -91,14 +95,22 @@ def test_corrupt_packets_are_skipped_not_fatal(tmp_path):
     assert 10 < len(times) < 30 and max(times) > 2.0  # frames after the damage still come
 
 
+@pytest.fixture
+def refused_url():
+    """An http URL on a local port that refuses connections: bound (so nobody else takes it) but not listening."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{s.getsockname()[1]}/x.ts"
+
+
 @pytest.mark.parametrize(("spec", "match"), [
     ("missing.mp4", "missing.mp4: file not found"),
     ("/dev/video97", "/dev/video97: cannot open as a video stream"),
-    ("http://127.0.0.1:1/x.ts", "cannot open as a video stream .*refused"),
+    ("REFUSED", "cannot open as a video stream .*refused"),
 ])
-def test_sources_that_cannot_be_opened(tmp_path, spec, match):
+def test_sources_that_cannot_be_opened(tmp_path, spec, match, refused_url):
     with pytest.raises(VideoError, match=match):
-        open_source(spec, timeout_s=1)
+        open_source(refused_url if spec == "REFUSED" else spec, timeout_s=1)
     (tmp_path / "notes.txt").write_text("not a video")
     with pytest.raises(VideoError, match=r"notes\.txt: cannot open as a video stream"):
         open_source(tmp_path / "notes.txt")

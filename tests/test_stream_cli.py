@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import threading
-import time
+import types
 
 import numpy as np
 import pytest
@@ -46,9 +46,9 @@ def _scores(decision: dict, classes: int = 4) -> torch.Tensor:
     return out
 
 
-def _stdin_pipe(monkeypatch, data: bytes, *, hold_open_s: float = 0.0) -> None:
-    """sys.stdin becomes a pipe fed `data` by a thread (`cat clip.ts | istpan ...`), kept open `hold_open_s` more."""
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(fed_pipe(data, hold_open_s=hold_open_s)))
+def _stdin_pipe(monkeypatch, data: bytes) -> None:
+    """sys.stdin becomes a pipe fed `data` by a thread (`cat clip.ts | istpan ...`)."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(fed_pipe(data)))
 
 
 def test_stdin_stream_prints_one_json_line_per_decision(setup, monkeypatch, capsys):
@@ -76,33 +76,43 @@ def test_stdin_stream_prints_one_json_line_per_decision(setup, monkeypatch, caps
 
 def test_ctrl_c_stops_cleanly(setup, monkeypatch, capsys):
     """A live source that keeps the pipe open: Ctrl-C (SIGINT) while waiting for data ends with a summary line and
-    status 0 (PyAV swallows a KeyboardInterrupt raised in its read callback; the source hands it on)."""
+    status 0 (PyAV swallows a KeyboardInterrupt raised in its read callback; the source hands it on).
+
+    The SIGINT is sent at the moment it is about: the stream has made a decision, every byte fed is consumed, and the
+    source asks for more. (Were Ctrl-C ignored, the pipe closes after 120 s and the run ends "end of stream".)"""
+    import istpan.data.sources as sources
     import istpan.inference.stream as stream_module
 
     ckpt, _, ts = setup
-    _stdin_pipe(monkeypatch, ts.read_bytes(), hold_open_s=60)
-    inner = stream_module.stream_decisions
-    killed_at: list[float] = []
+    done, written = threading.Event(), threading.Event()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(fed_pipe(ts.read_bytes(), hold_open=done, written=written)))
+    inner, decided, interrupted = stream_module.stream_decisions, [], []
 
-    def interrupt() -> None:
-        killed_at.append(time.monotonic())
-        os.kill(os.getpid(), signal.SIGINT)
-
-    def interrupted_after_first(*args, **kwargs):
-        for i, decision in enumerate(inner(*args, **kwargs)):
-            if i == 0:
-                threading.Timer(0.3, interrupt).start()
+    def counted(*args, **kwargs):
+        for decision in inner(*args, **kwargs):
+            decided.append(decision["frame"])
             yield decision
 
-    monkeypatch.setattr(stream_module, "stream_decisions", interrupted_after_first)
+    real_select = sources.select.select
+
+    def select_then_ctrl_c(read, write, errors, timeout=None):
+        if decided and written.is_set() and not interrupted and not real_select(read, write, errors, 0)[0]:
+            interrupted.append(len(decided))
+            os.kill(os.getpid(), signal.SIGINT)  # raises KeyboardInterrupt here, inside the source's wait for data
+        return real_select(read, write, errors, timeout)
+
+    monkeypatch.setattr(stream_module, "stream_decisions", counted)
+    monkeypatch.setattr(sources, "select", types.SimpleNamespace(select=select_then_ctrl_c))
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh process (other tests may
     try:                                                                  # have left a training handler installed)
-        assert main(["predict", "--stream", "-", "--checkpoint", str(ckpt), "--timeout", "90"]) == 0
+        assert main(["predict", "--stream", "-", "--checkpoint", str(ckpt), "--timeout", "300"]) == 0
     finally:
         signal.signal(signal.SIGINT, previous)
-    assert killed_at and time.monotonic() - killed_at[0] < 20  # stopped by Ctrl-C, not by the pipe closing at 60 s
+        done.set()
     out, err = capsys.readouterr()
-    assert len(out.splitlines()) >= 1 and "-: stopped (Ctrl-C) after" in err and "Traceback" not in err
+    assert len(interrupted) == 1 and "Traceback" not in err
+    assert f"-: stopped (Ctrl-C) after {len(decided)} decisions" in err
+    assert [json.loads(line)["frame"] for line in out.splitlines()] == decided == list(range(2, 2 + len(decided)))
 
 
 def test_file_stream_cadence_and_bad_sources(setup, capsys):

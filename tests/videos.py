@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
@@ -104,14 +103,22 @@ def make_video(
     return path
 
 
-def fed_pipe(data: bytes, *, hold_open_s: float = 0.0) -> BinaryIO:
-    """A readable file object fed `data` by a thread, like `cat clip.ts | istpan ...`; kept open `hold_open_s` more
-    before EOF (a live source that stalls)."""
+def fed_pipe(data: bytes, *, hold_open: threading.Event | None = None,
+             written: threading.Event | None = None) -> BinaryIO:
+    """A readable file object fed `data` by a thread, like `cat clip.ts | istpan ...`. With `hold_open` the pipe stays
+    open after the data (a live source that stalls) until the test sets the event, at most 120 s: a product that
+    waits for the end of the stream instead of timing out then sees one and fails its test rather than hanging it.
+    `written` is set once all of `data` is in the pipe."""
     r, w = os.pipe()
 
     def feed() -> None:
-        os.write(w, data)
-        time.sleep(hold_open_s)
+        view = memoryview(data)
+        while view:  # a signal may cut a write short
+            view = view[os.write(w, view):]
+        if written is not None:
+            written.set()
+        if hold_open is not None:
+            hold_open.wait(120)
         os.close(w)
 
     threading.Thread(target=feed, daemon=True).start()
