@@ -1,7 +1,7 @@
 """Sparse frame reading against a full decode, against its limit and against decord / torchcodec, for 8-segment TSN
-training sampling.
+training sampling; then the training loader on prepared copies (`istpan data prepare`) against the raw files.
 
-    .venv/bin/python bench/decode.py [--clips ../shared/clips] [--rounds 3] [--samples 4] [--dir DIR]
+    .venv/bin/python bench/decode.py [--clips ../shared/clips] [--rounds 3] [--samples 4] [--dir DIR] [--no-prepared]
 
 Clips: every clip of ../shared/clips plus a generated long-GOP clip (10 s of 340x256 H.264, one keyframe per 250
 frames: the Kinetics shape, made from the Kinetics clip's frames). For every clip and every random TSN sampling
@@ -16,8 +16,11 @@ frames: the Kinetics shape, made from the Kinetics clip's frames). For every cli
   also needs the system's FFmpeg libraries); each one missing is said in one line and its columns read `skipped`.
 Exact = istpan's 8 frames are bit-identical to the full decode's frames at the same indices; an anchor is "right" when
 every frame it returns is the full decode's frame at that index up to colour conversion (bench/_decode_limit.py).
-Last line: `sparse_speedup=<x> exact=<fraction> limit_ratio=<worst clip> vs_decord=<x> vs_torchcodec=<x|skipped>`
-(x = time of the other / istpan's time over all clips, warm cache).
+prepared_speedup (bench/_prepared.py): the real training loader (1 worker, training transforms) on generated
+Kinetics-shape and UCF101-shape datasets, raw against prepared mp4 and frames, with the disk size of each form.
+Last line: `sparse_speedup=<x> exact=<fraction> limit_ratio=<worst clip> vs_decord=<x> vs_torchcodec=<x|skipped>
+prepared_speedup=<x>` (x = time of the other / istpan's time over all clips, warm cache; prepared_speedup: clips/s of
+the Kinetics shape's prepared mp4 over its raw files).
 """
 
 from __future__ import annotations
@@ -143,6 +146,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4, help="random TSN samplings per clip and round")
     parser.add_argument("--segments", type=int, default=8)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/istpan_bench_decode"), help="generated clips")
+    parser.add_argument("--videos", type=int, default=8, help="clips per generated dataset of the prepared part")
+    parser.add_argument("--no-prepared", action="store_true", help="skip the prepared-copy loader part")
     args = parser.parse_args()
     clips = sorted(p for p in args.clips.iterdir() if p.suffix in (".avi", ".mp4"))
     if not clips:
@@ -153,8 +158,13 @@ def main() -> None:
     readers, notes = load_anchors()
     res = measure(clips, args, readers)
     figures = report(clips, res, args, readers, notes)
+    figures["prepared_speedup"] = "skipped"
+    if not args.no_prepared:
+        from _prepared import prepared_speedup
+
+        figures["prepared_speedup"] = prepared_speedup(args.clips, args.dir, videos=args.videos)
     print(" ".join(f"{k}={figures[k]}" for k in ("sparse_speedup", "exact", "limit_ratio", "vs_decord",
-                                                  "vs_torchcodec")))
+                                                  "vs_torchcodec", "prepared_speedup")))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """`istpan data prepare`: the copy holds the source's frames in the source's order (frame by frame against a full
 decode), the GOP asked for, and survives reruns, changed sources, a kill half-way through a video and bad input.
 
-Tolerance of the lossy re-encode (H.264 crf 18, JPEG quality 95): each copy frame is compared with the source frame
-istpan reads at the same index, resized the same way; its luma must be within PSNR >= 33 dB of it (measured: >= 35.5
-dB on every frame here) AND it must be closer to it than to any other source frame. Luma, because both formats store
+Tolerance of the lossy re-encode (H.264 crf 23, JPEG quality 95): each copy frame is compared with the source frame
+istpan reads at the same index, resized the same way; its luma must be within PSNR >= 30 dB of it on every frame and
+>= 34 dB on average (measured at the default crf 23: >= 32.8 dB, mean 36.9-37.2 dB on these 32-pixel frames) AND it
+must be closer to it than to any other source frame. Luma, because both formats store
 colour at half resolution (4:2:0): on these small saturated frames that alone, without any compression, takes RGB PSNR
 down to 28 dB, which says nothing about the copy being right. The generated frames carry a per-frame marker (a
 brightness level and a square that moves every frame, tests/videos.py), so a dropped, doubled or swapped frame fails
@@ -88,7 +89,8 @@ def assert_same_frames(copy: np.ndarray, source: Path) -> None:
     assert want.shape == copy.shape
     dist = ((copy[:, None].astype(np.float32) - want[None].astype(np.float32)) ** 2).mean(axis=(2, 3, 4))  # (T, T)
     assert dist.argmin(axis=1).tolist() == list(range(n)), "frames out of order, dropped or doubled"
-    assert min(luma_psnr(c, w) for c, w in zip(copy, want, strict=True)) >= 33.0
+    quality = [luma_psnr(c, w) for c, w in zip(copy, want, strict=True)]
+    assert min(quality) >= 30.0 and np.mean(quality) >= 34.0
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +98,7 @@ def prepared(tmp_path_factory) -> tuple[Path, Path, Path]:
     tmp = tmp_path_factory.mktemp("prepare")
     data = make_dataset(tmp / "data")
     config = write_config(tmp, data)
-    assert prepare(config, tmp / "out", "--gop", "8") == 0
+    assert prepare(config, tmp / "out", "--gop", "6") == 0
     return data, config, tmp / "out"
 
 
@@ -112,7 +114,7 @@ def test_mp4_copy_is_the_source_frame_by_frame(prepared):
             assert len(c.streams) == 1 and stream.codec_context.name == "h264"
             assert stream.average_rate == 25
             keys = [i for i, p in enumerate(c.demux(stream)) if p.size and p.is_keyframe]
-        assert keys == list(range(0, n, 8))  # a keyframe exactly every GOP frames
+        assert keys == list(range(0, n, 6))  # a keyframe exactly every GOP frames
     assert full_decode(out / "videos" / "a.mp4").shape[1:3] == (32, 52)  # short side 32, odd width made even
     assert full_decode(out / "videos" / "sub" / "c d.mp4").shape[1:3] == (52, 32)  # portrait: the width is short
 

@@ -97,7 +97,8 @@ def add_parser(subparsers) -> None:
                    help="mp4: H.264, a keyframe every --gop frames (default); frames: img_00001.jpg folders")
     r.add_argument("--short-side", type=int, default=256, help="resize the short side to this (never up; default 256)")
     r.add_argument("--gop", type=int, default=None, help="frames per keyframe (mp4; default: measured, docs/data.md)")
-    r.add_argument("--crf", type=int, default=18, help="x264 constant quality (mp4; default 18, visually lossless)")
+    r.add_argument("--crf", type=int, default=23, help="x264 constant quality (mp4; default 23, x264's; lower is "
+                   "better and bigger)")
     r.add_argument("--quality", type=int, default=95, help="JPEG quality (frames; default 95)")
     r.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (default: cores)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -48,7 +48,7 @@ from istpan.errors import UserError
 __all__ = ["DEFAULT_GOP", "FORMS", "LOG_NAME", "PrepareOptions", "prepare_video", "target_path"]
 
 FORMS = ("mp4", "frames")
-DEFAULT_GOP = 16  # frames per keyframe; chosen by bench/prepare_gop.py (docs/data.md)
+DEFAULT_GOP = 8  # frames per keyframe; chosen by bench/prepare_gop.py (docs/data.md)
 LOG_NAME = ".istpan_prepare.jsonl"
 KILL_HOOK = "ISTPAN_PREPARE_KILL_AT"  # tests: SIGKILL this process half-way through the n-th video it writes (1-based)
 
@@ -63,7 +63,7 @@ class PrepareOptions:
     form: str = "mp4"
     short_side: int = 256
     gop: int = DEFAULT_GOP
-    crf: int = 18  # x264 constant quality: 18 is visually lossless, the copy should not cost accuracy
+    crf: int = 23  # x264's default quality, as MMAction2's resize tool; 18 doubles the disk and slows reads (docs)
     preset: str = "veryfast"  # x264 speed: preparing a large dataset takes CPU days at "medium"
     quality: int = 95  # JPEG quality of `frames` (OpenCV's default, what TSN's extracted frames used)
 
