@@ -32,7 +32,7 @@ def train_bench_config(args, data: Path, out_dir: Path, *, augment: dict | None 
                        ema_decay: float = 0.0) -> Config:
     """The config both training benches time: synthetic data, SGD without warm-up, clipping at 20, no logging."""
     return config_from_dict({
-        "data": dict(format="synthetic", root=str(data), num_segments=args.segments, input_size=args.size,
+        "data": dict(format="synthetic", root=str(data), num_frames=args.segments, input_size=args.size,
                      short_side=args.size + 16, num_workers=args.workers),
         "model": dict(name=args.model, options={"input_size": args.size}),
         "optim": dict(name="sgd", lr=0.001, warmup_epochs=0, clip_grad_norm=20.0),

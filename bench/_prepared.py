@@ -34,7 +34,7 @@ def _config(root: Path, **data):
     from istpan.config import load_config
 
     cfg = load_config(None, [f"data.root={root}", f"data.train_annotations={root}/train.txt",
-                             f"data.classes={root}/classes.txt", "data.num_segments=8", "data.input_size=224",
+                             f"data.classes={root}/classes.txt", "data.num_frames=8", "data.input_size=224",
                              "data.short_side=256", "data.train_crop=multiscale", "data.num_workers=1"])
     for k, v in data.items():
         setattr(cfg.data, k, v)

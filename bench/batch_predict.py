@@ -39,7 +39,7 @@ def main() -> None:
     (root / "list.txt").write_text("".join(f"videos/v{i:06d}.mp4\n" for i in range(args.videos)))
     model = create_model("istpan_tiny", num_classes=10, input_size=64)
     meta = build_meta(model, class_names=[f"c{i}" for i in range(10)],
-                      data_cfg=DataConfig(input_size=64, short_side=64, test_segments=8))
+                      data_cfg=DataConfig(input_size=64, short_side=64, test_num_frames=8))
     ckpt = save_checkpoint({"model": model.state_dict(), "meta": meta, "epoch": 1}, root / "model.pt")
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

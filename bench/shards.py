@@ -30,7 +30,7 @@ def _config(videos: Path, **data):
     from istpan.config import load_config
 
     cfg = load_config(None, [f"data.root={videos}", f"data.train_annotations={videos}/train.txt",
-                             f"data.classes={videos}/classes.txt", "data.num_segments=4", "data.input_size=32",
+                             f"data.classes={videos}/classes.txt", "data.num_frames=4", "data.input_size=32",
                              "data.short_side=40", "data.train_crop=center", "data.shuffle_buffer=32"])
     for k, v in data.items():
         setattr(cfg.data, k, v)

@@ -137,7 +137,7 @@ def _passes(models: dict, cfg, root: Path | None = None, *, segments: int = 8, v
     fixed: dict[str, list[torch.Tensor]] = {m: [] for m in models}
     labels = []
     with torch.no_grad():
-        for batch in _val_loader(cfg, test_segments=segments, root=root, val_list=val_list):
+        for batch in _val_loader(cfg, test_num_frames=segments, root=root, val_list=val_list):
             video = batch["video"]  # (B, K, 3, S, S)
             for m, model in models.items():
                 fixed[m].append(model(video).logits.softmax(-1))  # (B, C)

@@ -87,7 +87,7 @@ def counted(path):
 decode_mod._scan = counted
 t0 = time.perf_counter()  # after the imports: what is measured is the data path's own start-up
 cfg = load_config(None, ["data.format=list", f"data.root={root}", f"data.train_annotations={root}/train.txt",
-                         f"data.classes={root}/classes.txt", "data.num_segments=4", "data.input_size=32",
+                         f"data.classes={root}/classes.txt", "data.num_frames=4", "data.input_size=32",
                          "data.short_side=40", "data.train_crop=center"]).data
 loader = build_loader(build_dataset(cfg, split="train", train=True), batch_size=16, train=True,
                       num_workers=workers, seed=0)

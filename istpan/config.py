@@ -8,6 +8,7 @@ the run (the dinov2 / nanoGPT habit, without MMAction2's `_base_` chains).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,7 +19,10 @@ import yaml
 from istpan.errors import UserError
 from istpan.modality import FLOW_ALGORITHMS, MODALITIES
 
+log = logging.getLogger(__name__)
+
 __all__ = [
+    "LEGACY_KEYS",
     "AugmentConfig",
     "Config",
     "DataConfig",
@@ -45,10 +49,11 @@ class DataConfig:
     classes: str = ""  # optional class-name file (classInd.txt, Charades_v1_classes.txt, one name per line)
     split: int = 1  # UCF101 / HMDB51 official split 1-3
     multi_label: bool = False  # Charades-style multi-hot labels, sigmoid head
-    num_segments: int = 8  # K frames per clip at training time
-    test_segments: int = 8  # K at evaluation time (any K works: the model has no K-dependent parameter)
+    # K: frames the model sees per clip (TSN's segments, a dense clip's length). Old names, still read with a
+    # warning: num_segments, clip_len -> num_frames; test_segments -> test_num_frames (see LEGACY_KEYS).
+    num_frames: int = 8  # K at training time
+    test_num_frames: int = 8  # K at evaluation time (any K works: the model has no K-dependent parameter)
     sampling: str = "segment"  # segment (TSN) | dense | uniform
-    clip_len: int = 8  # dense sampling: frames per clip
     frame_stride: int = 2  # dense sampling: step between frames
     input_size: int = 224  # crop size fed to the network
     short_side: int = 256  # frames are resized to this short side while decoding
@@ -207,9 +212,8 @@ class Range:
 # from deep inside the loader or the optimiser. A list field (optim.step_epochs) is checked element by element.
 RANGES: dict[str, Range] = {
     "data.split": Range(ge=1, le=3, why="UCF101 and HMDB51 have official splits 1, 2, 3"),
-    "data.num_segments": Range(ge=1),
-    "data.test_segments": Range(ge=1),
-    "data.clip_len": Range(ge=1),
+    "data.num_frames": Range(ge=1),
+    "data.test_num_frames": Range(ge=1),
     "data.frame_stride": Range(ge=1),
     "data.input_size": Range(ge=1, why="the crop side in pixels"),
     "data.short_side": Range(ge=0, why="0 keeps the decoded size"),
@@ -251,6 +255,46 @@ RANGES: dict[str, Range] = {
 }
 
 
+# Old names of K in the data section, still read (YAML files, dotted overrides, configs stored in checkpoints) with
+# one warning that says what to write instead. What each old key meant depended on data.sampling: `num_segments` and
+# `test_segments` were K for segment and uniform sampling, `clip_len` was K (training and test alike) for dense
+# sampling, and each did nothing otherwise. So they are replayed, in the order they were read, once the whole config
+# is known (`validate`), and map exactly onto what the old config did.
+LEGACY_KEYS: dict[str, str] = {
+    "num_segments": "num_frames", "test_segments": "test_num_frames", "clip_len": "num_frames",
+}
+_K_FIELDS = ("num_frames", "test_num_frames")
+_K_LOG = "_k_assignments"  # attribute of a DataConfig that read an old key: [(key, value), ...] in reading order
+
+
+def _log_k(data: DataConfig, key: str, value: int) -> None:
+    """Remember a K assignment: every old key, and a new one once an old key was read (so the last one wins)."""
+    if key in LEGACY_KEYS or hasattr(data, _K_LOG):
+        data.__dict__.setdefault(_K_LOG, []).append((key, value))
+
+
+def _resolve_legacy_keys(data: DataConfig) -> None:
+    """Replay the K assignments of `_log_k` with the final data.sampling; one warning per old key."""
+    assignments = data.__dict__.pop(_K_LOG, [])
+    dense = data.sampling == "dense"
+    for key, value in assignments:
+        if key in _K_FIELDS:
+            setattr(data, key, value)
+        elif key == "clip_len" and dense:
+            data.num_frames = data.test_num_frames = value
+        elif key != "clip_len" and not dense:
+            setattr(data, LEGACY_KEYS[key], value)
+    for old in dict.fromkeys(key for key, _ in assignments if key in LEGACY_KEYS):
+        new = "num_frames and data.test_num_frames" if old == "clip_len" else LEGACY_KEYS[old]
+        if (old == "clip_len") == dense:
+            note = ""
+        elif dense:
+            note = " (ignored, as before: with data.sampling=dense K was data.clip_len)"
+        else:
+            note = " (ignored, as before: it set K only with data.sampling=dense)"
+        log.warning("config key data.%s is an old name: write data.%s instead%s", old, new, note)
+
+
 def _coerce(value: Any, current: Any, where: str) -> Any:
     """Bring a YAML value to the type of the field's default (YAML reads `1e-3` as a string, `5` as an int)."""
     if value is None or current is None:
@@ -280,6 +324,9 @@ def _merge(obj: Any, updates: dict[str, Any], where: str) -> None:
     names = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in updates.items():
         dotted = f"{where}.{key}" if where else key
+        if isinstance(obj, DataConfig) and key in LEGACY_KEYS:
+            _log_k(obj, key, _coerce(value, 0, dotted))
+            continue
         if key not in names:
             raise UserError(f"{dotted}: unknown config key '{key}' (known: {', '.join(sorted(names))})")
         current = getattr(obj, key)
@@ -293,10 +340,15 @@ def _merge(obj: Any, updates: dict[str, Any], where: str) -> None:
             setattr(obj, key, {**current, **value})
         else:
             setattr(obj, key, _coerce(value, current, dotted))
+            if isinstance(obj, DataConfig) and key in _K_FIELDS:
+                _log_k(obj, key, getattr(obj, key))
 
 
 def validate(cfg: Config) -> Config:
-    """Check every field with a closed set of values (CHOICES) or a natural range (RANGES); one line per error."""
+    """Check every field with a closed set of values (CHOICES) or a natural range (RANGES); one line per error.
+
+    Old key names read since the last check (LEGACY_KEYS) are resolved first."""
+    _resolve_legacy_keys(cfg.data)
     for dotted, allowed in CHOICES.items():
         section, name = dotted.split(".")
         value = getattr(getattr(cfg, section), name)

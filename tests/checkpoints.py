@@ -18,7 +18,7 @@ from istpan.models import create_model
 
 
 def tiny_checkpoint(path: Path, **options: Any) -> tuple[torch.nn.Module, dict, Path]:
-    """istpan_tiny (4 classes "abcd", 32 px, test_segments=3, short side 36) saved at `path` as epoch 1.
+    """istpan_tiny (4 classes "abcd", 32 px, test_num_frames=3, short side 36) saved at `path` as epoch 1.
 
     The weights are nudged by seeded noise so the logits are far from zero (and the time preference of the
     order-aware options is non-zero): a test comparing two inference paths then compares real, distinct scores.
@@ -29,6 +29,6 @@ def tiny_checkpoint(path: Path, **options: Any) -> tuple[torch.nn.Module, dict, 
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     meta = build_meta(model, class_names=list("abcd"),
-                      data_cfg=DataConfig(input_size=32, short_side=36, test_segments=3))
+                      data_cfg=DataConfig(input_size=32, short_side=36, test_num_frames=3))
     path = save_checkpoint({"model": model.state_dict(), "meta": meta, "epoch": 1}, path)
     return model, meta, path

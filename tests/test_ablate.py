@@ -279,7 +279,7 @@ def test_quick_finetune(tmp_path: Path, capsys, mobilenet_v2_weights: Path) -> N
     assert "train K = 4, test K = 8" in markdown and "| TSN average consensus | 0 |" in markdown  # every run
     assert format_markdown(result, header=["-"]).split("\n", 1)[1] in markdown  # the frozen table's layout
     cfg = load_config(out / "finetune" / "runs" / "seed0" / "pyramid_attention_N_3" / "config.yaml")
-    assert (cfg.data.num_segments, cfg.data.test_segments, cfg.train.partial_bn) == (4, 8, True)
+    assert (cfg.data.num_frames, cfg.data.test_num_frames, cfg.train.partial_bn) == (4, 8, True)
     assert cfg.optim.backbone_lr_mult == 0.01
     # a rerun of the same setup trains nothing again
     assert main(args) == 0

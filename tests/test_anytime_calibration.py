@@ -38,7 +38,7 @@ def calibrated(tmp_path_factory):
     # a random model is at chance after any number of frames and calibrates to "stop at once" or "never": fit the
     # layer and head (not the backbone: cheap, on cached features) to these videos' 4 frames, so that margins grow
     # with the frames seen and the calibrated rule stops at different frames for different videos
-    video = torch.cat([b["video"] for b in _val_loader(cfg, test_segments=4)])  # (24, 4, 3, 32, 32)
+    video = torch.cat([b["video"] for b in _val_loader(cfg, test_num_frames=4)])  # (24, 4, 3, 32, 32)
     label = torch.tensor([synth.CLASSES.index(line.split()[1]) for line in (root / "val.txt").read_text().splitlines()])
     with torch.no_grad():
         feats = model.frame_features(video.flatten(0, 1)).unflatten(0, video.shape[:2])  # (24, 4, ΣC_j, h, w)

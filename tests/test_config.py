@@ -24,7 +24,7 @@ def test_yaml_then_overrides(tmp_path):
 
 
 def test_resolved_config_round_trips(tmp_path):
-    cfg = load_config(None, ["train.seed=7", "data.num_segments=3"])
+    cfg = load_config(None, ["train.seed=7", "data.num_frames=3"])
     save_config(cfg, tmp_path / "config.yaml")
     again = load_config(tmp_path / "config.yaml")
     assert config_to_dict(again) == config_to_dict(cfg)
@@ -93,8 +93,8 @@ def test_configs_are_shipped():
 
 @pytest.mark.parametrize(
     "overrides",
-    [["data.num_segments=0"], ["data.test_segments=0"], ["data.input_size=0"], ["train.batch_size=0"],
-     ["train.batch_size=-2"], ["optim.lr=-1"], ["data.num_workers=-1"], ["data.sampling=dense", "data.clip_len=0"],
+    [["data.num_frames=0"], ["data.test_num_frames=0"], ["data.input_size=0"], ["train.batch_size=0"],
+     ["train.batch_size=-2"], ["optim.lr=-1"], ["data.num_workers=-1"], ["data.sampling=dense", "data.num_frames=0"],
      ["data.sampling=dense", "data.frame_stride=0"], ["optim.lr=.nan"], ["optim.step_epochs=[10, -1]"]],
     ids=lambda o: " ".join(o),
 )
@@ -169,3 +169,36 @@ def test_packaged_config_by_name_from_any_directory(tmp_path, monkeypatch, capsy
     assert listed == shipped
     assert main(["configs", "--show", "hmdb51"]) == 0
     assert capsys.readouterr().out == (CONFIGS / "hmdb51.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("data_yaml", "overrides", "want"),
+    [
+        # segment / uniform sampling: num_segments and test_segments were K; clip_len did nothing
+        ("num_segments: 5\n  test_segments: 25\n  clip_len: 16", [], (5, 25)),
+        ("sampling: uniform\n  num_segments: 5", ["data.test_segments=7"], (5, 7)),
+        # dense sampling: clip_len was K at training and test time; num_segments / test_segments did nothing
+        ("sampling: dense\n  num_segments: 5\n  test_segments: 25\n  clip_len: 16", [], (16, 16)),
+        ("num_segments: 5\n  clip_len: 16", ["data.sampling=dense"], (16, 16)),
+        # the last assignment wins, old name or new
+        ("num_segments: 5", ["data.num_frames=6"], (6, 8)),
+        ("num_frames: 6", ["data.num_segments=5"], (5, 8)),
+    ],
+)
+def test_old_names_of_k_map_exactly_and_warn_once(tmp_path, caplog, data_yaml, overrides, want):
+    path = tmp_path / "old.yaml"
+    path.write_text(f"data:\n  {data_yaml}\n")
+    with caplog.at_level("WARNING", logger="istpan.config"):
+        cfg = load_config(path, overrides)
+    assert (cfg.data.num_frames, cfg.data.test_num_frames) == want
+    old = [key for key in ("num_segments", "test_segments", "clip_len") if key in data_yaml + str(overrides)]
+    warned = [r.getMessage() for r in caplog.records if r.name == "istpan.config"]
+    assert len(warned) == len(old)  # one warning per old key, each naming the key to write instead
+    for key, message in zip(old, warned):
+        assert f"data.{key} is an old name: write data.{'test_' if key == 'test_segments' else ''}num_frames" in message
+    assert "num_segments" not in config_to_dict(cfg)["data"] and "clip_len" not in config_to_dict(cfg)["data"]
+
+
+def test_an_old_name_of_k_is_range_checked_like_the_new():
+    with pytest.raises(UserError, match=r"data\.num_frames: 0 is out of range"):
+        load_config(None, ["data.num_segments=0"])

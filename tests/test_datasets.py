@@ -197,7 +197,7 @@ def test_build_dataset_charades_is_multi_hot(tmp_path):
     classes = write(tmp_path / "classes.txt", "c000 a\nc001 b\nc002 c\n")
     csv_path = write(tmp_path / "train.csv", CHARADES_CSV)
     cfg = DataConfig(format="charades", root=str(tmp_path), train_annotations=str(csv_path), classes=str(classes),
-                     sampling="uniform", num_segments=4)
+                     sampling="uniform", num_frames=4)
     ds = build_dataset(cfg, split="train", train=True)
     assert ds.multi_label and ds.num_classes == 3 and ds.num_frames == 4
     assert torch.equal(ds._label(ds.records[0]), torch.tensor([1.0, 0.0, 1.0]))

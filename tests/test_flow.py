@@ -169,7 +169,7 @@ def _flow_dataset(tmp_path, videos, **overrides):
     (tmp_path / "classes.txt").write_text("a\nb\n")
     d = DataConfig(format="list", root=str(videos[0].parent), train_annotations=str(tmp_path / "list.txt"),
                    val_annotations=str(tmp_path / "list.txt"), classes=str(tmp_path / "classes.txt"),
-                   modality="flow", flow_length=3, num_segments=2, test_segments=2, input_size=48, short_side=64,
+                   modality="flow", flow_length=3, num_frames=2, test_num_frames=2, input_size=48, short_side=64,
                    train_crop="center", flow_algorithm="farneback", num_workers=0)
     for key, value in overrides.items():
         setattr(d, key, value)

@@ -34,7 +34,7 @@ def list_dataset(tmp_path: Path, n_good: int = 6, bad: tuple[str, ...] = ()) -> 
     (tmp_path / "classes.txt").write_text("a\nb\n")
     return DataConfig(format="list", root=str(tmp_path), train_annotations=str(tmp_path / "list.txt"),
                       val_annotations=str(tmp_path / "list.txt"), classes=str(tmp_path / "classes.txt"),
-                      num_segments=4, test_segments=5, input_size=32, short_side=36)
+                      num_frames=4, test_num_frames=5, input_size=32, short_side=36)
 
 
 def test_item_shapes_train_and_views(tmp_path):
@@ -57,7 +57,7 @@ def test_real_clips_in_hmdb51_layout(tmp_path, clips_dir):
         (tmp_path / "videos" / cls / name).symlink_to(clips_dir / name)
         (splits / f"{cls}_test_split1.txt").write_text(f"{name} 2 \n")
     cfg = DataConfig(format="hmdb51", root=str(tmp_path / "videos"), train_annotations=str(splits),
-                     val_annotations=str(splits), test_segments=8, input_size=112, short_side=128)
+                     val_annotations=str(splits), test_num_frames=8, input_size=112, short_side=128)
     ds = build_dataset(cfg, split="val", train=False, views=(1, 3))
     loader = build_loader(ds, batch_size=2, train=False, num_workers=0, seed=0)
     batch = next(iter(loader))
@@ -167,7 +167,8 @@ def test_loader_options(tmp_path):
 @pytest.mark.parametrize("sampling", ["dense", "uniform"])
 def test_other_samplings_give_k_frames(tmp_path, sampling):
     cfg = list_dataset(tmp_path, n_good=1)
-    cfg.sampling, cfg.clip_len, cfg.frame_stride = sampling, 3, 2
+    cfg.sampling, cfg.frame_stride = sampling, 2
+    cfg.num_frames = 3 if sampling == "dense" else cfg.num_frames  # dense clips of 3 frames (was data.clip_len)
     ds = build_dataset(cfg, split="train", train=True)
     assert ds[0]["video"].shape == ((3 if sampling == "dense" else 4), 3, 32, 32)
 
@@ -183,7 +184,7 @@ def test_extracted_frame_folders_as_a_dataset(tmp_path):
             Image.fromarray(frame).save(folder / f"img_{i + 1:05d}.jpg")
     (tmp_path / "list.txt").write_text("frames/v_Jump_g00_c01 0\nframes/v_Jump_g01_c01 1\nframes/nothing_here 1\n")
     cfg = DataConfig(format="list", root=str(tmp_path), train_annotations=str(tmp_path / "list.txt"),
-                     backend="frames", test_segments=4, input_size=32, short_side=36)
+                     backend="frames", test_num_frames=4, input_size=32, short_side=36)
     ds = build_dataset(cfg, split="train", train=False)
     assert [ds[i]["video"].shape for i in range(2)] == [(4, 3, 32, 32)] * 2
     assert ds[2] is None  # the missing folder is skipped, not fatal

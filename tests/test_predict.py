@@ -23,7 +23,7 @@ def setup(tmp_path_factory):
     torch.manual_seed(0)
     model = create_model("istpan_tiny", num_classes=3, input_size=32)
     meta = build_meta(model, class_names=["a", "b", "c"],
-                      data_cfg=DataConfig(input_size=32, short_side=36, test_segments=3))
+                      data_cfg=DataConfig(input_size=32, short_side=36, test_num_frames=3))
     ckpt = save_checkpoint({"model": model.state_dict(), "meta": meta, "epoch": 1}, base / "model.pt")
     good = [make_video(base / "good1.mp4", num_frames=12, size=(40, 48), fps=4),
             make_video(base / "good2.mp4", num_frames=9, size=(36, 36), fps=4)]

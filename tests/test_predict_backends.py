@@ -74,7 +74,7 @@ def test_predictor_backend_and_checkpoint_default(inputs, tmp_path):
     state = load_checkpoint(ckpt)
     model = Predictor.from_checkpoint(ckpt).model
     meta = build_meta(model, class_names=list("abcd"),
-                      data_cfg=DataConfig(input_size=32, short_side=36, test_segments=3, backend="frames"))
+                      data_cfg=DataConfig(input_size=32, short_side=36, test_num_frames=3, backend="frames"))
     frames_ckpt = save_checkpoint({**state, "meta": meta}, tmp_path / "frames.pt")
     assert Predictor.from_checkpoint(frames_ckpt).predict(folder)["top"] == expected
     # an older checkpoint (no backend in its preprocessing) takes it from the run config it carries

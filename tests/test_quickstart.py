@@ -36,7 +36,7 @@ def test_readme_quick_start(folder_dataset, tmp_path, capsys, mobilenet_v2_weigh
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    small = ["data.input_size=32", "data.short_side=36", "data.num_segments=2", "data.test_segments=2",
+    small = ["data.input_size=32", "data.short_side=36", "data.num_frames=2", "data.test_num_frames=2",
              "data.num_workers=0", "model.options.input_size=32", "train.epochs=1", "train.batch_size=2",
              "train.tensorboard=false"]
     common = ["--config", str(REPO_CONFIGS / "folder.yaml"), f"data.root={folder_dataset}"]

@@ -32,7 +32,7 @@ def setup(tmp_path_factory):
     model = create_model("istpan_tiny", num_classes=4, input_size=32, time_encoding="fourier", head="glimpse")
     torch.nn.init.normal_(model.attention.time_proj.weight)
     meta = build_meta(model, class_names=["a", "b", "c", "d"],
-                      data_cfg=DataConfig(input_size=32, short_side=36, test_segments=3))
+                      data_cfg=DataConfig(input_size=32, short_side=36, test_num_frames=3))
     ckpt = save_checkpoint({"model": model.state_dict(), "meta": meta, "epoch": 1}, base / "model.pt")
     mp4 = make_video(base / "clip.mp4", num_frames=12, size=(40, 48), fps=4)
     ts = make_video(base / "clip.ts", num_frames=12, size=(40, 48), fps=4)

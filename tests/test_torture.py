@@ -171,8 +171,8 @@ def _overrides(root: Path, run: Path) -> list[str]:
     """configs/folder.yaml (the modern recipe) shrunk to istpan_tiny on 32 px, K = 3, one epoch of batch 1 (every
     clip once), two decoding workers as a user would run it."""
     return ["--config", "folder", f"data.root={root}", "model.name=istpan_tiny", "model.pretrained=",
-            "model.options.input_size=32", "data.input_size=32", "data.short_side=36", "data.num_segments=3",
-            "data.test_segments=3", "data.num_workers=2", "train.epochs=1", "train.batch_size=1",
+            "model.options.input_size=32", "data.input_size=32", "data.short_side=36", "data.num_frames=3",
+            "data.test_num_frames=3", "data.num_workers=2", "train.epochs=1", "train.batch_size=1",
             "train.ema_decay=0", "train.partial_bn=false", "train.tensorboard=false", f"train.out_dir={run}"]
 
 

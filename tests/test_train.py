@@ -6,6 +6,7 @@ losses logged apart, bf16, clear errors, and `evaluate` against a direct computa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 import yaml
 from videos import make_frames, make_video
 
-from istpan.config import Config, config_from_dict
+from istpan.config import Config, config_from_dict, config_to_dict
 from istpan.errors import UserError
 from istpan.evaluation.evaluate import evaluate, video_scores
 from istpan.files.checkpoint import load_checkpoint, load_model
@@ -52,7 +53,7 @@ def tiny_config(data: Path, out: Path, /, **sections) -> Config:
     cfg = {
         "data": dict(format="list", root=str(data), train_annotations=str(data / "train.txt"),
                      val_annotations=str(data / "val.txt"), classes=str(data / "classes.txt"),
-                     num_segments=3, test_segments=3, input_size=32, short_side=36, num_workers=0),
+                     num_frames=3, test_num_frames=3, input_size=32, short_side=36, num_workers=0),
         "model": dict(name="istpan_tiny", options={"input_size": 32, "dropout": 0.3}),
         "optim": dict(name="sgd", lr=0.05, warmup_epochs=0.5, clip_grad_norm=5.0),
         "train": dict(epochs=2, batch_size=2, beta=0.1, gamma=0.01, partial_bn=False, log_every=1, tensorboard=False,
@@ -120,6 +121,27 @@ def test_seeded_runs_are_identical(run, dataset, tmp_path):
     a, b = load_checkpoint(result["last_checkpoint"])["model"], load_checkpoint(again["last_checkpoint"])["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert again["final"]["top1"] == result["final"]["top1"]
+
+
+def test_an_old_config_trains_the_same_and_warns(run, dataset, tmp_path, caplog):
+    """The old names of K (data.num_segments / test_segments) still read: the same config, the same run, a warning
+    naming the key to write instead; the run's saved config.yaml uses the new names."""
+    cfg, result = run
+    old = config_to_dict(cfg)
+    old["data"]["num_segments"], old["data"]["test_segments"] = old["data"].pop("num_frames"), old["data"].pop(
+        "test_num_frames")
+    old["train"]["out_dir"] = str(tmp_path / "old")
+    with caplog.at_level("WARNING", logger="istpan.config"):
+        old_cfg = config_from_dict(old)
+    warned = [r.getMessage() for r in caplog.records if r.name == "istpan.config"]
+    assert len(warned) == 2 and "write data.num_frames" in warned[0] and "write data.test_num_frames" in warned[1]
+    assert dataclasses.replace(old_cfg, train=cfg.train) == cfg
+    again = train(old_cfg, progress=False)
+    assert step_values(result["run_dir"]) == step_values(tmp_path / "old")
+    a, b = load_checkpoint(result["last_checkpoint"])["model"], load_checkpoint(again["last_checkpoint"])["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    saved = yaml.safe_load((tmp_path / "old" / "config.yaml").read_text())["data"]
+    assert (saved["num_frames"], saved["test_num_frames"]) == (3, 3) and "num_segments" not in saved
 
 
 def test_logged_lr_follows_warmup_then_cosine(run):

@@ -196,7 +196,7 @@ def two_streams(tmp_path_factory):
         cfg = Config()
         d = cfg.data
         d.format, d.root, d.modality, d.flow_length, d.flow_root = "synthetic", str(data), modality, 3, str(tmp / "f")
-        d.num_segments = d.test_segments = 3
+        d.num_frames = d.test_num_frames = 3
         d.input_size, d.short_side, d.train_crop, d.flip, d.num_workers = 32, 32, "center", False, 0
         d.flow_algorithm = "farneback"  # what `istpan data flow` uses by default, and predict on the fly
         if modality == "flow":
@@ -306,7 +306,7 @@ def test_rgb_plus_flow_predict_computes_both_streams_from_the_file(tmp_path):
     from istpan.files.checkpoint import build_meta
 
     video = make_video(tmp_path / "a.mp4", make_frames(10, (40, 40)))
-    data = DataConfig(modality="rgb+flow", flow_length=2, test_segments=3, input_size=32, short_side=32,
+    data = DataConfig(modality="rgb+flow", flow_length=2, test_num_frames=3, input_size=32, short_side=32,
                       flow_algorithm="farneback")
     model = create_model("istpan_tiny", num_classes=2, modality="rgb+flow", flow_length=2, input_size=32).eval()
     predictor = Predictor(model, build_meta(model, class_names=["a", "b"], data_cfg=data))

@@ -17,7 +17,7 @@ _MAX_PRINTED = 20  # classes up to which the whole matrix fits a terminal
 
 EXAMPLES = """examples:
   istpan eval --checkpoint runs/ucf101_split1/best.pt                      # 1 clip x 1 crop
-  istpan eval --checkpoint runs/ucf101_split1/best.pt --views 2x3 data.test_segments=25
+  istpan eval --checkpoint runs/ucf101_split1/best.pt --views 2x3 data.test_num_frames=25
   istpan eval --checkpoint runs/charades/best.pt --json charades_eval.json  # mAP / wAP, per-class AP
   istpan eval --checkpoint best.pt --json eval.json    # + eval.confusion.png (single-label datasets)
   istpan eval --checkpoint best.pt data.root=/mnt/ucf101/UCF-101           # data moved since training

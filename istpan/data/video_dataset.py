@@ -245,7 +245,7 @@ def build_dataset(
         check_channels(d, len(mean))  # e.g. a flow checkpoint evaluated with data.modality=rgb
     if train and d.modality != "rgb":  # flow: crops and a flip that negates horizontal motion (no colour policies)
         transform = _flow_train_transform(d, mean=mean, std=std)
-        num_frames = d.num_segments
+        num_frames = d.num_frames
     elif train:
         mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
         a = augment or AugmentConfig()
@@ -253,7 +253,7 @@ def build_dataset(
                                     policy=a.policy, randaugment_ops=a.randaugment_ops,
                                     randaugment_magnitude=a.randaugment_magnitude, color_jitter=a.color_jitter,
                                     random_erasing=a.random_erasing)
-        num_frames = d.clip_len if d.sampling == "dense" else d.num_segments
+        num_frames = d.num_frames
     else:  # test time: what the model sees is the checkpoint's Preprocessing, built from this same config
         pre = Preprocessing.from_data_config(d, mean=mean, std=std)
         transform, num_frames = pre.transform(crops=views[1]), pre.num_frames

@@ -10,7 +10,7 @@ This module runs that fit for a checkpoint: every validation video's probabiliti
 
 both the fewest mean frames whose loss bound (loss + z * SE vs fixed K = N, z = 2 by default) stays within
 `max_loss` points. It reports what the rule costs and gains next to fixed K = 1..N (each K's own segment centres, as
-`istpan eval data.test_segments=K` would) and writes it all to a JSON file that `istpan predict --confidence FILE`
+`istpan eval data.test_num_frames=K` would) and writes it all to a JSON file that `istpan predict --confidence FILE`
 reads back (rule, thresholds, gain model, frame order and N in one place, so they cannot drift apart).
 """
 
@@ -226,11 +226,11 @@ def calibrate_checkpoint(
     model, meta = load_model(checkpoint, device=device)
     if meta.get("multi_label"):
         raise UserError(f"{checkpoint}: anytime calibration measures top-1; this checkpoint is multi-label")
-    num = int(max_frames or (meta.get("preprocessing") or {}).get("num_segments") or cfg.data.test_segments)
+    num = int(max_frames or (meta.get("preprocessing") or {}).get("num_segments") or cfg.data.test_num_frames)
     if num < 2:
         raise UserError(f"--max-frames must be >= 2 to stop early, got {num}")
     check_data_paths(cfg)
-    cfg.data.test_segments = num
+    cfg.data.test_num_frames = num
     loader, dataset = val_loader(cfg, model, meta, source=checkpoint, batch_size=batch_size)
     taken = frame_order(order, num)
     scores, labels = [], []
@@ -251,7 +251,7 @@ def calibrate_checkpoint(
     fixed: dict[int, float] = {}
     if fixed_k:
         for k in tqdm(range(1, num + 1), desc="fixed K", disable=not progress, leave=False):
-            cfg_k = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, test_segments=k))
+            cfg_k = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, test_num_frames=k))
             loader_k, _ = val_loader(cfg_k, model, meta, source=checkpoint, batch_size=batch_size)
             fixed[k] = float(evaluate(model, loader_k, multi_label=False, device=device)["top1"])
     return dataclasses.replace(

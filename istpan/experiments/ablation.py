@@ -168,7 +168,7 @@ def run_ablation(
             metrics = test_model(model, cfg, redundancy=True)
             metrics["train_s"] = seconds
             for k in row.test_k:
-                metrics[f"top1_test_k{k}"] = test_model(model, cfg, test_segments=k)["top1"]
+                metrics[f"top1_test_k{k}"] = test_model(model, cfg, test_num_frames=k)["top1"]
             runs[row.name].append(metrics)
             result = _summarise(every, runs, budget=budget, seeds=seeds, beta=beta, gamma=gamma)
             (out / "ablation.json").write_text(json.dumps(result, indent=2))

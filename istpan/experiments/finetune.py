@@ -93,7 +93,7 @@ def _run_one(job: tuple[Any, int, dict[str, Any]]) -> tuple[str, dict[str, Any]]
     cfg.model.pretrained = str(ctx["pretrained"])
     cfg.train.partial_bn = True  # the paper's (TSN's) fine-tuning recipe
     cfg.train.num_threads = s.threads
-    cfg.data.num_segments = s.train_segments
+    cfg.data.num_frames = s.train_segments
     cfg.data.train_annotations, cfg.data.val_annotations = ctx["train_list"], ctx["curve_list"]
     cfg.optim.backbone_lr_mult, cfg.optim.warmup_epochs = s.backbone_lr_mult, s.warmup_epochs
     start = time.perf_counter()
@@ -102,7 +102,7 @@ def _run_one(job: tuple[Any, int, dict[str, Any]]) -> tuple[str, dict[str, Any]]
     start = time.perf_counter()
     model, _ = load_model(res["last_checkpoint"])
     cfg.data.val_annotations = ctx["final_list"]
-    final = test_model(model, cfg, test_segments=s.test_segments, val_list=ctx["final_list"], with_correct=True)
+    final = test_model(model, cfg, test_num_frames=s.test_segments, val_list=ctx["final_list"], with_correct=True)
     history = res.get("history", [])
     return row.name, dict(
         seed=seed, top1=final["top1"], top1_pairs_merged=final["top1_pairs_merged"], correct=final["correct"],

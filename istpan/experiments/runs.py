@@ -75,7 +75,7 @@ def synth_config(
     d = cfg.data
     d.format, d.root = "list", str(root)
     d.train_annotations, d.val_annotations, d.classes = str(root / "train.txt"), "", str(root / "classes.txt")
-    d.num_segments = d.test_segments = budget.segments
+    d.num_frames = d.test_num_frames = budget.segments
     d.sampling, d.input_size, d.short_side = "segment", budget.size, budget.size
     d.train_crop, d.flip, d.num_workers = "center", False, budget.num_workers
     cfg.model.name = model
@@ -105,7 +105,7 @@ def train_variant(cfg: Config, *, progress: bool) -> tuple[nn.Module, dict[str, 
     return model, meta, seconds
 
 
-def _val_loader(cfg: Config, *, test_segments: int | None = None, root: str | Path | None = None,
+def _val_loader(cfg: Config, *, test_num_frames: int | None = None, root: str | Path | None = None,
                 val_list: str | Path | None = None):
     from istpan.data import build_dataset, build_loader
 
@@ -114,8 +114,8 @@ def _val_loader(cfg: Config, *, test_segments: int | None = None, root: str | Pa
         root = Path(root)
         d.root, d.train_annotations, d.classes = str(root), str(root / "train.txt"), str(root / "classes.txt")
     d.val_annotations = str(val_list or Path(d.root) / "val.txt")
-    if test_segments is not None:
-        d.test_segments = test_segments
+    if test_num_frames is not None:
+        d.test_num_frames = test_num_frames
     dataset = build_dataset(d, split="val", train=False)
     return build_loader(dataset, batch_size=cfg.train.batch_size, train=False, num_workers=d.num_workers, seed=0)
 
@@ -138,7 +138,7 @@ def test_model(
     model: nn.Module,
     cfg: Config,
     *,
-    test_segments: int | None = None,
+    test_num_frames: int | None = None,
     root: str | Path | None = None,
     val_list: str | Path | None = None,
     redundancy: bool = False,
@@ -150,7 +150,7 @@ def test_model(
     comparisons of two models on the same videos)."""
     from istpan.evaluation.evaluate import evaluate
 
-    loader = _val_loader(cfg, test_segments=test_segments, root=root, val_list=val_list)
+    loader = _val_loader(cfg, test_num_frames=test_num_frames, root=root, val_list=val_list)
     res = evaluate(model, loader, multi_label=False, device="cpu", return_scores=True)
     out = {k: res[k] for k in ("top1", "top5", "mean_class_acc", "num_videos", "skipped") if k in res}
     out["top1_pairs_merged"] = pair_merged_top1(res["scores"], res["labels"])
