@@ -141,6 +141,28 @@ def test_write_video_streams_every_frame(tmp_path, suffix):
         write_video(tmp_path / "v.webm", iter(frames), fps=25)
 
 
+def _top_level_boxes(path: Path) -> list[str]:
+    """The types of an MP4's top-level boxes in file order (each box: 4-byte big-endian size, 4-byte type)."""
+    data, types, pos = path.read_bytes(), [], 0
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos:pos + 4], "big")
+        types.append(data[pos + 4:pos + 8].decode("latin-1"))
+        if size == 1:  # 64-bit size follows the type
+            size = int.from_bytes(data[pos + 8:pos + 16], "big")
+        if size < 8:
+            break
+        pos += size
+    return types
+
+
+def test_overlay_mp4_has_its_index_before_the_data(tmp_path):
+    # +faststart: the moov box (the index) before mdat, so a browser plays the overlay before the download ends.
+    path = write_video(tmp_path / "v.mp4", iter(make_frames(12, (48, 64))), fps=25)
+    boxes = _top_level_boxes(path)
+    assert "moov" in boxes and "mdat" in boxes, boxes
+    assert boxes.index("moov") < boxes.index("mdat"), boxes
+
+
 # ---------------------------------------------------------------- localisation metrics
 
 

@@ -52,7 +52,10 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], *, fps: float) -
         raise ValueError(f"{path}: unsupported video suffix; use one of {sorted(_CODECS)}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), mode="w") as container:
+    # +faststart is a muxer (container) option: it moves the index (moov) before the data so a browser starts playing
+    # before the download ends. Given as an encoder option, FFmpeg ignores it.
+    container_options = {"movflags": "+faststart"} if codec == "libx264" else {}
+    with av.open(str(path), mode="w", container_options=container_options) as container:
         stream = None
         for frame in frames:
             if stream is None:
@@ -62,7 +65,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], *, fps: float) -
                 stream = container.add_stream(codec, rate=rate)
                 stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
                 if codec == "libx264":
-                    stream.options = {"crf": "23", "preset": "veryfast", "movflags": "+faststart"}
+                    stream.options = {"crf": "23", "preset": "veryfast"}
             image = np.ascontiguousarray(frame[: stream.height, : stream.width])
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
