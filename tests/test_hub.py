@@ -82,7 +82,7 @@ def test_hub_repo_id_from_a_warm_cache_offline_and_cold_cache_error(exported, tm
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(UserError) as err:
         istpan.from_pretrained("someone/istpan-tiny-demo")
-    assert "huggingface-cli download someone/istpan-tiny-demo" in str(err.value) and "\n" not in str(err.value)
+    assert "hf download someone/istpan-tiny-demo" in str(err.value) and "\n" not in str(err.value)
 
     entry = tmp_path / "hub" / "models--someone--istpan-tiny-demo"
     (entry / "refs").mkdir(parents=True)

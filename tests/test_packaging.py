@@ -109,6 +109,16 @@ def test_wheel_metadata_spdx_license_and_py_typed(tmp_path):
     assert {"huggingface-hub", "safetensors", "torch"} <= requires
 
 
+def test_every_hub_command_istpan_prints_exists():
+    # The pinned huggingface_hub installs `hf` only; its older name must appear nowhere (messages, docs, examples).
+    old = "huggingface" + "-cli"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    hits = [name for name in tracked.decode().split("\0")
+            if name and (ROOT / name).is_file() and old in (ROOT / name).read_text(errors="replace")]
+    assert not hits, f"{old} in {hits}"
+    assert (Path(sys.executable).parent / "hf").exists()  # the command the messages name is installed
+
+
 # ---------------------------------------------------------------- the Makefile, with stand-in interpreters
 
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make not installed")

@@ -12,7 +12,7 @@ EXAMPLES = """examples:
   istpan export --checkpoint best.pt --format torchscript --out model.ts --num-segments 16
   istpan export --checkpoint best.pt --format onnx --split --out model.onnx   # model_frame.onnx + model_head.onnx
   istpan export --checkpoint runs/mine/best.pt --format hf --out my-model   # config.json + model.safetensors
-  huggingface-cli upload <user>/<repo> my-model                            # then: --checkpoint <user>/<repo>
+  hf upload <user>/<repo> my-model                                           # then: --checkpoint <user>/<repo>
 """
 
 
@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="a .pt file written by istpan train, or a model folder / Hub repo id (export --format hf)")
     p.add_argument("--format", required=True, choices=("onnx", "torchscript", "hf"),
                    help="hf: a folder with config.json + model.safetensors that --checkpoint and "
-                   "istpan.from_pretrained read (upload it with huggingface-cli upload)")
+                   "istpan.from_pretrained read (upload it with hf upload)")
     p.add_argument("--out", help="output file or, for hf, folder (default: beside the checkpoint, .onnx / .ts / _hf)")
     p.add_argument("--num-segments", type=int, default=None, help="K of the exported graph (default: checkpoint's)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |export - PyTorch| of the logits")
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
         folder = args.out or str(Path(args.checkpoint).with_suffix("")) + "_hf"
         save_pretrained(model, meta, folder, train_config=load_checkpoint(args.checkpoint).get("config"))
-        print(f"wrote {folder}/config.json and model.safetensors; share it with: huggingface-cli upload "
+        print(f"wrote {folder}/config.json and model.safetensors; share it with: hf upload "
               f"<user>/<repo> {folder}")
         return 0
     out = args.out or str(Path(args.checkpoint).with_suffix(".onnx" if args.format == "onnx" else ".ts"))

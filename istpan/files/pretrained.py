@@ -6,7 +6,7 @@
       model.safetensors    the weights (the EMA ones when they validated better)
 
 Write one with `istpan export --checkpoint best.pt --format hf --out my-model` (or `save_pretrained`), upload it with
-`huggingface-cli upload <user>/<repo> my-model`, and load it anywhere with `istpan.from_pretrained("my-model")` /
+`hf upload <user>/<repo> my-model`, and load it anywhere with `istpan.from_pretrained("my-model")` /
 `istpan.from_pretrained("<user>/<repo>")`, or as `--checkpoint my-model` in every command: `load_checkpoint` reads a
 folder (or a Hub repo id) into the same dict a .pt file gives.
 
@@ -85,7 +85,7 @@ def _local_folder(source: str | Path) -> Path:
     except Exception as err:  # offline and not cached, unknown repo, no network, gated repo
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise UserError(f"{source}: no such local file or folder, and not available from the Hugging Face Hub "
-                        f"({first}); download it with `huggingface-cli download {source}` where there is network, or "
+                        f"({first}); download it with `hf download {source}` where there is network, or "
                         "give a local checkpoint / folder") from err
     if not is_pretrained_folder(folder):
         raise UserError(f"{source}: the Hub repo has no {CONFIG_NAME} + {WEIGHTS_NAME} written by istpan")

@@ -213,7 +213,7 @@ def timm_missing_weights_error(spec: str, tag: str, err: Exception) -> UserError
     cfg = timm.models.get_pretrained_cfg(tag)
     if cfg.hf_hub_id:
         url = f"https://huggingface.co/{cfg.hf_hub_id}/resolve/main/{cfg.hf_hub_filename or 'model.safetensors'}"
-        where = (f"run `huggingface-cli download {cfg.hf_hub_id}` online to fill the Hugging Face cache "
+        where = (f"run `hf download {cfg.hf_hub_id}` online to fill the Hugging Face cache "
                  f"({constants.HF_HUB_CACHE}), or download {url} and set model.pretrained=<that file>")
     else:
         where = f"put {cfg.url} at {Path(torch.hub.get_dir()) / 'checkpoints' / os.path.basename(cfg.url)}"
