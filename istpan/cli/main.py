@@ -35,12 +35,34 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"istpan {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    _add_global_options(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         importlib.import_module(f"istpan.cli.{name}").add_parser(sub)
+    for command in _subparsers(parser):
+        _add_global_options(command, default=argparse.SUPPRESS)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, default: object) -> None:
+    """`--version` and `-v`, on the top parser and (with SUPPRESS) on every sub-command.
+
+    Like git, pip and hf, `istpan predict ... -v` works as well as `istpan -v predict ...`. A sub-command's default
+    is SUPPRESS so that leaving the flag off after the sub-command keeps what was given before it.
+    """
+    parser.add_argument("--version", action="version", version=f"istpan {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="debug logging and full tracebacks")
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every sub-command's parser below `parser`, nested ones (`data check`) included."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                found += [child, *_subparsers(child)]
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
