@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -91,6 +92,31 @@ def test_export_runs_the_exported_model_and_matches(checkpoint, tmp_path, fmt):
     else:
         got = torch.jit.load(str(out))(video)
     assert torch.allclose(got, expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_torch_export_program_loads_with_torch_export_load_and_has_dynamic_batch_and_k(checkpoint, tmp_path, caplog):
+    """The .pt2 from torch.export, read back with nothing but torch: batch and K other than the example's (K = 1 too),
+    against PyTorch to 1e-4 (the fixture's order-aware options: Fourier frame times, glimpse head)."""
+    model, meta = load_model(checkpoint)
+    out = tmp_path / "model.pt2"
+    result = export_model(model, meta, out, format="torch-export", tolerance=1e-4)
+    assert result["format"] == "torch-export" and result["max_abs_diff"] <= 1e-4 and result["input_shape"][1] == 3
+    assert json.loads((tmp_path / "model.pt2.json").read_text())["class_names"] == list("abcd")
+    program = torch.export.load(str(out)).module()
+    for batch, k in ((1, 1), (2, 3), (3, 7)):
+        video = torch.randn(batch, k, 3, 32, 32)  # (B, K, 3, S, S)
+        with torch.no_grad():
+            expected = model(video).logits
+        assert expected.abs().max() > 0.01
+        assert torch.allclose(program(video), expected, atol=1e-4), (batch, k)
+    assert not [r for r in caplog.records if "deprecated" in r.getMessage()]
+
+
+def test_torchscript_export_says_it_is_deprecated_upstream(checkpoint, tmp_path, caplog):
+    model, meta = load_model(checkpoint)
+    export_model(model, meta, tmp_path / "m.ts", format="torchscript")
+    assert any("deprecated" in r.getMessage() and "torch-export" in r.getMessage() for r in caplog.records)
 
 
 def test_export_fails_above_tolerance(checkpoint, tmp_path):

@@ -1,9 +1,14 @@
-"""Export a trained model to ONNX or TorchScript, run the export on the same input, and check it matches PyTorch.
+"""Export a trained model (torch.export, ONNX or TorchScript), run the export, and check it matches PyTorch.
 
 The exported graph maps a float video (B, K, 3, S, S), already normalised as the checkpoint's meta says, to logits
-(B, classes). K is fixed to the checkpoint's test K unless given (`--num-segments`); the batch axis is dynamic for
-ONNX. The check runs the exported model (onnxruntime / torch.jit) and PyTorch on one random input and fails when the
-largest absolute difference of the logits exceeds the tolerance.
+(B, classes). K is the checkpoint's test K unless given (`--num-segments`). Dynamic axes: batch and K for
+torch-export (a `.pt2` ExportedProgram, PyTorch's current format: `torch.export.load(path).module()(video)`), batch
+for ONNX, none declared for TorchScript. The check runs the exported model (torch.export.load / onnxruntime /
+torch.jit.load, always from the written file) and PyTorch on a random input (torch-export: also on another batch size
+and K) and fails when the largest absolute difference of the logits exceeds the tolerance.
+
+TorchScript is kept for deployments that still read it, but `torch.jit.trace` is deprecated upstream (PyTorch 2.14
+warns on it): prefer torch-export, or ONNX outside PyTorch.
 
 Beside the export, `<file>.json` (the sidecar, `write_sidecar`) says how to feed it without istpan: class names,
 multi-label flag, input shape and the `Preprocessing` dict (frame sampling, resize, crop, mean/std) with the graph's K.
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +29,12 @@ from torch import nn
 from istpan.data.preprocess import Preprocessing
 from istpan.errors import UserError
 
-__all__ = ["FORMATS", "export_model", "sidecar_path", "write_sidecar"]
+__all__ = ["FORMATS", "SUFFIXES", "export_model", "sidecar_path", "write_sidecar"]
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("torch-export", "onnx", "torchscript")
+SUFFIXES = {"torch-export": ".pt2", "onnx": ".onnx", "torchscript": ".ts"}  # the default output file's suffix
+# Largest batch and K the .pt2 program accepts (torch.export needs a bound to reason about the symbolic sizes).
+MAX_DYNAMIC = 4096
 log = logging.getLogger(__name__)
 
 
@@ -58,7 +67,21 @@ def _export_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path) -> torch
     return torch.from_numpy(out)
 
 
+def _export_program(wrapper: nn.Module, example: torch.Tensor, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """torch.export with batch and K symbolic; returns the program read back from `path`."""
+    # torch.export specialises a size of 0 or 1 to a constant, so it traces at batch >= 2 and K >= 2.
+    b, k = example.shape[:2]
+    trace = torch.randn(max(b, 2), max(k, 2), *example.shape[2:], generator=torch.Generator().manual_seed(1))
+    dims = {0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC), 1: torch.export.Dim("num_frames", min=1,
+                                                                                        max=MAX_DYNAMIC)}
+    program = torch.export.export(wrapper, (trace,), dynamic_shapes={"video": dims})
+    torch.export.save(program, str(path))
+    return torch.export.load(str(path)).module()
+
+
 def _export_torchscript(wrapper: nn.Module, example: torch.Tensor, path: Path) -> torch.Tensor:
+    log.warning("TorchScript: torch.jit.trace is deprecated in PyTorch; --format torch-export writes a .pt2 program "
+                "(torch.export), the current format")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python ints
         traced = torch.jit.trace(wrapper, (example,), check_trace=False)
@@ -94,16 +117,24 @@ def export_model(
     channels = len(pre.mean)  # 3 for RGB, 2L for a flow checkpoint, 3 + 2L for rgb+flow (docs/flow.md)
     example = torch.randn(batch_size, k, channels, size, size, generator=torch.Generator().manual_seed(seed))
     wrapper = _Logits(model).eval()
-    expected = wrapper(example)  # (B, classes)
-    exporter = _export_onnx if format == "onnx" else _export_torchscript
-    got = exporter(wrapper, example, out)
-    diff = (got.float() - expected.float()).abs().max().item()
+    if format == "torch-export":
+        program = _export_program(wrapper, example, out)
+        # The graph's input and one of another batch size and K: both axes are really dynamic.
+        other = torch.randn(batch_size + 1, k + 1, channels, size, size, generator=torch.Generator().manual_seed(2))
+        diff = max(_max_diff(program(x), wrapper(x)) for x in (example, other))
+    else:
+        exporter = _export_onnx if format == "onnx" else _export_torchscript
+        diff = _max_diff(exporter(wrapper, example, out), wrapper(example))
     result = {"path": str(out), "format": format, "input_shape": list(example.shape), "max_abs_diff": diff,
               "tolerance": tolerance}
     if not diff <= tolerance:
         raise UserError(f"{out}: exported {format} model differs from PyTorch by {diff:.3g} > tolerance {tolerance:g}")
     result["sidecar"] = str(write_sidecar(meta, pre, out, input_shape=result["input_shape"]))
     return result
+
+
+def _max_diff(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return (got.float() - expected.float()).abs().max().item()  # (B, classes) each
 
 
 def sidecar_path(out: str | Path) -> Path:
