@@ -194,7 +194,7 @@ def anytime(demo: Path, *, max_loss: float, plot: Path | None, sets: int) -> dic
     from istpan.evaluation.calibration import calibrate_scores
     from istpan.experiments.demo import FULL, VARIANTS, _slug
     from istpan.experiments.runs import synth_config
-    from istpan.files.checkpoint import load_model
+    from istpan.files.load import load_model
     from istpan.inference.anytime import DEFAULT_ORDER, calibrate_threshold
 
     if sets < 2 or sets % 2:

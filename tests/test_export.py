@@ -11,8 +11,9 @@ import torch
 from checkpoints import tiny_checkpoint
 
 from istpan.errors import UserError
-from istpan.files.checkpoint import load_checkpoint, load_model, save_checkpoint
+from istpan.files.checkpoint import load_checkpoint, save_checkpoint
 from istpan.files.export import export_model
+from istpan.files.load import load_model
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_atomic_save_leaves_no_temp_and_replaces(checkpoint, tmp_path):
 def test_load_model_rebuilds_the_model(checkpoint):
     model, meta = load_model(checkpoint)
     state = load_checkpoint(checkpoint)["model"]
-    assert meta["class_names"] == list("abcd") and not model.training
+    assert list(meta.class_names) == list("abcd") and not model.training
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 

@@ -15,7 +15,9 @@ import istpan
 from istpan.cli.main import main
 from istpan.data.preprocess import Preprocessing
 from istpan.errors import UserError
-from istpan.files.checkpoint import load_checkpoint, load_model
+from istpan.files.checkpoint import load_checkpoint
+from istpan.files.description import ModelDescription
+from istpan.files.load import load_model
 from istpan.training.train import train
 
 REVISION = "89abcdef0123456789abcdef0123456789abcdef"
@@ -39,7 +41,7 @@ def test_folder_holds_config_and_safetensors_of_the_used_weights(exported):
     meta = state["meta"]
     assert config["model_name"] == "istpan_tiny" and config["class_names"] == meta["class_names"]
     assert config["model_options"] == meta["model_options"] and config["num_classes"] == 3
-    assert Preprocessing.from_dict(config["preprocessing"]) == Preprocessing.from_meta(None, meta)
+    assert Preprocessing.from_dict(config["preprocessing"]) == ModelDescription.from_dict(meta).preprocessing
     assert config["train_config"] == state["config"]
     from safetensors.torch import load_file
 
@@ -124,4 +126,4 @@ def test_broken_folders_are_one_line_errors(exported, tmp_path):
     assert "\n" not in str(err.value)
     (broken / "model.safetensors").unlink()
     with pytest.raises(UserError, match="not a model folder"):
-        load_checkpoint(broken)
+        load_model(broken)

@@ -15,7 +15,7 @@ import torch
 
 import istpan
 from istpan.data.preprocess import Preprocessing
-from istpan.files.checkpoint import load_model
+from istpan.files.load import load_model
 from istpan.inference.predictor import Predictor
 
 LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy"
@@ -59,8 +59,8 @@ def hf_folder(tmp_path_factory) -> Path:
 def test_legacy_checkpoint_file_gives_its_recorded_scores():
     model, meta = load_model(LEGACY / "run" / "best.pt")
     assert torch.allclose(probs_of(model), EXPECTED, atol=2e-6)
-    assert meta["class_names"] == CLASSES and not meta["multi_label"]
-    assert Preprocessing.from_meta(model, meta) == legacy_preprocessing()
+    assert list(meta.class_names) == CLASSES and not meta.multi_label
+    assert meta.preprocessing == legacy_preprocessing()
 
 
 def test_legacy_run_folder_gives_its_recorded_scores():

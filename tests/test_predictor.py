@@ -11,7 +11,8 @@ from videos import make_video
 from istpan import Predictor
 from istpan.data import count_frames, read_frames
 from istpan.errors import UserError
-from istpan.files.checkpoint import load_model, save_checkpoint
+from istpan.files.checkpoint import save_checkpoint
+from istpan.files.load import load_model
 from istpan.inference.predict import predict_videos
 
 

@@ -12,6 +12,7 @@ from test_train import make_list_dataset, tiny_config
 from istpan.data import build_dataset, read_frames
 from istpan.data.preprocess import Preprocessing
 from istpan.data.sampling import sample_indices
+from istpan.files.description import ModelDescription
 from istpan.models import create_model
 
 PLAIN = (int, float, str, bool, list)
@@ -39,15 +40,17 @@ def test_from_data_config_is_what_the_old_checkpoint_meta_stored():
 def test_old_partial_meta_is_completed_in_one_place():
     """Checkpoints of earlier versions stored a partial dict; mean/std then come from the model."""
     model = create_model("istpan_tiny", num_classes=3, input_size=64)
-    pre = Preprocessing.from_meta(model, {"preprocessing": {"input_size": 64, "short_side": 72, "num_segments": 4}})
+    pre = ModelDescription.from_dict({"preprocessing": {"input_size": 64, "short_side": 72, "num_segments": 4}},
+                                     model=model).preprocessing
     assert (pre.input_size, pre.short_side, pre.resize, pre.num_frames) == (64, 72, round(64 * 256 / 224), 4)
     assert pre.mean == tuple(model.pretrained_cfg["mean"]) and pre.sampling == "segment" and pre.clip_len == 4
-    dense = Preprocessing.from_meta(None, {"preprocessing": {"input_size": 64, "short_side": 72, "num_segments": 4,
-                                                            "sampling": "dense", "clip_len": 6, "frame_stride": 2}})
+    dense = ModelDescription.from_dict({"preprocessing": {"input_size": 64, "short_side": 72, "num_segments": 4,
+                                                         "sampling": "dense", "clip_len": 6, "frame_stride": 2}}
+                                       ).preprocessing
     assert dense.num_frames == 6
     assert dense.indices(40) == sample_indices(40, method="dense", length=6, stride=2).tolist()
     assert dense.with_frames(3).num_frames == 3 and dense.with_frames(None) is dense
-    assert Preprocessing.from_meta(None, {"preprocessing": pre}) is pre
+    assert ModelDescription.from_dict({"preprocessing": pre}).preprocessing is pre
 
 
 def test_eval_dataset_feeds_the_model_what_predict_feeds_it(tmp_path):

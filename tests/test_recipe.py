@@ -24,7 +24,8 @@ from torchvision.ops import FrozenBatchNorm2d
 from istpan.config import AugmentConfig, load_config
 from istpan.data.transforms import train_transform
 from istpan.errors import UserError
-from istpan.files.checkpoint import load_checkpoint, load_model
+from istpan.files.checkpoint import load_checkpoint
+from istpan.files.load import load_model
 from istpan.models import create_model
 from istpan.training.mixing import BatchMix, soft_targets
 from istpan.training.optim import build_optimizer, build_scheduler

@@ -20,7 +20,8 @@ from videos import make_frames, make_video
 from istpan.config import Config, config_from_dict, config_to_dict
 from istpan.errors import UserError
 from istpan.evaluation.evaluate import evaluate, video_scores
-from istpan.files.checkpoint import load_checkpoint, load_model
+from istpan.files.checkpoint import load_checkpoint
+from istpan.files.load import load_model
 from istpan.training.optim import apply_partial_bn, lr_factor
 from istpan.training.train import train
 
@@ -101,7 +102,7 @@ def test_run_directory_holds_config_metrics_checkpoints(run):
 def test_checkpoint_is_usable_without_config(run, dataset):
     _, result = run
     model, meta = load_model(result["last_checkpoint"])
-    assert meta["model_name"] == "istpan_tiny" and meta["preprocessing"]["input_size"] == 32
+    assert meta.model_name == "istpan_tiny" and meta.preprocessing.input_size == 32
     video = torch.randn(1, 3, 3, 32, 32)
     trained = load_checkpoint(result["last_checkpoint"])["model"]
     assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
@@ -241,7 +242,7 @@ def test_multilabel_run_reports_map_and_wap(tmp_path):
     assert result["metric"] == "mAP" and 0 <= result["best"] <= 100
     assert {"mAP", "wAP", "classes_without_positives"} <= set(result["final"])
     model, meta = load_model(result["last_checkpoint"])
-    assert meta["multi_label"] and model.multi_label
+    assert meta.multi_label and model.multi_label
 
 
 def test_unreadable_validation_video_is_counted_as_skipped(tmp_path):

@@ -212,13 +212,13 @@ def two_streams(tmp_path_factory):
 
 def test_flow_stream_trains_on_the_synthetic_set(two_streams):
     from istpan.data.video_dataset import load_split
-    from istpan.files.checkpoint import load_model
+    from istpan.files.load import load_model
 
     cfg, result = two_streams["flow"]
     d = cfg.data
     model, meta = load_model(result["last_checkpoint"])
-    assert meta["model_options"]["modality"] == "flow" and first_conv(model.backbone)[2].in_channels == 6
-    assert len(meta["preprocessing"]["mean"]) == 6
+    assert meta.model_options["modality"] == "flow" and first_conv(model.backbone)[2].in_channels == 6
+    assert len(meta.preprocessing.mean) == 6
     n_val = len(load_split(d, "val").records)
     assert result["history"][-1]["val_num_videos"] == n_val and result["history"][-1]["val_skipped"] == 0
 
@@ -227,8 +227,8 @@ def test_flow_stream_trains_on_the_synthetic_set(two_streams):
     from istpan.data import build_dataset, build_loader
     from istpan.evaluation.evaluate import evaluate
 
-    val = build_dataset(d, split="val", train=False, mean=meta["preprocessing"]["mean"],
-                        std=meta["preprocessing"]["std"])
+    val = build_dataset(d, split="val", train=False, mean=meta.preprocessing.mean,
+                        std=meta.preprocessing.std)
     ref = evaluate(model, build_loader(val, batch_size=4, train=False, num_workers=0, seed=0), multi_label=False,
                    return_scores=True)
     got = Predictor(model, meta).scores([val.records[int(i)].path for i in ref["indices"]])
@@ -292,8 +292,8 @@ def test_flow_checkpoint_with_rgb_data_or_rgb_only_tools_is_one_line(two_streams
 
 
 def test_flow_checkpoint_exports_to_torchscript(two_streams, tmp_path):
-    from istpan.files.checkpoint import load_model
     from istpan.files.export import export_model
+    from istpan.files.load import load_model
 
     model, meta = load_model(two_streams["flow"][1]["last_checkpoint"])
     result = export_model(model, meta, tmp_path / "flow.pt", format="torchscript")

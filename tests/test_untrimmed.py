@@ -8,10 +8,10 @@ from PIL import Image
 from videos import make_video
 
 from istpan.data import read_frames
-from istpan.data.preprocess import Preprocessing
 from istpan.data.sampling import segment_indices
 from istpan.errors import UserError
 from istpan.evaluation.localization import charades_timepoints
+from istpan.files.description import ModelDescription
 from istpan.inference.windows import (
     frame_scores,
     scores_at,
@@ -91,7 +91,7 @@ def test_each_window_gets_its_own_frames_and_each_frame_one_backbone_pass(tmp_pa
     del model.frame_features  # the reference below recomputes every window: not counted
     bounds = window_bounds(70, 24, 12)
     assert [(w["start"], w["end"]) for w in result["windows"]] == bounds
-    pre = Preprocessing.from_meta(model, META)
+    pre = ModelDescription.from_dict(META, model=model).preprocessing
     indices = [(segment_indices(end - start, 4) + start).tolist() for start, end in bounds]
     inputs = torch.stack([pre.to_input(pre.view(read_frames(path, idx, short_side=72))) for idx in indices])
     with torch.no_grad():
@@ -178,7 +178,7 @@ def test_evaluate_localization_on_untrimmed_synthetic_videos(tmp_path, tiny_mode
     assert report["videos"] == 8
     assert report["temporal_iou"] == pytest.approx(
         sum((v["span"][1] - v["span"][0]) / v["num_frames"] for v in videos) / 8, abs=1e-6)
-    pre = Preprocessing.from_meta(model, meta)
+    pre = ModelDescription.from_dict(meta, model=model).preprocessing
     expected_frames = sum(v["boxes"][t] is not None for v in videos for t in pre.indices(v["num_frames"]))
     assert report["frames"] == expected_frames
     assert 0.0 <= report["pointing_game"] <= 100.0 and 0.0 < report["pointing_chance"] < 100.0

@@ -16,7 +16,6 @@ from references import charades_ap_loop
 from videos import make_frames, make_video
 
 from istpan.data import read_frames
-from istpan.data.preprocess import Preprocessing
 from istpan.data.sampling import sample_indices, segment_indices
 from istpan.evaluation.localization import (
     charades_timepoints,
@@ -28,6 +27,7 @@ from istpan.evaluation.localization import (
     segment_iou,
     temporal_iou,
 )
+from istpan.files.description import ModelDescription
 from istpan.inference.explain import explain_videos
 from istpan.inference.predict import predict_videos
 from istpan.models import attention_maps, create_model
@@ -270,7 +270,7 @@ def test_explain_video_overlay_is_aligned_with_the_model_view(tmp_path, tiny_mod
     """The sampled frames of attention.mp4 show the model's own heat over the model's own crop."""
     path = make_video(tmp_path / "a.mp4", num_frames=24, size=(72, 96))
     entry = explain_videos(tiny_model, META, [path], tmp_path / "out")[0]
-    pre = Preprocessing.from_meta(tiny_model, META)
+    pre = ModelDescription.from_dict(META, model=tiny_model).preprocessing
     views = pre.view(read_frames(path, entry["frame_indices"], short_side=80))
     with torch.no_grad():
         heat = attention_maps(tiny_model(pre.to_input(views)[None]))[0]
@@ -310,7 +310,7 @@ def test_box_to_view_follows_resize_and_centre_crop(tmp_path):
     frames = np.zeros((4, h, w, 3), np.uint8)
     frames[:, round(0.3 * h) : round(0.7 * h), round(0.55 * w) : round(0.75 * w)] = 255
     path = make_video(tmp_path / "box.mp4", frames)
-    pre = Preprocessing.from_meta(None, META)  # short side 80 -> resize 73 -> crop 64
+    pre = ModelDescription.from_dict(META).preprocessing  # short side 80 -> resize 73 -> crop 64
     view = pre.view(read_frames(path, [0, 1], short_side=80))[0].numpy()  # (64, 64, 3)
     ys, xs = np.nonzero(view.mean(-1) > 128)
     x0, y0, x1, y1 = pre.box_to_view(box, h, w)

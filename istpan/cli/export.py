@@ -45,14 +45,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from istpan.errors import UserError
-    from istpan.files.checkpoint import load_model
     from istpan.files.export import SUFFIXES, export_model
+    from istpan.files.load import load
 
     if args.num_segments is not None and args.num_segments < 1:
         raise UserError(f"--num-segments must be >= 1, got {args.num_segments}")
     if args.split and args.format != "onnx":
         raise UserError("--split writes two ONNX graphs: use it with --format onnx")
-    model, meta = load_model(args.checkpoint)
+    model, meta, run_config, _ = load(args.checkpoint)  # one read: the model, its description, run config
     if args.split:
         from istpan.files.export_split import export_split
 
@@ -64,11 +64,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"max_abs_diff frame={diff['frame']:.3g} head={diff['head']:.3g} (tolerance {args.tolerance:g}): ok")
         return 0
     if args.format == "hf":
-        from istpan.files.checkpoint import load_checkpoint
         from istpan.files.pretrained import save_pretrained
 
         folder = args.out or str(Path(args.checkpoint).with_suffix("")) + "_hf"
-        save_pretrained(model, meta, folder, train_config=load_checkpoint(args.checkpoint).get("config"))
+        save_pretrained(model, meta, folder, train_config=run_config)
         print(f"wrote {folder}/config.json and model.safetensors; share it with: hf upload "
               f"<user>/<repo> {folder}")
         return 0

@@ -197,9 +197,8 @@ def _margins(text: str) -> float | list[float] | str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from istpan.data.preprocess import Preprocessing
     from istpan.errors import UserError
-    from istpan.files.checkpoint import load_model
+    from istpan.files.load import load_model
 
     if args.topk < 1:
         raise UserError(f"--topk must be >= 1, got {args.topk}")
@@ -234,12 +233,12 @@ def run(args: argparse.Namespace) -> int:
         from istpan.inference.windows import check_window_args
 
         check_window_args(window=args.window, stride=args.stride, unit=args.unit, reduce=args.reduce)
-    model, meta = load_model(args.checkpoint, device=args.device)
-    pre = Preprocessing.from_meta(model, meta).with_backend(args.backend)
-    meta = {**meta, "preprocessing": pre.to_dict()}  # every mode below decodes with this backend
+    model, description = load_model(args.checkpoint, device=args.device)
+    pre = description.preprocessing.with_backend(args.backend)
+    meta = description.with_preprocessing(pre)  # every mode below decodes with this backend
     if pre.backend == "frames" and args.window is not None and args.unit == "seconds":
         raise UserError("a folder of frames has no frame rate: give --window (and --stride) in frames, --unit frames")
-    modality = (meta.get("preprocessing") or {}).get("modality", "rgb")
+    modality = pre.modality
     if modality != "rgb" and (args.explain or args.window is not None or anytime):
         raise UserError(f"{args.checkpoint}: a {modality} checkpoint predicts whole videos (and --list); --explain, "
                         "--window and --max-frames take RGB checkpoints (docs/flow.md)")

@@ -109,8 +109,8 @@ class Preprocessing:
 
         Checkpoints written before this object existed stored a dict that may lack `resize`, `clip_len`, `mean`/`std`
         (then `mean`/`std` given here, e.g. the model's `pretrained_cfg`, else ImageNet's); missing sizes follow the
-        usual 256/224 test ratio; a missing `backend` is pyav (`load_model` fills it from the run config). Unknown
-        keys (from a newer istpan) are ignored.
+        usual 256/224 test ratio; a missing `backend` is pyav (`ModelDescription.from_dict` fills it from the run
+        config). Unknown keys (from a newer istpan) are ignored.
         """
         d = dict(data or {})
         input_size = int(d.get("input_size") or 224)
@@ -134,16 +134,6 @@ class Preprocessing:
             flow_bound=float(d.get("flow_bound") or 20.0),
             backend=str(d.get("backend") or "pyav") if modality == "rgb" else "pyav",
         )
-
-    @classmethod
-    def from_meta(cls, model: Any, meta: Mapping[str, Any]) -> Preprocessing:
-        """From checkpoint meta (`meta["preprocessing"]`, a dict or already a Preprocessing); mean/std missing in
-        an old dict come from the model's `pretrained_cfg` (model may be None)."""
-        pre = meta.get("preprocessing")
-        if isinstance(pre, Preprocessing):
-            return pre
-        cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-        return cls.from_dict(pre, mean=cfg.get("mean"), std=cfg.get("std"))
 
     def with_frames(self, k: int | None) -> Preprocessing:
         """The same preprocessing with K = k frames (segment count and dense clip length alike); None: unchanged."""

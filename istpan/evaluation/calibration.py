@@ -203,10 +203,9 @@ def calibrate_checkpoint(
     overrides, e.g. `data.val_annotations=heldout.txt`) so that the loss bound loss + z * SE stays within max_loss.
     N = max_frames or the checkpoint's K. With fixed_k, fixed K = 1..N are evaluated too (each K's own frames: K
     more passes over the split, for the comparison only)."""
-    from istpan.config import apply_overrides, config_from_dict
     from istpan.data.build import check_data_paths, pick_device
-    from istpan.evaluation.evaluate import evaluate, val_loader
-    from istpan.files.checkpoint import load_checkpoint, load_model
+    from istpan.evaluation.evaluate import eval_config, evaluate, val_loader
+    from istpan.files.load import load
 
     if order not in FRAME_ORDERS:
         raise UserError(f"--frame-order {order}: one of {', '.join(FRAME_ORDERS)}")
@@ -216,22 +215,20 @@ def calibrate_checkpoint(
         raise UserError(f"--rule {rule}: one of {', '.join(RULES)}")
     if z < 0:
         raise UserError(f"--z must be >= 0 (standard errors added to the loss), got {z}")
-    state = load_checkpoint(checkpoint)
-    if "config" not in state:
-        raise UserError(f"{checkpoint}: checkpoint has no stored config; calibrate with the training run's own")
-    cfg = apply_overrides(config_from_dict(state["config"]), list(overrides))
+    loaded = load(checkpoint)  # the one read of the file: model, description and run config
+    cfg = eval_config(loaded, overrides, source=checkpoint, what="calibrate")
     if cfg.data.format == "webdataset":
         raise UserError("--anytime calibrates on a list or folder dataset (labelled video files), not on shards")
     device = pick_device(cfg.train.device)
-    model, meta = load_model(checkpoint, device=device)
-    if meta.get("multi_label"):
+    model, description = loaded.model.to(device), loaded.description
+    if description.multi_label:
         raise UserError(f"{checkpoint}: anytime calibration measures top-1; this checkpoint is multi-label")
-    num = int(max_frames or (meta.get("preprocessing") or {}).get("num_segments") or cfg.data.test_num_frames)
+    num = int(max_frames or cfg.data.test_num_frames)  # the description's K unless data.test_num_frames= overrides it
     if num < 2:
         raise UserError(f"--max-frames must be >= 2 to stop early, got {num}")
     check_data_paths(cfg)
     cfg.data.test_num_frames = num
-    loader, dataset = val_loader(cfg, model, meta, source=checkpoint, batch_size=batch_size)
+    loader, dataset = val_loader(cfg, model, description, source=checkpoint, batch_size=batch_size)
     taken = frame_order(order, num)
     scores, labels = [], []
     for batch in tqdm(loader, desc=f"anytime scores (1..{num} frames)", disable=not progress, leave=False):
@@ -252,7 +249,7 @@ def calibrate_checkpoint(
     if fixed_k:
         for k in tqdm(range(1, num + 1), desc="fixed K", disable=not progress, leave=False):
             cfg_k = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, test_num_frames=k))
-            loader_k, _ = val_loader(cfg_k, model, meta, source=checkpoint, batch_size=batch_size)
+            loader_k, _ = val_loader(cfg_k, model, description, source=checkpoint, batch_size=batch_size)
             fixed[k] = float(evaluate(model, loader_k, multi_label=False, device=device)["top1"])
     return dataclasses.replace(
         cal, fixed_k_accuracy=fixed, checkpoint=str(checkpoint),

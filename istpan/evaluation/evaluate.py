@@ -7,7 +7,9 @@ from the same full set. Videos that fail to decode are counted in `skipped` (sum
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,11 +19,12 @@ from tqdm.auto import tqdm
 
 from istpan.errors import UserError
 from istpan.evaluation.metrics import multilabel_metrics, single_label_metrics
+from istpan.files.description import ModelDescription
 from istpan.inference.predict import probabilities
 from istpan.runtime.amp import autocast
 from istpan.runtime.distributed import all_gather_objects, is_main_process, reduce_sum
 
-__all__ = ["evaluate", "evaluate_checkpoint", "nothing_decoded", "val_loader", "video_scores"]
+__all__ = ["eval_config", "evaluate", "evaluate_checkpoint", "nothing_decoded", "val_loader", "video_scores"]
 
 
 def nothing_decoded(failed: int, *, split: str) -> UserError:
@@ -126,26 +129,23 @@ def evaluate_checkpoint(checkpoint: str, *, views: str = "1x1", batch_size: int 
     DDP ranks (under torchrun). Raises UserError when the checkpoint has no config, the classes differ, or no clip
     could be decoded.
     """
-    from istpan.config import apply_overrides, config_from_dict
     from istpan.data.build import check_data_paths, parse_views, pick_device
-    from istpan.files.checkpoint import load_checkpoint, load_model
+    from istpan.files.load import load
     from istpan.runtime import distributed as dist
 
     clips_crops = parse_views(views)
-    state = load_checkpoint(checkpoint)
-    if "config" not in state:
-        raise UserError(f"{checkpoint}: checkpoint has no stored config; evaluate with the training run's own")
-    cfg = apply_overrides(config_from_dict(state["config"]), list(overrides))  # stored config, then key=value
+    loaded = load(checkpoint)  # the one read of the file: model, description and run config
+    cfg = eval_config(loaded, overrides, source=checkpoint, what="evaluate")
     device = pick_device(cfg.train.device)
     distributed = dist.init_distributed(device)
     if distributed and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (LOCAL_RANK)
     try:
         check_data_paths(cfg)
-        model, meta = load_model(checkpoint, device=device)
-        loader, dataset = val_loader(cfg, model, meta, source=checkpoint, views=clips_crops, batch_size=batch_size,
-                                     distributed=distributed)
-        multi_label = bool(meta.get("multi_label"))
+        model, description = loaded.model.to(device), loaded.description
+        loader, dataset = val_loader(cfg, model, description, source=checkpoint, views=clips_crops,
+                                     batch_size=batch_size, distributed=distributed)
+        multi_label = description.multi_label
         result = evaluate(model, loader, multi_label=multi_label, device=device, amp=cfg.train.amp,
                           progress=progress, return_scores=return_scores)
         if not dist.is_main_process():
@@ -154,22 +154,36 @@ def evaluate_checkpoint(checkpoint: str, *, views: str = "1x1", batch_size: int 
         dist.cleanup_distributed()
     if result["num_videos"] == 0:  # metrics of zero videos would be made up
         raise nothing_decoded(result["skipped"], split=f"{checkpoint}: validation")
-    result.update(views=views, class_names=list(meta["class_names"]), multi_label=multi_label,
+    result.update(views=views, class_names=list(description.class_names), multi_label=multi_label,
                   videos=[r.path for r in dataset.records])  # what the dataset indices refer to (late fusion)
     return result
 
 
-def val_loader(cfg: Any, model: nn.Module, meta: dict, *, source: str, views: tuple[int, int] = (1, 1),
-               batch_size: int | None = None, distributed: bool = False) -> tuple[Any, Any]:
+def eval_config(loaded: Any, overrides: Sequence[str], *, source: str, what: str) -> Any:
+    """The config a checkpoint is evaluated with: its run config (the data it was trained on), the test-time view of
+    its description (K, short side, crop, sampling: what predict uses too), then the user's `key=value` overrides."""
+    from istpan.config import apply_overrides, config_from_dict
+
+    if loaded.run_config is None:
+        raise UserError(f"{source}: checkpoint has no stored config; {what} with the training run's own")
+    cfg = config_from_dict(loaded.run_config)
+    pre = loaded.description.preprocessing
+    data = dataclasses.replace(cfg.data, test_num_frames=pre.num_frames, short_side=pre.short_side,
+                               input_size=pre.input_size, sampling=pre.sampling, frame_stride=pre.frame_stride)
+    return apply_overrides(dataclasses.replace(cfg, data=data), list(overrides))
+
+
+def val_loader(cfg: Any, model: nn.Module, description: ModelDescription, *, source: str,
+               views: tuple[int, int] = (1, 1), batch_size: int | None = None, distributed: bool = False
+               ) -> tuple[Any, Any]:
     """(loader, dataset) of cfg's validation split as a checkpoint sees it (its normalisation, `views` CLIPSxCROPS),
     after checking the classes match the checkpoint's; what `istpan eval` and anytime calibration read."""
     from istpan.data import build_dataset, build_loader
     from istpan.data.build import num_workers_for
-    from istpan.data.preprocess import Preprocessing
     from istpan.files.checkpoint import check_compatible
     from istpan.runtime import distributed as dist
 
-    pre = Preprocessing.from_meta(model, meta)
+    pre = description.preprocessing
     common = dict(batch_size=batch_size or cfg.train.batch_size, num_workers=num_workers_for(cfg.data.num_workers),
                   seed=cfg.train.seed)
     if cfg.data.format == "webdataset":  # streamed from shards: each rank reads its exact share
@@ -182,7 +196,7 @@ def val_loader(cfg: Any, model: nn.Module, meta: dict, *, source: str, views: tu
         dataset = build_dataset(cfg.data, split="val", train=False, views=views, mean=pre.mean,
                                 std=pre.std, seed=cfg.train.seed)
         loader = build_loader(dataset, train=False, distributed=distributed, **common)
-    check_compatible(meta, model_name=meta["model_name"], num_classes=len(dataset.class_names),
+    check_compatible(description, model_name=description.model_name, num_classes=len(dataset.class_names),
                      source=source, class_names=list(dataset.class_names))
     return loader, dataset
 

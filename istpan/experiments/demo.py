@@ -86,13 +86,13 @@ def _localisation(
 @torch.no_grad()
 def attention_picture(model: nn.Module, meta: dict, root: Path, path: Path, *, videos: int = 8) -> Path:
     """Fused attention over the K sampled frames of a few val videos (one per class), ground-truth box in yellow."""
-    from istpan.data.preprocess import Preprocessing
     from istpan.experiments.synth_eval import model_view
+    from istpan.files.description import ModelDescription
     from istpan.models import attention_maps
     from istpan.viz.overlay import frame_grid, overlay_heatmap
 
     gt = synth.load_ground_truth(root)
-    pre = Preprocessing.from_meta(model, meta)
+    pre = ModelDescription.from_dict(meta, model=model).preprocessing
     chosen: dict[int, tuple[str, dict]] = {}
     for rel, video in sorted(gt["videos"].items()):
         if video["split"] == "val" and video["label"] not in chosen:

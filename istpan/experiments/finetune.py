@@ -77,7 +77,7 @@ def _subset(root: Path, split: str, per_class: int | None, out: Path) -> Path:
 def _run_one(job: tuple[Any, int, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     """Train one row with one seed through `istpan train`'s loop, then score its last checkpoint on the final set."""
     from istpan.experiments.runs import test_model
-    from istpan.files.checkpoint import load_model
+    from istpan.files.load import load_model
     from istpan.training.train import train
 
     row, seed, ctx = job

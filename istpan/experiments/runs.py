@@ -95,7 +95,7 @@ def synth_config(
 
 def train_variant(cfg: Config, *, progress: bool) -> tuple[nn.Module, dict[str, Any], float]:
     """Train from scratch (never resumes: a rerun of the demo is a new measurement); return model, meta, seconds."""
-    from istpan.files.checkpoint import load_model
+    from istpan.files.load import load_model
     from istpan.training.train import train
 
     start = time.perf_counter()

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from istpan.data.preprocess import Preprocessing
+from istpan.files.description import ModelDescription
 from istpan.inference.predict import device_of
 
 __all__ = ["evaluate_localization", "mass_in_box", "model_view", "pointing_chance"]
@@ -110,7 +111,7 @@ def evaluate_localization(model: nn.Module, meta: dict[str, Any], root: str | Pa
     gt = load_ground_truth(root)
     spec, num_classes = gt["spec"], len(gt["classes"])
     videos = [(rel, v) for rel, v in sorted(gt["videos"].items()) if v["split"] == split][:max_videos]
-    pre = Preprocessing.from_meta(model, meta)
+    pre = ModelDescription.from_dict(meta, model=model).preprocessing
     model.eval()
     sums = dict(hits=0.0, frames=0.0, chance=0.0, mass=0.0, area=0.0)
     ious, f_scores, f_targets, v_scores, v_targets = [], [], [], [], []

@@ -88,7 +88,7 @@ def _one_seed(out: Path, seed: int, budget: Budget, *, algorithm: str, progress:
             cfg = synth_config(data, model=model, out_dir=run_dir, budget=budget, seed=seed)
             cfg.data.modality, cfg.data.flow_root = modality, str(flow_root)
             if rescore and (run_dir / "last.pt").is_file():  # score the trained model again, no training
-                from istpan.files.checkpoint import load_model
+                from istpan.files.load import load_model
 
                 net, seconds = load_model(run_dir / "last.pt")[0], float("nan")
             else:

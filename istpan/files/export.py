@@ -28,6 +28,7 @@ from torch import nn
 
 from istpan.data.preprocess import Preprocessing
 from istpan.errors import UserError
+from istpan.files.description import ModelDescription
 
 __all__ = ["FORMATS", "SUFFIXES", "export_model", "sidecar_path", "write_sidecar"]
 
@@ -94,7 +95,7 @@ def _export_torchscript(wrapper: nn.Module, example: torch.Tensor, path: Path) -
 @torch.no_grad()
 def export_model(
     model: nn.Module,
-    meta: dict[str, Any],
+    description: ModelDescription | dict[str, Any],
     out: str | Path,
     *,
     format: str = "onnx",
@@ -112,7 +113,8 @@ def export_model(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
-    pre = Preprocessing.from_meta(model, meta).with_frames(num_segments)
+    description = ModelDescription.from_dict(description, model=model)
+    pre = description.preprocessing.with_frames(num_segments)
     k, size = pre.num_frames, pre.input_size
     channels = len(pre.mean)  # 3 for RGB, 2L for a flow checkpoint, 3 + 2L for rgb+flow (docs/flow.md)
     example = torch.randn(batch_size, k, channels, size, size, generator=torch.Generator().manual_seed(seed))
@@ -129,7 +131,7 @@ def export_model(
               "tolerance": tolerance}
     if not diff <= tolerance:
         raise UserError(f"{out}: exported {format} model differs from PyTorch by {diff:.3g} > tolerance {tolerance:g}")
-    result["sidecar"] = str(write_sidecar(meta, pre, out, input_shape=result["input_shape"]))
+    result["sidecar"] = str(write_sidecar(description, pre, out, input_shape=result["input_shape"]))
     return result
 
 
@@ -143,15 +145,16 @@ def sidecar_path(out: str | Path) -> Path:
     return out.with_suffix(out.suffix + ".json")
 
 
-def write_sidecar(meta: dict[str, Any], pre: Preprocessing, out: str | Path, *, input_shape: list[int]) -> Path:
-    """Write what a deployment needs besides the graph: class names, multi-label flag, preprocessing, input shape."""
+def write_sidecar(description: ModelDescription, pre: Preprocessing, out: str | Path, *,
+                  input_shape: list[int]) -> Path:
+    """Write what a deployment needs besides the graph: the model's description (class names, multi-label flag,
+    model name and options) with the graph's preprocessing (its K), and the input shape. `ModelDescription.from_dict`
+    reads it back."""
     path = sidecar_path(out)
     path.write_text(json.dumps({
         "input": f"video (B, K, {len(pre.mean)}, S, S), normalised",
         "output": "logits (B, classes)",
-        "class_names": list(meta.get("class_names") or []),
-        "multi_label": bool(meta.get("multi_label", False)),
-        "preprocessing": pre.to_dict(),
+        **description.with_preprocessing(pre).to_dict(),
         "input_shape": list(input_shape),
     }, indent=1))
     return path

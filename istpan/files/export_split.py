@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from istpan.data.preprocess import Preprocessing
 from istpan.errors import UserError
+from istpan.files.description import ModelDescription
 
 __all__ = ["export_split"]
 
@@ -72,8 +72,8 @@ def _check(session: Any, module: nn.Module, x: torch.Tensor, name: str, path: Pa
 
 
 @torch.no_grad()
-def export_split(model: nn.Module, meta: dict[str, Any], out: str | Path, *, num_segments: int | None = None,
-                 tolerance: float = 1e-4, seed: int = 0) -> dict[str, Any]:
+def export_split(model: nn.Module, description: ModelDescription | dict[str, Any], out: str | Path, *,
+                 num_segments: int | None = None, tolerance: float = 1e-4, seed: int = 0) -> dict[str, Any]:
     """Write `<stem>_frame.onnx`, `<stem>_head.onnx` and `<stem>_split.json` next to `out`; check both graphs.
 
     Returns {"frame", "head", "sidecar", "feature_shape", "max_abs_diff": {"frame", "head"}, "tolerance"}.
@@ -85,7 +85,8 @@ def export_split(model: nn.Module, meta: dict[str, Any], out: str | Path, *, num
     stem = out.with_suffix("")
     frame_path, head_path = Path(f"{stem}_frame.onnx"), Path(f"{stem}_head.onnx")
     model = model.cpu().eval()
-    pre = Preprocessing.from_meta(model, meta).with_frames(num_segments)
+    description = ModelDescription.from_dict(description, model=model)
+    pre = description.preprocessing.with_frames(num_segments)
     k, size = pre.num_frames, pre.input_size
     g = torch.Generator().manual_seed(seed)
     frames = torch.randn(2 * k, 3, size, size, generator=g)  # (N, 3, S, S)
@@ -110,9 +111,7 @@ def export_split(model: nn.Module, meta: dict[str, Any], out: str | Path, *, num
         "frame_output": f"features (N, {', '.join(map(str, feature_shape))})",
         "head_input": "features (B, K, ...) of K frames in time order, any K (a ring buffer of the last K)",
         "head_output": "logits (B, classes)",
-        "class_names": list(meta.get("class_names") or []),
-        "multi_label": bool(meta.get("multi_label", False)),
-        "preprocessing": pre.to_dict(),
+        **description.with_preprocessing(pre).to_dict(),
         "feature_shape": feature_shape,
     }, indent=1))
     return {"frame": str(frame_path), "head": str(head_path), "sidecar": str(sidecar), "feature_shape": feature_shape,

@@ -7,8 +7,8 @@
 
 Write one with `istpan export --checkpoint best.pt --format hf --out my-model` (or `save_pretrained`), upload it with
 `hf upload <user>/<repo> my-model`, and load it anywhere with `istpan.from_pretrained("my-model")` /
-`istpan.from_pretrained("<user>/<repo>")`, or as `--checkpoint my-model` in every command: `load_checkpoint` reads a
-folder (or a Hub repo id) into the same dict a .pt file gives.
+`istpan.from_pretrained("<user>/<repo>")`, or as `--checkpoint my-model` in every command: `istpan.files.load` reads
+a folder (or a Hub repo id) into the same dict a .pt file gives.
 
 Loading never executes code from the folder: JSON and safetensors only (no pickle, no `trust_remote_code`), and from
 the Hub only `config.json` and `model.safetensors` are fetched (through the Hugging Face cache; HF_HUB_OFFLINE=1
@@ -22,13 +22,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from istpan.errors import UserError
+from istpan.files.description import ModelDescription
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "from_pretrained", "is_pretrained_folder", "read_pretrained",
-           "save_pretrained"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "is_pretrained_folder", "read_pretrained", "save_pretrained"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -41,29 +40,24 @@ def is_pretrained_folder(path: str | Path) -> bool:
     return path.is_dir() and (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file()
 
 
-def save_pretrained(model: nn.Module, meta: dict[str, Any], folder: str | Path, *,
+def save_pretrained(model: nn.Module, description: ModelDescription | dict[str, Any], folder: str | Path, *,
                     train_config: dict[str, Any] | None = None) -> Path:
-    """Write `model`'s weights and `meta` (checkpoint meta: class names, options, preprocessing) as a HF folder."""
+    """Write `model`'s weights and its description (or a checkpoint's meta dict) as a HF folder."""
     from safetensors.torch import save_file
 
     from istpan._version import __version__
-    from istpan.data.preprocess import Preprocessing
 
+    description = ModelDescription.from_dict(description, model=model)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = {
         "istpan_version": __version__,
-        "model_name": meta["model_name"],
-        "model_options": dict(meta.get("model_options", {})),
-        "num_classes": int(meta["num_classes"]),
-        "class_names": list(meta["class_names"]),
-        "multi_label": bool(meta.get("multi_label", False)),
-        "preprocessing": Preprocessing.from_meta(model, meta).to_dict(),
+        **description.to_dict(),
         **({"train_config": train_config} if train_config else {}),
     }
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=1) + "\n")
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(weights, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "istpan_model": meta["model_name"]})
+    save_file(weights, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "istpan_model": description.model_name})
     return folder
 
 
@@ -109,23 +103,8 @@ def read_pretrained(source: str | Path) -> dict[str, Any]:
         weights = load_file(str(folder / WEIGHTS_NAME))
     except (SafetensorError, OSError) as err:
         raise UserError(f"{folder / WEIGHTS_NAME}: cannot read the weights ({err})") from err
-    meta = {k: config[k] for k in ("model_name", "model_options", "num_classes", "class_names", "preprocessing")}
-    meta["multi_label"] = bool(config.get("multi_label", False))
-    state: dict[str, Any] = {"model": weights, "meta": meta, "istpan_version": config.get("istpan_version")}
+    state: dict[str, Any] = {"model": weights, "meta": ModelDescription.from_dict(config),
+                             "istpan_version": config.get("istpan_version")}
     if isinstance(config.get("train_config"), dict):
         state["config"] = config["train_config"]
     return state
-
-
-def from_pretrained(source: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
-    """The model of a folder / Hub repo id (or any istpan checkpoint), in eval mode, with `class_names`,
-    `preprocessing` (an `istpan.Preprocessing`) and `meta` attached. For predictions on videos use
-    `istpan.Predictor.from_checkpoint(source)`, which wraps the same model with its preprocessing."""
-    from istpan.data.preprocess import Preprocessing
-    from istpan.files.checkpoint import load_model
-
-    model, meta = load_model(source, device=device)
-    model.meta = meta
-    model.class_names = list(meta["class_names"])
-    model.preprocessing = Preprocessing.from_meta(model, meta)
-    return model

@@ -317,7 +317,7 @@ def calibrate_thresholds(
 
 def predict_anytime(
     model: nn.Module,
-    meta: dict[str, Any],
+    description: Any,
     paths: Sequence[str | Path],
     *,
     max_frames: int | None = None,
@@ -332,9 +332,9 @@ def predict_anytime(
     `istpan eval --anytime` (its path or a `Calibration`: it brings N, the order and the rule, margin or gain);
     None: never stop early (all N frames, = fixed K = N). order: a FRAME_ORDERS name (default DEFAULT_ORDER) or a
     permutation."""
-    from istpan.data.preprocess import Preprocessing
     from istpan.evaluation.calibration import resolve_confidence
-    from istpan.inference.predict import class_names, topk_classes
+    from istpan.files.description import ModelDescription
+    from istpan.inference.predict import topk_classes
 
     confidence, max_frames, order, gain = resolve_confidence(confidence, max_frames, order)
     if max_frames < 1:
@@ -344,8 +344,9 @@ def predict_anytime(
         values = per_step(confidence, max_frames)  # checks the count
         if gain is None and any(v < 0.0 for v in values):
             raise UserError(f"--confidence: margins p1 - p2 are >= 0 (above 1: never stop there), got {confidence}")
-    pre = Preprocessing.from_meta(model, meta).with_frames(max_frames)
-    names = class_names(meta, int(meta.get("num_classes") or len(meta.get("class_names") or [])))
+    description = ModelDescription.from_dict(description, model=model)
+    pre = description.preprocessing.with_frames(max_frames)
+    names = description.class_names
     threshold = 2.0 if confidence is None else confidence  # a margin never reaches 2: no early stop
     results: list[dict[str, Any]] = []
     for path in paths:
@@ -357,6 +358,6 @@ def predict_anytime(
         probs, used = anytime_predict(model, lambda k, views=views: pre.to_input(views[k]), len(indices),
                                       threshold=threshold, order=order, gain=gain)
         results.append({"path": str(path), "frames": n, "num_segments": used, "frames_used": used,
-                        "max_frames": len(indices), "multi_label": bool(getattr(model, "multi_label", False)),
+                        "max_frames": len(indices), "multi_label": description.multi_label,
                         "top": topk_classes(probs.cpu(), names, topk, key="class")})
     return results

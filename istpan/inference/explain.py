@@ -22,7 +22,8 @@ from torch import nn
 
 from istpan.data.preprocess import Preprocessing
 from istpan.errors import UserError
-from istpan.inference.predict import Inference, class_names, infer_video, is_multi_label, topk_classes
+from istpan.files.description import ModelDescription
+from istpan.inference.predict import Inference, infer_video, topk_classes
 
 __all__ = ["Explainer", "explain_videos"]
 
@@ -33,9 +34,9 @@ class Explainer:
     """Collects explained videos into OUTDIR, one `add` per inference (or `failed` per unreadable video);
     `finish` writes index.html and results.json and returns the entries."""
 
-    def __init__(self, meta: dict[str, Any], pre: Preprocessing, outdir: str | Path, *, levels: bool = False,
+    def __init__(self, description: ModelDescription, pre: Preprocessing, outdir: str | Path, *, levels: bool = False,
                  topk: int = 5) -> None:
-        self.meta, self.pre, self.outdir = meta, pre, Path(outdir)
+        self.description, self.pre, self.outdir = description, pre, Path(outdir)
         self.levels, self.topk = levels, topk
         self.entries: list[dict[str, Any]] = []
         self.outdir.mkdir(parents=True, exist_ok=True)
@@ -49,7 +50,7 @@ class Explainer:
         path = Path(inference.path)
         try:
             fps = video_info(path, backend=self.pre.backend).fps  # 0.0 for a folder of frames
-            names = class_names(self.meta, inference.probs.shape[0])
+            names = self.description.class_names
             out = inference.output
             entry: dict[str, Any] = {
                 "path": str(path), "name": path.name, "fps": fps, "num_frames": inference.num_frames,
@@ -81,16 +82,18 @@ class Explainer:
         return self.entries
 
 
-def explain_videos(model: nn.Module, meta: dict[str, Any], paths: Sequence[str | Path], outdir: str | Path, *,
-                   levels: bool = False, topk: int = 5, num_segments: int | None = None) -> list[dict[str, Any]]:
+def explain_videos(model: nn.Module, description: ModelDescription | dict[str, Any], paths: Sequence[str | Path],
+                   outdir: str | Path, *, levels: bool = False, topk: int = 5, num_segments: int | None = None
+                   ) -> list[dict[str, Any]]:
     """Explain each video (one forward pass each) and write OUTDIR/index.html and OUTDIR/results.json.
 
     `num_segments` overrides the checkpoint's K (the model takes any K), as `istpan predict --num-segments` does.
     Returns one entry per video (see the module docstring).
     """
-    pre = Preprocessing.from_meta(model, meta).with_frames(num_segments)
-    explainer = Explainer(meta, pre, outdir, levels=levels, topk=topk)
-    multi = is_multi_label(model, meta)
+    description = ModelDescription.from_dict(description, model=model)
+    pre = description.preprocessing.with_frames(num_segments)
+    explainer = Explainer(description, pre, outdir, levels=levels, topk=topk)
+    multi = description.multi_label
     for path in paths:
         try:
             inference = infer_video(model, pre, path, multi_label=multi)

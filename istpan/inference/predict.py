@@ -21,13 +21,12 @@ from torch import nn
 
 from istpan.data.preprocess import Preprocessing
 from istpan.errors import UserError
+from istpan.files.description import ModelDescription
 
 __all__ = [
     "Inference",
-    "class_names",
     "device_of",
     "infer_video",
-    "is_multi_label",
     "predict_videos",
     "prediction_of",
     "probabilities",
@@ -52,8 +51,6 @@ def device_of(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def is_multi_label(model: nn.Module, meta: dict[str, Any]) -> bool:
-    return bool(meta.get("multi_label", getattr(model, "multi_label", False)))
 
 
 def probabilities(logits: torch.Tensor, *, multi_label: bool) -> torch.Tensor:
@@ -64,9 +61,6 @@ def probabilities(logits: torch.Tensor, *, multi_label: bool) -> torch.Tensor:
     return logits.float().sigmoid() if multi_label else logits.float().softmax(-1)
 
 
-def class_names(meta: dict[str, Any], num_classes: int) -> list[str]:
-    names = list(meta.get("class_names") or [])
-    return names if len(names) == num_classes else [f"class {i}" for i in range(num_classes)]
 
 
 def topk_classes(scores: torch.Tensor, names: Sequence[str], k: int, *, key: str = "label") -> list[dict[str, Any]]:
@@ -103,21 +97,20 @@ def _cpu(out: Any) -> Any:
     return out
 
 
-def prediction_of(inference: Inference, meta: dict[str, Any], *, topk: int = 5) -> dict[str, Any]:
+def prediction_of(inference: Inference, description: ModelDescription, *, topk: int = 5) -> dict[str, Any]:
     """The printed / JSON result of one video: {"path", "frames", "num_segments", "multi_label", "top"}."""
-    names = class_names(meta, inference.probs.shape[0])
     return {
         "path": inference.path,
         "frames": inference.num_frames,
         "num_segments": len(inference.indices),
-        "multi_label": bool(meta.get("multi_label", False)),
-        "top": topk_classes(inference.probs, names, topk, key="class"),
+        "multi_label": description.multi_label,
+        "top": topk_classes(inference.probs, description.class_names, topk, key="class"),
     }
 
 
 def predict_videos(
     model: nn.Module,
-    meta: dict[str, Any],
+    description: ModelDescription | dict[str, Any],
     paths: Sequence[str | Path],
     *,
     topk: int = 5,
@@ -134,13 +127,14 @@ def predict_videos(
     """
     if device is not None:
         model.to(device)
-    pre = Preprocessing.from_meta(model, meta).with_frames(num_segments)
-    multi = is_multi_label(model, meta)
+    description = ModelDescription.from_dict(description, model=model)
+    pre = description.preprocessing.with_frames(num_segments)
+    multi = description.multi_label
     explainer = None
     if explain is not None:
         from istpan.inference.explain import Explainer  # imports this module: not at the top
 
-        explainer = Explainer(meta, pre, explain, levels=levels, topk=topk)
+        explainer = Explainer(description, pre, explain, levels=levels, topk=topk)
     results = []
     for path in paths:
         try:
@@ -150,7 +144,7 @@ def predict_videos(
             if explainer is not None:
                 explainer.failed(path, err)
             continue
-        results.append(prediction_of(inference, meta, topk=topk))
+        results.append(prediction_of(inference, description, topk=topk))
         if explainer is not None:
             explainer.add(inference)
     if explainer is not None:

@@ -35,24 +35,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from istpan.data.preprocess import Preprocessing
 from istpan.errors import UserError
-from istpan.inference.predict import class_names, device_of, is_multi_label, probabilities, topk_classes
+from istpan.files.description import ModelDescription
+from istpan.inference.predict import device_of, probabilities, topk_classes
 
 __all__ = ["Predictor"]
-
-
-def checkpoint_file(path: str | Path) -> Path:
-    """A checkpoint file, a model folder (Hugging Face layout), or a run folder: its best.pt, else its last.pt."""
-    from istpan.files.pretrained import is_pretrained_folder
-
-    path = Path(path)
-    if path.is_dir() and not is_pretrained_folder(path):
-        for name in ("best.pt", "last.pt"):
-            if (path / name).is_file():
-                return path / name
-        raise UserError(f"{path}: no best.pt or last.pt in this folder; give a checkpoint written by `istpan train`")
-    return path
 
 
 def _describe(x: Any) -> str:
@@ -65,23 +52,25 @@ def _describe(x: Any) -> str:
 class Predictor:
     """A model in eval mode with its class names and `Preprocessing`; see the module docstring."""
 
-    def __init__(self, model: nn.Module, meta: dict[str, Any], *, device: str | torch.device | None = None,
-                 num_segments: int | None = None, backend: str | None = None) -> None:
+    def __init__(self, model: nn.Module, description: ModelDescription | dict[str, Any], *,
+                 device: str | torch.device | None = None, num_segments: int | None = None,
+                 backend: str | None = None) -> None:
         self.model = model.eval() if device is None else model.to(device).eval()
-        self.meta = meta
-        self.preprocessing = Preprocessing.from_meta(model, meta).with_frames(num_segments).with_backend(backend)
-        self.multi_label = is_multi_label(model, meta)
-        self.class_names = class_names(meta, int(meta.get("num_classes") or len(meta.get("class_names") or [])))
+        description = ModelDescription.from_dict(description, model=model)
+        self.preprocessing = description.preprocessing.with_frames(num_segments).with_backend(backend)
+        self.description = description.with_preprocessing(self.preprocessing)
+        self.multi_label = description.multi_label
+        self.class_names = list(description.class_names)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu",
                         num_segments: int | None = None, backend: str | None = None) -> Predictor:
         """Load a checkpoint written by `istpan train` (a .pt file or the run folder: best.pt, else last.pt).
         backend: how paths are decoded (pyav, opencv, frames); None: the checkpoint's (its run's data.backend)."""
-        from istpan.files.checkpoint import load_model
+        from istpan.files.load import load_model
 
-        model, meta = load_model(checkpoint_file(path), device=device)
-        return cls(model, meta, num_segments=num_segments, backend=backend)
+        model, description = load_model(path, device=device)
+        return cls(model, description, num_segments=num_segments, backend=backend)
 
     @property
     def device(self) -> torch.device:

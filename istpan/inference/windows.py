@@ -36,7 +36,8 @@ from torch import nn
 
 from istpan.data.preprocess import Preprocessing
 from istpan.errors import UserError
-from istpan.inference.predict import class_names, device_of, is_multi_label, probabilities, topk_classes
+from istpan.files.description import ModelDescription
+from istpan.inference.predict import device_of, probabilities, topk_classes
 
 __all__ = [
     "check_window_args",
@@ -163,8 +164,8 @@ def _windows(path: Path, pre: Preprocessing, window: int, stride: int
 
 
 @torch.no_grad()
-def sliding_window_predict(model: nn.Module, meta: dict[str, Any], path: str | Path, *, window: float,
-                           stride: float | None = None, unit: str = "frames", reduce: str = "mean",
+def sliding_window_predict(model: nn.Module, description: ModelDescription | dict[str, Any], path: str | Path, *,
+                           window: float, stride: float | None = None, unit: str = "frames", reduce: str = "mean",
                            threshold: float = 0.5, outdir: str | Path | None = None, batch_size: int = 8, topk: int = 5,
                            num_segments: int | None = None) -> dict[str, Any]:
     """Classify every window of a video; return per-window scores, video-level scores and temporal segments.
@@ -180,11 +181,12 @@ def sliding_window_predict(model: nn.Module, meta: dict[str, Any], path: str | P
 
     path = Path(path)
     check_window_args(window=window, stride=stride, unit=unit, reduce=reduce)
-    pre = Preprocessing.from_meta(model, meta).with_frames(num_segments)
+    description = ModelDescription.from_dict(description, model=model)
+    pre, names = description.preprocessing.with_frames(num_segments), description.class_names
     info = video_info(path, backend=pre.backend)
     win = _to_frames(window, unit, info.fps, "window", path)
     step = max(1, win // 2) if stride is None else _to_frames(stride, unit, info.fps, "stride", path)
-    multi = is_multi_label(model, meta)
+    multi = description.multi_label
     device = device_of(model)
     model.eval()
 
@@ -212,7 +214,6 @@ def sliding_window_predict(model: nn.Module, meta: dict[str, Any], path: str | P
     duration = total / fps
     centres = [(s + e) / 2 / fps for s, e in bounds]
     video_scores = scores.mean(0) if reduce == "mean" else scores.amax(0)  # (C,)
-    names = class_names(meta, scores.shape[1])
     segments = []
     for c in range(scores.shape[1]):
         for start_s, end_s, peak in segments_from_scores(centres, scores[:, c], threshold, duration=duration):
@@ -245,7 +246,8 @@ def sliding_window_predict(model: nn.Module, meta: dict[str, Any], path: str | P
     return result
 
 
-def predict_windows(model: nn.Module, meta: dict[str, Any], paths: Sequence[str | Path], *, window: float,
+def predict_windows(model: nn.Module, description: ModelDescription | dict[str, Any], paths: Sequence[str | Path], *,
+                    window: float,
                     stride: float | None = None, unit: str = "seconds", reduce: str = "mean", threshold: float = 0.5,
                     topk: int = 5, num_segments: int | None = None, outdir: str | Path | None = None
                     ) -> list[dict[str, Any]]:
@@ -258,7 +260,7 @@ def predict_windows(model: nn.Module, meta: dict[str, Any], paths: Sequence[str 
     results: list[dict[str, Any]] = []
     for path in paths:
         try:
-            results.append(sliding_window_predict(model, meta, path, window=window, stride=stride, unit=unit,
+            results.append(sliding_window_predict(model, description, path, window=window, stride=stride, unit=unit,
                                                   reduce=reduce, threshold=threshold, outdir=outdir, topk=topk,
                                                   num_segments=num_segments))
         except UserError as err:  # VideoError is a UserError: missing, unreadable, no decodable frame
