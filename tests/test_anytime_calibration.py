@@ -90,7 +90,7 @@ def test_eval_anytime_writes_a_calibration_that_predict_reproduces(calibrated, c
     labels = [line.split()[1] for line in (root / "val.txt").read_text().splitlines()]
     assert main(["predict", *videos, "--checkpoint", str(ckpt), "--confidence", str(out), "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
-    frames = sum(r["frames_used"] for r in results) / len(results)
+    frames = sum(r["num_frames"] for r in results) / len(results)
     accuracy = 100 * sum(r["top"][0]["class"] == y for r, y in zip(results, labels, strict=True)) / len(results)
     assert {r["max_frames"] for r in results} == {4}
     assert frames == pytest.approx(cal.mean_frames) and accuracy == pytest.approx(cal.accuracy)
@@ -98,7 +98,7 @@ def test_eval_anytime_writes_a_calibration_that_predict_reproduces(calibrated, c
     numbers = ["--max-frames", "4", "--frame-order", "spread", "--confidence", ",".join(map(repr, cal.thresholds))]
     assert main(["predict", *videos[:6], "--checkpoint", str(ckpt), *numbers, "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
-    assert [r["frames_used"] for r in again] == [r["frames_used"] for r in results[:6]]
+    assert [r["num_frames"] for r in again] == [r["num_frames"] for r in results[:6]]
 
 
 def test_calibration_file_errors(calibrated, tmp_path, capsys):
@@ -170,7 +170,7 @@ def test_gain_rule_calibration_and_predict(gain_calibrated, calibrated, tmp_path
         assert cal.bound["bound"] <= 15 + 1e-9 and "gain rule: stop when the predicted top-1 gain" in printed[z]
         assert main(["predict", *videos, "--checkpoint", str(ckpt), "--confidence", str(path), "--json"]) == 0
         results = json.loads(capsys.readouterr().out)
-        frames = sum(r["frames_used"] for r in results) / len(results)
+        frames = sum(r["num_frames"] for r in results) / len(results)
         accuracy = 100 * sum(r["top"][0]["class"] == y for r, y in zip(results, labels, strict=True)) / len(results)
         assert frames == pytest.approx(cal.mean_frames) and accuracy == pytest.approx(cal.accuracy)
     assert 1 < load_calibration(files["0"]).mean_frames < 4  # it does stop early, and not everywhere at once

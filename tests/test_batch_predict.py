@@ -16,7 +16,7 @@ from pausing import PausingChild
 from videos import make_video
 
 from istpan.cli.main import main
-from istpan.inference.predict import predict_videos
+from istpan.inference.videos import predict_videos
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -60,7 +60,7 @@ def test_predictions_equal_single_video_predict_and_bad_videos_are_recorded(setu
             ref = reference[r["path"]]
             assert [t["class"] for t in r["top"]] == [t["class"] for t in ref["top"]]
             assert [t["score"] for t in r["top"]] == pytest.approx([t["score"] for t in ref["top"]], abs=1e-5)
-            assert r["frames"] == ref["frames"]
+            assert r["video_frames"] == ref["video_frames"]
     assert not (tmp_path / "preds.jsonl.parts").exists()
     assert "12 videos predicted" in capsys.readouterr().err
     # a rerun: nothing left to do, nothing written twice

@@ -62,7 +62,7 @@ def test_predict_json_and_unreadable_video(trained, tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 1  # one video failed, the other was still classified
     results = json.loads(captured.out)
-    assert results[0]["num_segments"] == 5 and len(results[0]["top"]) == 2
+    assert results[0]["num_frames"] == 5 and len(results[0]["top"]) == 2
     assert {t["class"] for t in results[0]["top"]} <= {"left", "right", "still"}
     assert results[1]["path"] == str(broken) and "error" in results[1]
     assert f"error: {broken}" in captured.err

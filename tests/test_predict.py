@@ -11,7 +11,7 @@ from videos import make_video
 from istpan.cli.main import main
 from istpan.config import DataConfig
 from istpan.files.checkpoint import build_meta, save_checkpoint
-from istpan.inference.predict import predict_videos
+from istpan.inference.videos import predict_videos
 from istpan.models import create_model
 from istpan.models.classifier import VideoClassifier
 
@@ -62,8 +62,8 @@ def test_explain_runs_one_forward_pass_per_video(setup, tmp_path, forwards, caps
         if "error" in r:
             assert e["error"] == r["error"]
             continue
-        assert [t["index"] for t in e["topk"]] == [t["index"] for t in r["top"]]
-        assert [t["score"] for t in e["topk"]] == [t["score"] for t in r["top"]]
+        assert [t["index"] for t in e["top"]] == [t["index"] for t in r["top"]]
+        assert [t["score"] for t in e["top"]] == [t["score"] for t in r["top"]]
         assert (tmp_path / "x").joinpath(e["grid"]).is_file()
 
 

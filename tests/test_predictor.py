@@ -13,7 +13,7 @@ from istpan.data import count_frames, read_frames
 from istpan.errors import UserError
 from istpan.files.checkpoint import save_checkpoint
 from istpan.files.load import load_model
-from istpan.inference.predict import predict_videos
+from istpan.inference.videos import predict_videos
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +43,13 @@ def test_files_give_what_istpan_predict_gives(run):
     model, meta = load_model(folder / "last.pt")
     expected = predict_videos(model, meta, videos, topk=3)
     single = predictor.predict(videos[0], topk=3)
-    assert isinstance(single, dict) and single["path"] == str(videos[0]) and single["frames"] == 14
+    assert isinstance(single, dict) and single["path"] == str(videos[0]) and single["video_frames"] == 14
     _same(single, expected[0])
     batched = predictor.predict(videos, topk=3, batch_size=2)  # one batch of 2, then 1
     assert [r["path"] for r in batched] == [str(v) for v in videos]
     for got, want in zip(batched, expected, strict=True):
         _same(got, want)
-        assert got["num_segments"] == want["num_segments"] == 3
+        assert got["num_frames"] == want["num_frames"] == 3
 
 
 def test_frame_arrays_and_tensors(run):
@@ -59,7 +59,7 @@ def test_frame_arrays_and_tensors(run):
     from_file = predictor.predict(videos[0])
     frames = _decoded(videos[0], pre)  # uint8 (14, 36, 50, 3)
     from_array = predictor.predict(frames)
-    assert from_array["frames"] == 14 and "path" not in from_array
+    assert from_array["video_frames"] == 14 and "path" not in from_array
     _same(from_array, from_file)
     _same(predictor.predict(torch.from_numpy(frames)), from_file)
     # a batch of equally long videos as one 5-D uint8 array

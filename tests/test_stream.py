@@ -147,7 +147,7 @@ def test_stream_decisions_equal_the_model_on_the_last_k_frames(tmp_path, options
         for t in d["top"]:
             got[t["index"]] = t["score"]
         torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
-        assert d["frames_in_window"] == 4 and d["time_s"] == pytest.approx(d["frame"] / 5)
+        assert d["num_frames"] == 4 and d["time_s"] == pytest.approx(d["frame"] / 5)
         assert d["window_s"] == pytest.approx(0.6) and d["latency_ms"] > 0
 
 
@@ -163,7 +163,7 @@ def test_decision_cadence_short_streams_and_bad_frames(caplog):
     assert [d["time_s"] for d in run(frames, every_seconds=1.0, fps=4)] == [0.75, 1.75, 2.75]
     with caplog.at_level(logging.WARNING):
         short = run(frames[:2])
-    assert len(short) == 1 and short[0]["frames_in_window"] == 2 and "fewer than the model's K = 4" in caplog.text
+    assert len(short) == 1 and short[0]["num_frames"] == 2 and "fewer than the model's K = 4" in caplog.text
     with pytest.raises(UserError, match=r"frame 2: expected a uint8 array \(H, W, 3\), got float32 \(3, 40, 40\)"):
         run([frames[0], frames[1], torch.rand(3, 40, 40)])
     with pytest.raises(UserError, match=r"frame 0: expected a uint8 array .*got str"):

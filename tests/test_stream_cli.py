@@ -60,7 +60,7 @@ def test_stdin_stream_prints_one_json_line_per_decision(setup, monkeypatch, caps
     out, err = capsys.readouterr()
     lines = [json.loads(line) for line in out.splitlines()]
     assert [d["frame"] for d in lines] == list(range(2, 12)) and "-: end of stream after 10 decisions" in err
-    assert all(d["latency_ms"] > 0 and d["frames_in_window"] == 3 for d in lines)
+    assert all(d["latency_ms"] > 0 and d["num_frames"] == 3 for d in lines)
     predictor = Predictor.from_checkpoint(ckpt)
     frames = read_frames(ts, list(range(12)), short_side=36)  # what the stream decoded
     ref = list(predictor.stream(frames.numpy(), fps=4, topk=4))  # an iterable of uint8 arrays
@@ -137,13 +137,13 @@ def test_anytime_predict_cli(setup, capsys):
     full = json.loads(capsys.readouterr().out)[0]
     assert main(["predict", str(mp4), "--checkpoint", str(ckpt), "--num-segments", "5", "--json"]) == 0
     fixed = json.loads(capsys.readouterr().out)[0]
-    assert full["frames_used"] == 5 and [t["index"] for t in full["top"]] == [t["index"] for t in fixed["top"]]
+    assert full["num_frames"] == 5 and [t["index"] for t in full["top"]] == [t["index"] for t in fixed["top"]]
     assert [t["score"] for t in full["top"]] == pytest.approx([t["score"] for t in fixed["top"]], abs=1e-5)
     assert main(["predict", str(mp4), "--checkpoint", str(ckpt), "--max-frames", "5", "--confidence", "0"]) == 0
     assert "(1 of 5 frames)" in capsys.readouterr().out
     per_step = ["--max-frames", "5", "--confidence", "2,2,0,2", "--json"]  # one threshold per step: stop after 3
     assert main(["predict", str(mp4), "--checkpoint", str(ckpt), *per_step]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["frames_used"] == 3
+    assert json.loads(capsys.readouterr().out)[0]["num_frames"] == 3
     assert main(["predict", str(mp4), "--checkpoint", str(ckpt), "--max-frames", "5", "--confidence", "0,0"]) == 2
     assert "need one threshold per step: 4 (or 5) values for 5 frames, got 2" in capsys.readouterr().err
     assert main(["predict", str(mp4), "--checkpoint", str(ckpt), "--confidence", "0.3"]) == 2
@@ -151,7 +151,7 @@ def test_anytime_predict_cli(setup, capsys):
     dyadic = ["--max-frames", "5", "--frame-order", "dyadic", "--confidence", "2,2,0,2", "--json"]
     assert main(["predict", str(mp4), "--checkpoint", str(ckpt), *dyadic]) == 0
     by_order = json.loads(capsys.readouterr().out)[0]
-    assert by_order["frames_used"] == 3
+    assert by_order["num_frames"] == 3
     with torch.no_grad():  # the first 3 of the dyadic order [2, 1, 3, 0, 4] at their own times, 5 candidates
         predictor = Predictor.from_checkpoint(ckpt)
         pre = predictor.preprocessing.with_frames(5)

@@ -257,7 +257,7 @@ def test_unreadable_validation_video_is_counted_as_skipped(tmp_path):
 def test_predict_sees_what_eval_sees(run, dataset):
     """`istpan predict` on a file gives the very probabilities `istpan eval` (1x1 view) computes for it."""
     from istpan.data import build_dataset, build_loader
-    from istpan.inference.predict import predict_videos
+    from istpan.inference.videos import predict_videos
 
     cfg, result = run
     model, meta = load_model(result["last_checkpoint"])

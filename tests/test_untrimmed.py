@@ -120,7 +120,7 @@ def test_video_level_scores_segments_and_timelines(tmp_path, tiny_model):
     top = sliding_window_predict(tiny_model, META, path, window=20, stride=10, reduce="max", threshold=1.0)
     assert torch.allclose(torch.tensor(top["scores"]), per_window.amax(0), atol=1e-6)
     assert top["segments"] == [] and top["timelines"] == {}
-    assert top["topk"][0]["score"] == pytest.approx(max(top["scores"]))
+    assert top["top"][0]["score"] == pytest.approx(max(top["scores"]))
 
     at25 = frame_scores(mean)
     assert at25.shape == (25, 3)

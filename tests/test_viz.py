@@ -29,7 +29,7 @@ from istpan.evaluation.localization import (
 )
 from istpan.files.description import ModelDescription
 from istpan.inference.explain import explain_videos
-from istpan.inference.predict import predict_videos
+from istpan.inference.videos import predict_videos
 from istpan.models import attention_maps, create_model
 from istpan.viz.overlay import colorize, frame_grid, overlay_heatmap, upsample_heat
 from istpan.viz.video import heat_at, write_video
@@ -242,12 +242,12 @@ def test_explain_writes_every_file(tmp_path, tiny_model):
     out = tmp_path / "explain"
     entries = explain_videos(tiny_model, META, [a, broken, b], out, levels=True, topk=2)
 
-    assert [e["error"] is None for e in entries] == [True, False, True]
+    assert [e.get("error") is None for e in entries] == [True, False, True]
     assert "broken.mp4" in entries[1]["error"]
     for entry, total in ((entries[0], 30), (entries[2], 20)):
-        assert entry["num_frames"] == total
+        assert entry["video_frames"] == total
         assert entry["frame_indices"] == segment_indices(total, 4).tolist()
-        assert [t["label"] for t in entry["topk"]] != [] and len(entry["topk"]) == 2
+        assert [t["class"] for t in entry["top"]] != [] and len(entry["top"]) == 2
         assert sum(entry["attention_mass"]) == pytest.approx(1.0, abs=1e-4)
         grid = Image.open(entry["grid"])
         assert grid.width > 4 * 64 and grid.height > 2 * 64  # 2 rows (frames, attention) x 4 frames
@@ -256,14 +256,14 @@ def test_explain_writes_every_file(tmp_path, tiny_model):
         assert Image.open(entry["timeline"]).width > 100
         video = _decode(entry["video"])
         assert video.shape == (total, 64, 64, 3)
-    six = explain_videos(tiny_model, META, [a], tmp_path / "k6", num_segments=6)[0]  # any K, as predict allows
+    six = explain_videos(tiny_model, META, [a], tmp_path / "k6", num_frames=6)[0]  # any K, as predict allows
     assert six["frame_indices"] == segment_indices(30, 6).tolist() and len(six["attention_mass"]) == 6
     html = (out / "index.html").read_text()
     for entry in (entries[0], entries[2]):
         for key in ("grid", "levels_grid", "video", "timeline"):
             assert f'"{quote(Path(entry[key]).relative_to(out).as_posix())}"' in html
     assert "broken.mp4" in html and "http" not in html  # nothing fetched from anywhere
-    assert json.loads((out / "results.json").read_text())[0]["topk"] == entries[0]["topk"]
+    assert json.loads((out / "results.json").read_text())[0]["top"] == entries[0]["top"]
 
 
 def test_explain_video_overlay_is_aligned_with_the_model_view(tmp_path, tiny_model):
@@ -287,7 +287,7 @@ def test_explain_tsn_model_has_frames_but_no_heatmaps(tmp_path):
     model = create_model("tsn_tiny", num_classes=3, input_size=64).eval()
     path = make_video(tmp_path / "a.mp4", num_frames=12, size=(64, 64))
     entry = explain_videos(model, META, [path], tmp_path / "out")[0]
-    assert entry["error"] is None and entry["attention_mass"] is None and entry["video"] is None
+    assert entry.get("error") is None and entry["attention_mass"] is None and entry["video"] is None
     assert Image.open(entry["grid"]).width >= 4 * 64
     assert "no attention" in (tmp_path / "out" / "index.html").read_text()
 
@@ -299,8 +299,8 @@ def test_explain_explains_the_prediction_of_istpan_predict(tmp_path, tiny_model)
     explained = explain_videos(tiny_model, META, paths, tmp_path / "out", topk=3)
     predicted = predict_videos(tiny_model, META, paths, topk=3)
     for e, p in zip(explained, predicted, strict=True):
-        assert [t["index"] for t in e["topk"]] == [t["index"] for t in p["top"]]
-        assert [t["score"] for t in e["topk"]] == pytest.approx([t["score"] for t in p["top"]], abs=1e-6)
+        assert [t["index"] for t in e["top"]] == [t["index"] for t in p["top"]]
+        assert [t["score"] for t in e["top"]] == pytest.approx([t["score"] for t in p["top"]], abs=1e-6)
 
 
 def test_box_to_view_follows_resize_and_centre_crop(tmp_path):
@@ -324,7 +324,7 @@ def test_explain_real_hmdb51_clip(tmp_path, tiny_model, clips_dir):
     """A real DivX AVI with packed B-frames and `!`, `+` in its name: 89 frames decode (the container claims 90)."""
     clip = next(clips_dir.glob("Golf_Tips*.avi"))
     entry = explain_videos(tiny_model, META, [clip], tmp_path / "out")[0]
-    assert entry["error"] is None and entry["num_frames"] == 89
+    assert entry.get("error") is None and entry["video_frames"] == 89
     assert _decode(entry["video"]).shape == (89, 64, 64, 3)
     assert Image.open(entry["grid"]).width > 4 * 64
 
@@ -333,7 +333,7 @@ def test_explain_num_segments_override_matches_predict_for_dense_checkpoints(tmp
     """--num-segments is the K of a dense checkpoint too: explain must sample what predict_videos samples."""
     meta = {**META, "preprocessing": {**META["preprocessing"], "sampling": "dense", "clip_len": 8}}
     path = make_video(tmp_path / "a.mp4", num_frames=40, size=(72, 96))
-    entry = explain_videos(tiny_model, meta, [path], tmp_path / "out", topk=3, num_segments=5)[0]
-    predicted = predict_videos(tiny_model, meta, [path], topk=3, num_segments=5)[0]
+    entry = explain_videos(tiny_model, meta, [path], tmp_path / "out", topk=3, num_frames=5)[0]
+    predicted = predict_videos(tiny_model, meta, [path], topk=3, num_frames=5)[0]
     assert entry["frame_indices"] == sample_indices(40, method="dense", length=5).tolist()
-    assert [t["score"] for t in entry["topk"]] == pytest.approx([t["score"] for t in predicted["top"]], abs=1e-6)
+    assert [t["score"] for t in entry["top"]] == pytest.approx([t["score"] for t in predicted["top"]], abs=1e-6)

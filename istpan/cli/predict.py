@@ -1,8 +1,9 @@
 """`istpan predict`: class names and scores for video files, with optional attention overlays or sliding windows.
 
-Parses and calls: whole-video prediction (and --explain) is `istpan.inference.predict.predict_videos`, sliding windows
-are `istpan.inference.windows.predict_windows`. In every mode a video that cannot be read is reported on its own line
-and the others are still predicted; the exit status is 1 when any video failed.
+Parses and calls: every mode is a method of `istpan.inference.predictor.Predictor` (whole videos, --explain, --window,
+--max-frames/--confidence, --list, --stream; several --checkpoint: `predict_fused`), with one result schema
+(`istpan.inference.results`). In every mode a video that cannot be read is reported on its own line and the others
+are still predicted; the exit status is 1 when any video failed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ __all__ = ["add_parser", "run"]
 
 EXAMPLES = """examples:
   istpan predict clip.mp4 other.avi --checkpoint runs/ucf101_split1/best.pt
-  istpan predict clip.mp4 --checkpoint best.pt --topk 3 --num-segments 25 --json
+  istpan predict clip.mp4 --checkpoint runs/ucf101_split1 --topk 3 --num-frames 25 --json   # a run folder
   istpan predict clip.mp4 --checkpoint best.pt --explain out/          # attention overlays + HTML report
   istpan predict rawframes/v_Archery_g01_c01 --checkpoint best.pt --backend frames   # a folder of frame images
   istpan predict long.mp4 --checkpoint best.pt --window 4 --stride 2 --unit seconds   # untrimmed video
@@ -35,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(
         "predict", help="classify video files with a checkpoint",
         description="Classify videos of any length with a trained checkpoint: K frames at the centres of K equal "
-        "segments (the checkpoint's K unless --num-segments), preprocessed as stored in the checkpoint.",
+        "segments (the checkpoint's K unless --num-frames), preprocessed as stored in the checkpoint.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("videos", nargs="*", metavar="VIDEO")
@@ -45,8 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--fuse-weights", type=float, nargs="+", metavar="W",
                    help="with several --checkpoint: one weight each, in order (default equal; RGB + flow: 1 1.5)")
     p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--num-segments", type=int, default=None,
+    p.add_argument("--num-frames", type=int, default=None, dest="num_frames",
                    help="K frames per video, or per window with --window (default: the checkpoint's)")
+    p.add_argument("--num-segments", "--segments", type=int, dest="num_frames", help=argparse.SUPPRESS)  # old names
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--backend", choices=("pyav", "opencv", "frames"), help="how VIDEO paths are decoded: frames reads "
@@ -85,11 +87,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _run_list(args: argparse.Namespace) -> int:
-    """--list: the engine does the work (istpan.inference.batch); this only checks flags and reports."""
+    """--list: the Predictor does the work (istpan.inference.batch); this only checks flags and reports."""
     import torch
 
     from istpan.errors import UserError
-    from istpan.inference.batch import predict_list
     from istpan.inference.predictor import Predictor
     from istpan.runtime.distributed import cleanup_distributed, init_distributed, is_main_process
 
@@ -104,10 +105,10 @@ def _run_list(args: argparse.Namespace) -> int:
     if distributed and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     try:
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=device, num_segments=args.num_segments,
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=device, num_frames=args.num_frames,
                                               backend=args.backend)
-        summary = predict_list(predictor, args.list, args.out, root=args.root, topk=args.topk,
-                               batch_size=args.batch_size, workers=args.workers)
+        summary = predictor.predict_list(args.list, args.out, root=args.root, topk=args.topk,
+                                         batch_size=args.batch_size, workers=args.workers)
     finally:
         cleanup_distributed()
     if is_main_process() or not distributed:
@@ -121,17 +122,17 @@ def _print_windows(results: list[dict], reduce: str, topk: int) -> None:
     for w in results:
         if "error" in w:
             continue
-        top = _top_line(w["topk"][:topk], key="label")
+        top = _top_line(w["top"][:topk])
         print(f"{w['path']}: {len(w['windows'])} windows ({reduce}): {top}")
         for seg in w["segments"]:
-            print(f"  {seg['label']}: {seg['start_s']:.1f}s - {seg['end_s']:.1f}s (peak {seg['peak']:.3f})")
+            print(f"  {seg['class']}: {seg['start_s']:.1f}s - {seg['end_s']:.1f}s (peak {seg['peak']:.3f})")
 
 
 def _stream(args: argparse.Namespace) -> int:
     """One JSON line per decision on stdout (flushed); a summary line on stderr at the end or on Ctrl-C."""
     from istpan.inference.predictor import Predictor
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, num_segments=args.num_segments)
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, num_frames=args.num_frames)
     every_frames = None if args.every_seconds is not None else args.every_frames
     decisions, how = 0, "end of stream"
     try:
@@ -148,9 +149,9 @@ def _stream(args: argparse.Namespace) -> int:
     return 0
 
 
-def _top_line(top: list[dict], key: str = "class") -> str:
+def _top_line(top: list[dict]) -> str:
     """`label 0.912  other 0.051`: the one-line top-k every mode prints."""
-    return "  ".join(f"{t[key]} {t['score']:.3f}" for t in top)
+    return "  ".join(f"{t['class']} {t['score']:.3f}" for t in top)
 
 
 def _exit_code(results: list[dict]) -> int:
@@ -161,10 +162,10 @@ def _exit_code(results: list[dict]) -> int:
     return 1 if failed else 0
 
 
-def _fused(args: argparse.Namespace) -> int:
+def _fused(args: argparse.Namespace) -> list[dict]:
     """Late fusion of several checkpoints' scores, whole videos only."""
     from istpan.errors import UserError
-    from istpan.evaluation.fusion import predict_fused
+    from istpan.inference.predictor import Predictor, predict_fused
 
     if len(args.checkpoint) < 2:
         raise UserError("--fuse-weights needs two or more --checkpoint (late fusion of their scores)")
@@ -174,16 +175,9 @@ def _fused(args: argparse.Namespace) -> int:
                         "--explain or --max-frames")
     if not args.videos:
         raise UserError("give at least one VIDEO")
-    results = predict_fused(args.checkpoint, args.videos, weights=args.fuse_weights, topk=args.topk,
-                            num_segments=args.num_segments, device=args.device, backend=args.backend)
-    if args.json:
-        print(json.dumps(results, indent=1))
-    for r in results:
-        if "error" in r:
-            print(f"error: {r['error']}", file=sys.stderr)
-        elif not args.json:
-            print(f"{r['path']}: " + _top_line(r["top"]))
-    return _exit_code(results)
+    predictors = [Predictor.from_checkpoint(c, device=args.device, num_frames=args.num_frames, backend=args.backend)
+                  for c in args.checkpoint]
+    return predict_fused(predictors, args.videos, weights=args.fuse_weights, topk=args.topk, names=args.checkpoint)
 
 
 def _margins(text: str) -> float | list[float] | str:
@@ -196,30 +190,21 @@ def _margins(text: str) -> float | list[float] | str:
     return values[0] if len(values) == 1 else values
 
 
-def run(args: argparse.Namespace) -> int:
+def _check(args: argparse.Namespace, anytime: bool) -> None:
+    """The flag combinations refused before any file is read."""
     from istpan.errors import UserError
-    from istpan.files.load import load_model
 
-    if args.topk < 1:
-        raise UserError(f"--topk must be >= 1, got {args.topk}")
-    if len(args.checkpoint) > 1 or args.fuse_weights:
-        return _fused(args)
-    args.checkpoint = args.checkpoint[0]
-    if args.list:
-        return _run_list(args)
-    if args.num_segments is not None and args.num_segments < 1:
-        raise UserError(f"--num-segments must be >= 1, got {args.num_segments}")
+    if args.num_frames is not None and args.num_frames < 1:
+        raise UserError(f"--num-frames must be >= 1, got {args.num_frames}")
     if args.stream is not None:
-        if args.videos or args.window is not None or args.explain or args.max_frames is not None \
-                or args.confidence is not None:
+        if args.videos or args.window is not None or args.explain or anytime:
             raise UserError("--stream takes no VIDEO, --window, --explain or --max-frames: it classifies one source")
         if args.backend not in (None, "pyav"):
             raise UserError(f"--stream decodes a live source with PyAV: --backend {args.backend} is for VIDEO paths "
                             "(a folder of frames: istpan predict FOLDER --backend frames)")
-        return _stream(args)
+        return
     if not args.videos:
         raise UserError("give at least one VIDEO, or --list FILE --out FILE.jsonl, or --stream SOURCE")
-    anytime = args.max_frames is not None or args.confidence is not None
     if args.confidence is not None and args.max_frames is None and not isinstance(args.confidence, str):
         raise UserError("--confidence with numbers needs --max-frames (anytime prediction); a calibration file "
                         "brings its own")
@@ -233,52 +218,64 @@ def run(args: argparse.Namespace) -> int:
         from istpan.inference.windows import check_window_args
 
         check_window_args(window=args.window, stride=args.stride, unit=args.unit, reduce=args.reduce)
-    model, description = load_model(args.checkpoint, device=args.device)
-    pre = description.preprocessing.with_backend(args.backend)
-    meta = description.with_preprocessing(pre)  # every mode below decodes with this backend
+
+
+def _videos(args: argparse.Namespace, anytime: bool) -> list[dict]:
+    """Whole videos, windows, anytime or explain of one checkpoint, through its Predictor."""
+    from istpan.errors import UserError
+    from istpan.inference.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, num_frames=args.num_frames,
+                                          backend=args.backend)
+    pre = predictor.preprocessing
     if pre.backend == "frames" and args.window is not None and args.unit == "seconds":
         raise UserError("a folder of frames has no frame rate: give --window (and --stride) in frames, --unit frames")
-    modality = pre.modality
-    if modality != "rgb" and (args.explain or args.window is not None or anytime):
-        raise UserError(f"{args.checkpoint}: a {modality} checkpoint predicts whole videos (and --list); --explain, "
-                        "--window and --max-frames take RGB checkpoints (docs/flow.md)")
-
+    if pre.modality != "rgb" and (args.explain or args.window is not None or anytime):
+        raise UserError(f"{args.checkpoint}: a {pre.modality} checkpoint predicts whole videos (and --list); "
+                        "--explain, --window and --max-frames take RGB checkpoints (docs/flow.md)")
     if anytime:
-        from istpan.inference.anytime import predict_anytime
+        return predictor.predict_anytime(args.videos, max_frames=args.max_frames, confidence=args.confidence,
+                                         order=args.frame_order, topk=args.topk)
+    if args.window is not None:
+        return predictor.predict_windows(args.videos, window=args.window, stride=args.stride, unit=args.unit,
+                                         reduce=args.reduce, topk=args.topk, outdir=args.explain)
+    # one video per forward pass, as before: the scores are those of `predict_videos` bit for bit
+    return predictor.predict_videos(args.videos, topk=args.topk, explain=args.explain, levels=args.levels)
 
-        results = predict_anytime(model, meta, args.videos, max_frames=args.max_frames, confidence=args.confidence,
-                                  order=args.frame_order, topk=args.topk)
-        if args.json:
-            print(json.dumps(results, indent=1))
-        else:
-            for r in results:
-                if "error" not in r:
-                    top = _top_line(r["top"])
-                    print(f"{r['path']}: {top}  ({r['frames_used']} of {r['max_frames']} frames)")
+
+def _print(args: argparse.Namespace, results: list[dict]) -> None:
+    """--json: one document; else one line per video (windows: their segments too)."""
+    if args.json:
+        print(json.dumps(results, indent=1, default=str))
     elif args.window is not None:
-        from istpan.inference.windows import predict_windows
-
-        results = predict_windows(model, meta, args.videos, window=args.window, stride=args.stride, unit=args.unit,
-                                  reduce=args.reduce, topk=args.topk, num_segments=args.num_segments,
-                                  outdir=args.explain)
-        if args.json:
-            print(json.dumps(results, indent=1, default=str))
-        else:
-            _print_windows(results, args.reduce, args.topk)
+        _print_windows(results, args.reduce, args.topk)
     else:
-        from istpan.inference.predict import predict_videos
+        for r in results:
+            if "error" not in r:
+                used = f"  ({r['num_frames']} of {r['max_frames']} frames)" if "max_frames" in r else ""
+                print(f"{r['path']}: {_top_line(r['top'])}{used}")
 
-        results = predict_videos(model, meta, args.videos, topk=args.topk, num_segments=args.num_segments,
-                                 explain=args.explain, levels=args.levels)
-        if args.json:
-            print(json.dumps(results, indent=1))
-        else:
-            for r in results:
-                if "error" not in r:
-                    print(f"{r['path']}: " + _top_line(r["top"]))
-    failed = [r for r in results if "error" in r]
-    for r in failed:
-        print(f"error: {r['error']}", file=sys.stderr)
+
+def run(args: argparse.Namespace) -> int:
+    from istpan.errors import UserError
+
+    if args.topk < 1:
+        raise UserError(f"--topk must be >= 1, got {args.topk}")
+    if len(args.checkpoint) > 1 or args.fuse_weights:
+        results = _fused(args)
+    else:
+        args.checkpoint = args.checkpoint[0]
+        if args.list:
+            return _run_list(args)
+        anytime = args.max_frames is not None or args.confidence is not None
+        _check(args, anytime)
+        if args.stream is not None:
+            return _stream(args)
+        results = _videos(args, anytime)
+    _print(args, results)
+    for r in results:
+        if "error" in r:
+            print(f"error: {r['error']}", file=sys.stderr)
     if args.explain:
         print(f"report written to {args.explain}/index.html", file=sys.stderr)
     return _exit_code(results)

@@ -20,34 +20,9 @@ import torch.nn.functional as F
 
 from istpan.errors import UserError
 from istpan.evaluation.metrics import multilabel_metrics, single_label_metrics
+from istpan.inference.videos import TSN_FLOW_WEIGHTS, fuse_scores, parse_fuse_weights
 
-__all__ = ["TSN_FLOW_WEIGHTS", "evaluate_fused", "fuse_scores", "fused_metrics", "parse_fuse_weights", "predict_fused"]
-
-TSN_FLOW_WEIGHTS = (1.0, 1.5)  # RGB, flow (TSN, Wang et al. 2016)
-
-
-def parse_fuse_weights(weights: Sequence[float] | None, num_models: int) -> list[float]:
-    """One non-negative weight per model, not all zero; default equal weights (TSN's 1 / 1.5 must be asked for)."""
-    if weights is None or len(weights) == 0:
-        return [1.0] * num_models
-    if len(weights) != num_models:
-        raise UserError(f"--fuse-weights: {len(weights)} weight(s) for {num_models} checkpoints; give one per "
-                        "checkpoint, in the same order (e.g. --fuse-weights 1 1.5 for RGB, flow)")
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise UserError(f"--fuse-weights: weights must be >= 0 and not all 0, got {list(weights)}")
-    return [float(w) for w in weights]
-
-
-def fuse_scores(scores: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-    """Weighted mean of per-model probabilities: M x (N, C) -> (N, C)."""
-    if len(scores) != len(weights) or not scores:
-        raise ValueError(f"{len(scores)} score tensors but {len(weights)} weights")
-    shapes = {tuple(s.shape) for s in scores}
-    if len(shapes) != 1:
-        raise UserError(f"models scored different numbers of videos or classes: {sorted(shapes)}")
-    total = sum(weights)
-    return sum((w / total) * s.float() for w, s in zip(weights, scores))
-
+__all__ = ["TSN_FLOW_WEIGHTS", "evaluate_fused", "fuse_scores", "fused_metrics", "parse_fuse_weights"]
 
 def fused_metrics(results: Sequence[dict], weights: Sequence[float], *, multi_label: bool) -> dict:
     """Metrics of the fused scores of several `evaluate(..., return_scores=True)` results on one dataset.
@@ -116,36 +91,3 @@ def evaluate_fused(checkpoints: Sequence[str], *, weights: Sequence[float] | Non
     for key in ("scores", "labels", "indices"):  # tensors: not for printing or JSON
         out.pop(key)
     return out
-
-
-def predict_fused(checkpoints: Sequence[str], videos: Sequence[str], *, weights: Sequence[float] | None = None,
-                  topk: int = 5, num_segments: int | None = None, device: str = "cpu",
-                  backend: str | None = None) -> list[dict]:
-    """`istpan predict VIDEO... --checkpoint A --checkpoint B --fuse-weights 1 1.5`: each checkpoint predicts every
-    video as it alone would (its own Preprocessing: frames for RGB, flow computed on the fly for a flow model), then
-    the probabilities are fused. One dict per video, in order; a video any model cannot read gives {"path", "error"}.
-    backend: how every model decodes the paths (None: each checkpoint's own).
-    """
-    from istpan.inference.predict import topk_classes
-    from istpan.inference.predictor import Predictor
-
-    weights = parse_fuse_weights(weights, len(checkpoints))
-    predictors = [Predictor.from_checkpoint(c, device=device, num_segments=num_segments, backend=backend)
-                  for c in checkpoints]
-    first = predictors[0]
-    for ckpt, pred in zip(checkpoints[1:], predictors[1:]):
-        if pred.class_names != first.class_names or pred.multi_label != first.multi_label:
-            raise UserError(f"{ckpt}: its classes differ from {checkpoints[0]}'s; late fusion needs models of the "
-                            "same classes, in the same order")
-    runs = [list(p._run(list(videos), 8, "report")) for p in predictors]  # per model: (info, probs (C,) or None)
-    results = []
-    for path, outputs in zip(videos, zip(*runs)):
-        errors = [info["error"] for info, probs in outputs if probs is None]
-        if errors:
-            results.append({"path": str(path), "error": errors[0]})
-            continue
-        fused = fuse_scores([probs[None] for _, probs in outputs], weights)[0]  # (C,)
-        info = outputs[0][0]
-        results.append({"path": str(path), "frames": info["frames"], "multi_label": first.multi_label,
-                        "fuse_weights": weights, "top": topk_classes(fused, first.class_names, topk, key="class")})
-    return results

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from istpan.inference.windows import charades_timepoints
+
 __all__ = [
     "charades_timepoints",
     "frame_targets",
@@ -57,11 +59,6 @@ def temporal_iou(segments: Iterable[Span], span: Span) -> float:
     inter = sum(max(0.0, min(e, span[1]) - max(s, span[0])) for s, e in pred)
     union = sum(e - s for s, e in pred) + max(0.0, span[1] - span[0]) - inter
     return inter / union if union > 0 else 0.0
-
-
-def charades_timepoints(duration: float, n: int = 25) -> torch.Tensor:
-    """The n evaluation times (seconds) of the Charades localisation protocol: j / n · duration, j = 0..n-1."""
-    return torch.arange(n, dtype=torch.float64) / n * float(duration)
 
 
 def frame_targets(spans: Sequence[tuple[int, float, float]], duration: float, num_classes: int,

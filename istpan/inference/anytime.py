@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,7 +48,6 @@ __all__ = [
     "frame_order",
     "margins",
     "per_step",
-    "predict_anytime",
     "prefix_clip",
     "scores_from_features",
     "spread_order",
@@ -313,51 +311,3 @@ def calibrate_thresholds(
                 if bound <= max_loss + 1e-9 and (f, -a) < (frames, -acc):
                     thr, acc, frames = trial, a, f
     return thr, acc, frames
-
-
-def predict_anytime(
-    model: nn.Module,
-    description: Any,
-    paths: Sequence[str | Path],
-    *,
-    max_frames: int | None = None,
-    confidence: Thresholds | str | Path | Any | None = None,
-    order: str | Sequence[int] | None = None,
-    topk: int = 5,
-) -> list[dict[str, Any]]:
-    """`istpan predict --max-frames N [--confidence X] [--frame-order O]`: one result per path, like
-    `predict_videos`, plus "frames_used". The N candidate frames are decoded in one pass (decoding is sequential
-    anyway); the backbone runs only on the frames taken. confidence: one margin threshold for every step, or N - 1 of
-    them (one per number of frames seen; a value above 1 never stops at that step), or a calibration written by
-    `istpan eval --anytime` (its path or a `Calibration`: it brings N, the order and the rule, margin or gain);
-    None: never stop early (all N frames, = fixed K = N). order: a FRAME_ORDERS name (default DEFAULT_ORDER) or a
-    permutation."""
-    from istpan.evaluation.calibration import resolve_confidence
-    from istpan.files.description import ModelDescription
-    from istpan.inference.predict import topk_classes
-
-    confidence, max_frames, order, gain = resolve_confidence(confidence, max_frames, order)
-    if max_frames < 1:
-        raise UserError(f"--max-frames must be >= 1, got {max_frames}")
-    frame_order(order, max_frames)  # a bad name or permutation fails before any decoding
-    if confidence is not None:
-        values = per_step(confidence, max_frames)  # checks the count
-        if gain is None and any(v < 0.0 for v in values):
-            raise UserError(f"--confidence: margins p1 - p2 are >= 0 (above 1: never stop there), got {confidence}")
-    description = ModelDescription.from_dict(description, model=model)
-    pre = description.preprocessing.with_frames(max_frames)
-    names = description.class_names
-    threshold = 2.0 if confidence is None else confidence  # a margin never reaches 2: no early stop
-    results: list[dict[str, Any]] = []
-    for path in paths:
-        try:
-            views, indices, n = pre.read(path)  # (N, s, s, 3) uint8, in time order
-        except UserError as err:
-            results.append({"path": str(path), "error": str(err)})
-            continue
-        probs, used = anytime_predict(model, lambda k, views=views: pre.to_input(views[k]), len(indices),
-                                      threshold=threshold, order=order, gain=gain)
-        results.append({"path": str(path), "frames": n, "num_segments": used, "frames_used": used,
-                        "max_frames": len(indices), "multi_label": description.multi_label,
-                        "top": topk_classes(probs.cpu(), names, topk, key="class")})
-    return results

@@ -10,7 +10,7 @@ of processes (`torchrun`). The model side is a `Predictor` (its `Preprocessing` 
   parallel while the main process runs the model on batches.
 * Each rank appends one JSON line per video to its own part file (`<out>.parts/rank-NNNNN.jsonl`) and flushes it;
   when every rank is done, rank 0 appends the parts to `<out>` and removes them. A record is
-  {"line", "path", "frames", "num_segments", "multi_label", "top"} or {"line", "path", "error"} (a bad video: logged
+  {"line", "path", "num_frames", "video_frames", "multi_label", "top"} or {"line", "path", "error"} (a bad video: logged
   in one line, counted, the job goes on).
 * Resumable after anything, SIGKILL included: a rerun first reads `<out>` and any parts left behind and skips every
   (line, path) already there; a half-written last line (the process died mid-write) is cut off and that video done
@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from istpan.data.preprocess import Preprocessing
 from istpan.errors import UserError
-from istpan.inference.predictor import Predictor
+from istpan.inference.results import error_record
 from istpan.runtime.distributed import (
     all_gather_objects,
     barrier,
@@ -113,7 +113,7 @@ class _Share(IterableDataset):
                 views, _, n = self.pre.read(path)  # (K, s, s, 3) uint8
                 yield {"line": line, "path": path, "clip": self.pre.to_input(views), "frames": n}  # (K, 3, s, s)
             except UserError as err:  # VideoError: missing, unreadable, no decodable frame
-                yield {"line": line, "path": path, "error": str(err)}
+                yield {"line": line, **error_record(path, err)}
 
 
 def _identity(item):
@@ -122,7 +122,7 @@ def _identity(item):
 
 @torch.no_grad()
 def predict_list(
-    predictor: Predictor,
+    predictor: Any,  # an istpan.inference.predictor.Predictor (which calls this: no import back)
     list_file: str | Path,
     out: str | Path,
     *,
@@ -161,7 +161,8 @@ def predict_list(
 
         def flush(batch: list[dict]) -> None:
             results = predictor.predict([b["clip"] for b in batch], topk=topk, batch_size=batch_size)
-            write([{"line": b["line"], **r, "path": b["path"], "frames": b["frames"]} for b, r in zip(batch, results)])
+            write([{"line": b["line"], **r, "path": b["path"], "video_frames": b["frames"]}
+                   for b, r in zip(batch, results)])
 
         batch: list[dict] = []
         for item in loader:

@@ -4,10 +4,11 @@ The model runs once per video (`istpan.inference.predict.infer_video`, the check
 printed prediction and the pictures (`istpan.viz.explain.draw_explanation`) come from that one forward pass.
 
 Per video, OUTDIR/<nn>_<name>/ holds the pictures (see istpan.viz.explain); OUTDIR/index.html shows all of them
-offline and OUTDIR/results.json has the numbers. Entry keys: path, name, fps, num_frames, frame_indices (the K sampled
-frames), topk ([{label, index, score}]), attention_mass ([K] or None for TSN), grid / levels_grid / video / timeline
-(file paths or None), note, error (None, or the one-line reason a broken video was skipped: one bad file does not
-stop the others).
+offline and OUTDIR/results.json has the numbers. Entry keys: the per-video result of every mode (path, num_frames = K,
+video_frames, multi_label, top = [{class, index, score}]; istpan/inference/results.py), then name, fps,
+frame_indices (the K sampled frames), attention_mass ([K] or None for TSN), grid / levels_grid / video / timeline
+(file paths or None), note; a broken video is the error record {path, error} (one bad file does not stop the
+others).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from torch import nn
 from istpan.data.preprocess import Preprocessing
 from istpan.errors import UserError
 from istpan.files.description import ModelDescription
-from istpan.inference.predict import Inference, infer_video, topk_classes
+from istpan.inference.predict import Inference, infer_video
+from istpan.inference.results import error_record, video_result
 
 __all__ = ["Explainer", "explain_videos"]
 
@@ -50,14 +52,12 @@ class Explainer:
         path = Path(inference.path)
         try:
             fps = video_info(path, backend=self.pre.backend).fps  # 0.0 for a folder of frames
-            names = self.description.class_names
             out = inference.output
-            entry: dict[str, Any] = {
-                "path": str(path), "name": path.name, "fps": fps, "num_frames": inference.num_frames,
-                "frame_indices": list(inference.indices), "topk": topk_classes(inference.probs, names, self.topk),
-                "attention_mass": None if out.attn is None else attention_maps(out)[0].float().sum((1, 2)).tolist(),
-                "error": None,
-            }
+            entry = video_result(
+                path, num_frames=len(inference.indices), video_frames=inference.video_frames,
+                multi_label=self.description.multi_label, probs=inference.probs, names=self.description.class_names,
+                topk=self.topk, name=path.name, fps=fps, frame_indices=list(inference.indices),
+                attention_mass=None if out.attn is None else attention_maps(out)[0].float().sum((1, 2)).tolist())
             vdir = self.outdir / f"{len(self.entries):02d}_{slug(path.stem)}"
             entry.update(draw_explanation(inference, self.pre, vdir, fps=fps if fps > 0 else 25.0,
                                           levels=self.levels))
@@ -70,7 +70,7 @@ class Explainer:
     def failed(self, path: str | Path, err: Exception) -> dict[str, Any]:
         """Record a video that could not be explained in the report; saying so to the user is the caller's job (the
         CLI prints one `error:` line per failed video, a second line here would name it twice)."""
-        entry = {"path": str(path), "name": Path(path).name, "error": str(err)}
+        entry = error_record(path, err)
         self.entries.append(entry)
         return entry
 
@@ -83,15 +83,15 @@ class Explainer:
 
 
 def explain_videos(model: nn.Module, description: ModelDescription | dict[str, Any], paths: Sequence[str | Path],
-                   outdir: str | Path, *, levels: bool = False, topk: int = 5, num_segments: int | None = None
+                   outdir: str | Path, *, levels: bool = False, topk: int = 5, num_frames: int | None = None
                    ) -> list[dict[str, Any]]:
     """Explain each video (one forward pass each) and write OUTDIR/index.html and OUTDIR/results.json.
 
-    `num_segments` overrides the checkpoint's K (the model takes any K), as `istpan predict --num-segments` does.
+    `num_frames` overrides the checkpoint's K (the model takes any K), as `istpan predict --num-frames` does.
     Returns one entry per video (see the module docstring).
     """
     description = ModelDescription.from_dict(description, model=model)
-    pre = description.preprocessing.with_frames(num_segments)
+    pre = description.preprocessing.with_frames(num_frames)
     explainer = Explainer(description, pre, outdir, levels=levels, topk=topk)
     multi = description.multi_label
     for path in paths:

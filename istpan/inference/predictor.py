@@ -2,7 +2,7 @@
 
     from istpan import Predictor
     predictor = Predictor.from_checkpoint("runs/ucf101/best.pt", device="cuda")   # or the run folder
-    predictor.predict("clip.mp4")                       # {"path", "frames", "num_segments", "top": [...], ...}
+    predictor.predict("clip.mp4")                       # {"path", "num_frames", "video_frames", "top": [...], ...}
     predictor.predict(["a.mp4", "b.avi"], topk=3)       # one dict per input, forward passes batched
     Predictor.from_checkpoint("best.pt", backend="frames").predict("rawframes/v_Archery_g01_c01")  # frame folder
     predictor.predict(frames)                           # uint8 (T, H, W, 3) array or tensor: one video's frames
@@ -23,6 +23,15 @@ Accepted inputs (one, or a list/tuple of them):
 
 `stream` runs each frame through the backbone once and decides over the last K frames' cached features
 (istpan/inference/stream.py); `preprocess_frame` is its per-frame step.
+
+Every mode of `istpan predict` is a method here, with one result schema (`istpan.inference.results`):
+
+    predictor.predict(paths_or_arrays)                  whole videos, batched forward passes
+    predictor.predict_videos(paths, explain="out/")     one pass per video, drawn (attention overlays, report)
+    predictor.predict_windows(paths, window=4, stride=2)   sliding windows over untrimmed videos
+    predictor.predict_anytime(paths, confidence=0.4, max_frames=8)   stop when the prediction is clear
+    predictor.predict_list("videos.txt", "preds.jsonl")   millions of videos, resumable, torchrun
+    predict_fused([rgb, flow], paths, weights=[1, 1.5])  late fusion of several predictors' scores
 """
 
 from __future__ import annotations
@@ -37,9 +46,10 @@ from torch import nn
 
 from istpan.errors import UserError
 from istpan.files.description import ModelDescription
-from istpan.inference.predict import device_of, probabilities, topk_classes
+from istpan.inference.predict import device_of, probabilities
+from istpan.inference.results import error_record, top_classes
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "predict_fused"]
 
 
 def _describe(x: Any) -> str:
@@ -53,24 +63,25 @@ class Predictor:
     """A model in eval mode with its class names and `Preprocessing`; see the module docstring."""
 
     def __init__(self, model: nn.Module, description: ModelDescription | dict[str, Any], *,
-                 device: str | torch.device | None = None, num_segments: int | None = None,
+                 device: str | torch.device | None = None, num_frames: int | None = None,
                  backend: str | None = None) -> None:
         self.model = model.eval() if device is None else model.to(device).eval()
         description = ModelDescription.from_dict(description, model=model)
-        self.preprocessing = description.preprocessing.with_frames(num_segments).with_backend(backend)
+        self.preprocessing = description.preprocessing.with_frames(num_frames).with_backend(backend)
         self.description = description.with_preprocessing(self.preprocessing)
         self.multi_label = description.multi_label
         self.class_names = list(description.class_names)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu",
-                        num_segments: int | None = None, backend: str | None = None) -> Predictor:
-        """Load a checkpoint written by `istpan train` (a .pt file or the run folder: best.pt, else last.pt).
-        backend: how paths are decoded (pyav, opencv, frames); None: the checkpoint's (its run's data.backend)."""
+                        num_frames: int | None = None, backend: str | None = None) -> Predictor:
+        """Load a checkpoint written by `istpan train` (a .pt file or the run folder: best.pt, else last.pt), a model
+        folder or a Hub repo id (`istpan.files.load`). num_frames: K (default: the checkpoint's); backend: how paths
+        are decoded (pyav, opencv, frames); None: the checkpoint's (its run's data.backend)."""
         from istpan.files.load import load_model
 
         model, description = load_model(path, device=device)
-        return cls(model, description, num_segments=num_segments, backend=backend)
+        return cls(model, description, num_frames=num_frames, backend=backend)
 
     @property
     def device(self) -> torch.device:
@@ -95,13 +106,14 @@ class Predictor:
             raise UserError(f"{name}: no frames (T = 0)")
         indices = self.preprocessing.indices(int(frames.shape[0]))  # (K,)
         clip = self.preprocessing.to_input(self.preprocessing.view(frames[indices]))  # (K, 3, S, S)
-        return clip, {"frames": int(frames.shape[0]), "num_segments": len(indices)}
+        return clip, {"num_frames": len(indices), "video_frames": int(frames.shape[0])}
 
     def _clips(self, item: Any, name: str) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
         """(clip float (K, 3, S, S), info) for each video in one input item; a bad item is one UserError line."""
         if isinstance(item, (str, Path)):
             views, indices, n = self.preprocessing.read(item)  # VideoError names the file
-            yield self.preprocessing.to_input(views), {"path": str(item), "frames": n, "num_segments": len(indices)}
+            yield self.preprocessing.to_input(views), {"path": str(item), "num_frames": len(indices),
+                                                       "video_frames": n}
             return
         if not isinstance(item, (np.ndarray, torch.Tensor)):
             raise UserError(f"{name}: expected a video path, uint8 frames (T, H, W, 3) or a float clip (K, 3, S, S), "
@@ -113,7 +125,7 @@ class Predictor:
                 yield self._frames_clip(video, name)
         elif x.is_floating_point() and x.dim() in (4, 5) and tuple(x.shape[-3:]) == (3, s, s):  # model input
             for clip in (x if x.dim() == 5 else [x]):
-                yield clip.float(), {"frames": int(clip.shape[0]), "num_segments": int(clip.shape[0])}
+                yield clip.float(), {"num_frames": int(clip.shape[0]), "video_frames": int(clip.shape[0])}
         else:
             raise UserError(f"{name}: expected uint8 RGB frames (T, H, W, 3) or a float clip (K, 3, {s}, {s}) "
                             f"preprocessed as predictor.preprocessing says (either with a leading batch axis), "
@@ -152,19 +164,19 @@ class Predictor:
             except UserError as err:
                 if errors == "raise":
                     raise
-                pending.append(({"path": str(item)} if isinstance(item, (str, Path)) else {"input": i}, None))
-                pending[-1][0]["error"] = str(err)
+                pending.append((error_record(item if isinstance(item, (str, Path)) else f"input {i}", err), None))
             if sum(c is not None for _, c in pending) >= batch_size:
                 yield from flush()
         yield from flush()
 
     def predict(self, inputs: Any, *, topk: int = 5, batch_size: int = 8, errors: str = "raise"
                 ) -> dict[str, Any] | list[dict[str, Any]]:
-        """Top-k classes per video: {"path" (files), "frames", "num_segments", "multi_label", "top": [{"class",
-        "index", "score"}]}. One input -> one dict; a list (or a 5-D batch) -> a list of dicts, in order.
+        """Top-k classes per video: {"path", "num_frames", "video_frames", "multi_label", "top": [{"class", "index",
+        "score"}]} (`istpan.inference.results`; no "path" for an array). One input -> one dict; a
+        list (or a 5-D batch) -> a list of dicts, in order.
 
         errors="raise": the first bad input raises a one-line UserError (VideoError for a file);
-        errors="report": it gives {"path" or "input", "error"} and the others are still predicted.
+        errors="report": it gives the error record {"path", "error"} and the others are still predicted.
         """
         single = not isinstance(inputs, (list, tuple)) and not (
             isinstance(inputs, (np.ndarray, torch.Tensor)) and inputs.ndim == 5)
@@ -172,16 +184,15 @@ class Predictor:
         out = []
         for info, probs in self._run(items, batch_size, errors):
             if probs is not None:
-                info = {**info, "multi_label": self.multi_label,
-                        "top": topk_classes(probs, self.class_names, topk, key="class")}
+                info = {**info, "multi_label": self.multi_label, "top": top_classes(probs, self.class_names, topk)}
             out.append(info)
         return out[0] if single else out
 
     def stream(self, frames: Any, *, every_frames: int | None = 1, every_seconds: float | None = None,
                fps: float | None = None, sample_fps: float | None = None, timeout_s: float = 10.0, topk: int = 5
                ) -> Iterator[dict[str, Any]]:
-        """Decisions over a stream, as frames arrive: {"time_s", "frame", "frames_in_window", "window_s", "top",
-        "latency_ms"} once K frames are in, then every `every_frames` frames or `every_seconds` of stream time.
+        """Decisions over a stream, as frames arrive: {"time_s", "frame", "num_frames", "window_s", "multi_label",
+        "top", "latency_ms"} once K frames are in, then every `every_frames` frames or `every_seconds` of stream time.
 
         frames: any iterable of uint8 (H, W, 3) frames (numpy or torch; time = index / fps), of (time_s, frame)
         pairs, or a source to open: a file, "/dev/videoN", an rtsp/http URL or "-" (stdin), read at `sample_fps`
@@ -206,3 +217,68 @@ class Predictor:
         items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         rows = [probs for _, probs in self._run(items, batch_size, "raise")]
         return torch.stack(rows) if rows else torch.empty(0, len(self.class_names))
+
+    # ------------------------------------------------------------------------------------------- the other modes
+
+    def predict_videos(self, paths: Sequence[str | Path], *, topk: int = 5, explain: str | Path | None = None,
+                       levels: bool = False) -> list[dict[str, Any]]:
+        """One forward pass per video (`videos.predict_videos`); with `explain=OUTDIR` also drawn (overlays, report,
+        results.json). Bad videos give the error record."""
+        from istpan.inference.videos import predict_videos
+
+        return predict_videos(self.model, self.description, paths, topk=topk, explain=explain, levels=levels)
+
+    def predict_windows(self, paths: Sequence[str | Path], *, window: float, stride: float | None = None,
+                        unit: str = "seconds", reduce: str = "mean", threshold: float = 0.5, topk: int = 5,
+                        outdir: str | Path | None = None) -> list[dict[str, Any]]:
+        """Sliding windows of K frames over each video (`windows.predict_windows`): the video result plus windows,
+        segments and, with `outdir`, per-class timelines and a report."""
+        from istpan.inference.windows import predict_windows
+
+        return predict_windows(self.model, self.description, paths, window=window, stride=stride, unit=unit,
+                               reduce=reduce, threshold=threshold, topk=topk, outdir=outdir)
+
+    def predict_anytime(self, paths: Sequence[str | Path], *, confidence: Any = None, max_frames: int | None = None,
+                        order: str | Sequence[int] | None = None, topk: int = 5) -> list[dict[str, Any]]:
+        """Frames coarse to fine until the prediction is clear (`videos.predict_anytime`): `num_frames` is the frames
+        used, "max_frames" N."""
+        from istpan.inference.videos import predict_anytime
+
+        return predict_anytime(self.model, self.description, paths, max_frames=max_frames, confidence=confidence,
+                               order=order, topk=topk)
+
+    def predict_list(self, list_file: str | Path, out: str | Path, *, root: str | Path = "", topk: int = 5,
+                     batch_size: int = 8, workers: int = 2) -> dict[str, Any]:
+        """Every video of a list file into a JSONL file, resumable, on every torchrun rank (`batch.predict_list`)."""
+        from istpan.inference.batch import predict_list
+
+        return predict_list(self, list_file, out, root=root, topk=topk, batch_size=batch_size, workers=workers)
+
+
+def predict_fused(predictors: Sequence[Predictor], paths: Sequence[str | Path], *,
+                  weights: Sequence[float] | None = None, topk: int = 5, names: Sequence[str] = ()
+                  ) -> list[dict[str, Any]]:
+    """Late fusion: each predictor predicts every video as it alone would (its own preprocessing: frames for RGB,
+    flow computed on the fly for a flow model), then the probabilities are averaged with `weights` (`videos.
+    fuse_scores`). One result per video, in order, with "fuse_weights"; a video any model cannot read gives the error
+    record. names: what to call each predictor in errors (e.g. its checkpoint)."""
+    from istpan.inference.videos import fuse_scores, parse_fuse_weights
+
+    weights = parse_fuse_weights(weights, len(predictors))
+    first, names = predictors[0], list(names) or [f"model {i}" for i in range(len(predictors))]
+    for name, pred in zip(names[1:], predictors[1:]):
+        if pred.class_names != first.class_names or pred.multi_label != first.multi_label:
+            raise UserError(f"{name}: its classes differ from {names[0]}'s; late fusion needs models of the same "
+                            "classes, in the same order")
+    runs = [list(p._run(list(paths), 8, "report")) for p in predictors]  # per model: (info, probs (C,) or None)
+    results = []
+    for path, outputs in zip(paths, zip(*runs)):
+        errors = [info["error"] for info, probs in outputs if probs is None]
+        if errors:
+            results.append(error_record(path, errors[0]))
+            continue
+        fused = fuse_scores([probs[None] for _, probs in outputs], weights)[0]  # (C,)
+        info = outputs[0][0]
+        results.append({**info, "path": str(path), "multi_label": first.multi_label, "fuse_weights": weights,
+                        "top": top_classes(fused, first.class_names, topk)})
+    return results

@@ -28,7 +28,8 @@ from torch import nn
 
 from istpan.data.preprocess import Preprocessing
 from istpan.errors import UserError
-from istpan.inference.predict import device_of, probabilities, topk_classes
+from istpan.inference.predict import device_of, probabilities
+from istpan.inference.results import top_classes
 
 __all__ = ["FeatureCache", "as_frame", "stream_decisions"]
 
@@ -104,8 +105,9 @@ def stream_decisions(
     last one. A stream that ends before the buffer ever filled gets one decision over the frames it had (logged:
     fewer frames than the model's K).
 
-    Yields {"time_s", "frame", "frames_in_window", "window_s", "top", "latency_ms"}: `frame` counts frames fed to the
-    backbone (from 0), `latency_ms` is from receiving the frame to the decision (preprocessing, backbone, layer, head).
+    Yields {"time_s", "frame", "num_frames", "window_s", "multi_label", "top", "latency_ms"}: `frame` counts frames
+    fed to the backbone (from 0), `num_frames` the frames in the window decided over (K once the buffer is full),
+    `latency_ms` is from receiving the frame to the decision (preprocessing, backbone, layer, head).
     """
     if every_frames is not None and every_frames < 1:
         raise UserError(f"a decision every {every_frames} frames: must be >= 1")
@@ -121,8 +123,9 @@ def stream_decisions(
     def decide(received: float) -> dict[str, Any]:
         scores = probabilities(model.forward_clip(cache.clip()).logits, multi_label=multi_label)[0].cpu()  # (C,)
         times = cache.times
-        return {"time_s": round(times[-1], 4), "frame": index, "frames_in_window": len(cache),
-                "window_s": round(times[-1] - times[0], 4), "top": topk_classes(scores, class_names, topk, key="class"),
+        return {"time_s": round(times[-1], 4), "frame": index, "num_frames": len(cache),
+                "window_s": round(times[-1] - times[0], 4), "multi_label": multi_label,
+                "top": top_classes(scores, class_names, topk),
                 "latency_ms": round(1000 * (time.perf_counter() - received), 3)}
 
     for index, item in enumerate(frames):

@@ -37,9 +37,11 @@ from torch import nn
 from istpan.data.preprocess import Preprocessing
 from istpan.errors import UserError
 from istpan.files.description import ModelDescription
-from istpan.inference.predict import device_of, probabilities, topk_classes
+from istpan.inference.predict import device_of, probabilities
+from istpan.inference.results import error_record, video_result
 
 __all__ = [
+    "charades_timepoints",
     "check_window_args",
     "frame_scores",
     "predict_windows",
@@ -50,17 +52,17 @@ __all__ = [
 ]
 
 
-def window_bounds(num_frames: int, window: int, stride: int) -> list[tuple[int, int]]:
-    """The [start, end) frame ranges of the sliding windows over a video of `num_frames` frames (see module doc)."""
+def window_bounds(video_frames: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """The [start, end) frame ranges of the sliding windows over a video of `video_frames` frames (see module doc)."""
     if window < 1 or stride < 1:
         raise ValueError(f"window and stride must be >= 1 frame, got window={window}, stride={stride}")
-    if num_frames <= 0:
+    if video_frames <= 0:
         return []
-    if num_frames < window:
-        return [(0, num_frames)]
-    bounds = [(s, s + window) for s in range(0, num_frames - window + 1, stride)]
-    if bounds[-1][1] < num_frames:
-        bounds.append((num_frames - window, num_frames))
+    if video_frames < window:
+        return [(0, video_frames)]
+    bounds = [(s, s + window) for s in range(0, video_frames - window + 1, stride)]
+    if bounds[-1][1] < video_frames:
+        bounds.append((video_frames - window, video_frames))
     return bounds
 
 
@@ -102,10 +104,14 @@ def scores_at(times: Sequence[float] | torch.Tensor, centres: Sequence[float],
     return window_scores[nearest]
 
 
+def charades_timepoints(duration: float, n: int = 25) -> torch.Tensor:
+    """The n evaluation times (seconds) of the Charades localisation protocol: j / n · duration, j = 0..n-1 (here,
+    below both the windows that are scored at them and the metric, `istpan.evaluation.localization`)."""
+    return torch.arange(n, dtype=torch.float64) / n * float(duration)
+
+
 def frame_scores(result: dict[str, Any], n: int = 25) -> torch.Tensor:
     """Scores (n, C) of a `sliding_window_predict` result at the Charades time points j / n · duration."""
-    from istpan.evaluation.localization import charades_timepoints
-
     centres = [w["centre_s"] for w in result["windows"]]
     scores = torch.tensor([w["scores"] for w in result["windows"]])  # (W, C)
     return scores_at(charades_timepoints(result["duration_s"], n), centres, scores)
@@ -167,14 +173,16 @@ def _windows(path: Path, pre: Preprocessing, window: int, stride: int
 def sliding_window_predict(model: nn.Module, description: ModelDescription | dict[str, Any], path: str | Path, *,
                            window: float, stride: float | None = None, unit: str = "frames", reduce: str = "mean",
                            threshold: float = 0.5, outdir: str | Path | None = None, batch_size: int = 8, topk: int = 5,
-                           num_segments: int | None = None) -> dict[str, Any]:
+                           num_frames: int | None = None) -> dict[str, Any]:
     """Classify every window of a video; return per-window scores, video-level scores and temporal segments.
 
-    Returns a dict of built-in types: path, fps, num_frames, duration_s, window / stride (frames), reduce,
+    Returns a dict of built-in types: the per-video keys of every mode (path, num_frames = K per window,
+    video_frames, multi_label, top = [{class, index, score}] of the video score; istpan/inference/results.py), then
+    fps, duration_s, window / stride (frames), reduce, threshold, backbone_frames, sampled_frames,
     windows = [{start, end, start_s, end_s, centre_s, scores: [C]}], scores = [C] (mean or max over windows),
-    topk = [{label, index, score}], segments = [{label, index, start_s, end_s, peak}] sorted by start, and
+    segments = [{class, index, start_s, end_s, peak}] sorted by start, and
     timelines = {class name: PNG path} (one plot per class in the top-k or with a segment) when `outdir` is given.
-    stride None: half the window (in frames, at least 1). num_segments: K frames per window (default: the
+    stride None: half the window (in frames, at least 1). num_frames: K frames per window (default: the
     checkpoint's). Raises UserError (VideoError) naming the file.
     """
     from istpan.data import video_info
@@ -182,7 +190,7 @@ def sliding_window_predict(model: nn.Module, description: ModelDescription | dic
     path = Path(path)
     check_window_args(window=window, stride=stride, unit=unit, reduce=reduce)
     description = ModelDescription.from_dict(description, model=model)
-    pre, names = description.preprocessing.with_frames(num_segments), description.class_names
+    pre, names = description.preprocessing.with_frames(num_frames), description.class_names
     info = video_info(path, backend=pre.backend)
     win = _to_frames(window, unit, info.fps, "window", path)
     step = max(1, win // 2) if stride is None else _to_frames(stride, unit, info.fps, "stride", path)
@@ -217,28 +225,27 @@ def sliding_window_predict(model: nn.Module, description: ModelDescription | dic
     segments = []
     for c in range(scores.shape[1]):
         for start_s, end_s, peak in segments_from_scores(centres, scores[:, c], threshold, duration=duration):
-            segments.append({"label": names[c], "index": c, "start_s": start_s, "end_s": end_s, "peak": peak})
+            segments.append({"class": names[c], "index": c, "start_s": start_s, "end_s": end_s, "peak": peak})
     segments.sort(key=lambda seg: (seg["start_s"], -seg["peak"]))
-    result: dict[str, Any] = {
-        "path": str(path),
-        "fps": info.fps,
-        "num_frames": total,
-        "duration_s": duration,
-        "window": win,
-        "stride": step,
-        "reduce": reduce,
-        "threshold": threshold,
-        "backbone_frames": backbone_frames,  # frames through the backbone (each sampled frame once: feature cache)
-        "sampled_frames": len(sampled),  # distinct frames the windows sample
-        "windows": [
+    result = video_result(
+        path, num_frames=pre.num_frames, video_frames=total, multi_label=multi, probs=video_scores, names=names,
+        topk=topk,
+        fps=info.fps,
+        duration_s=duration,
+        window=win,
+        stride=step,
+        reduce=reduce,
+        threshold=threshold,
+        backbone_frames=backbone_frames,  # frames through the backbone (each sampled frame once: feature cache)
+        sampled_frames=len(sampled),  # distinct frames the windows sample
+        windows=[
             {"start": s, "end": e, "start_s": s / fps, "end_s": e / fps, "centre_s": c, "scores": sc}
             for (s, e), c, sc in zip(bounds, centres, scores.tolist())
         ],
-        "scores": video_scores.tolist(),
-        "topk": topk_classes(video_scores, names, topk),
-        "segments": segments,
-        "timelines": {},
-    }
+        scores=video_scores.tolist(),
+        segments=segments,
+        timelines={},
+    )
     if outdir is not None:
         from istpan.viz.timeline import plot_window_timelines
 
@@ -249,10 +256,10 @@ def sliding_window_predict(model: nn.Module, description: ModelDescription | dic
 def predict_windows(model: nn.Module, description: ModelDescription | dict[str, Any], paths: Sequence[str | Path], *,
                     window: float,
                     stride: float | None = None, unit: str = "seconds", reduce: str = "mean", threshold: float = 0.5,
-                    topk: int = 5, num_segments: int | None = None, outdir: str | Path | None = None
+                    topk: int = 5, num_frames: int | None = None, outdir: str | Path | None = None
                     ) -> list[dict[str, Any]]:
     """`sliding_window_predict` for each path, in order; a video that cannot be read (or is too short for the
-    window in seconds, or has no frame rate) gives {"path", "name", "error"} and the others still run.
+    window in seconds, or has no frame rate) gives {"path", "error"} and the others still run.
 
     With `outdir`, per-class timelines and OUTDIR/index.html (failed videos listed with their reason) are written.
     """
@@ -262,9 +269,9 @@ def predict_windows(model: nn.Module, description: ModelDescription | dict[str, 
         try:
             results.append(sliding_window_predict(model, description, path, window=window, stride=stride, unit=unit,
                                                   reduce=reduce, threshold=threshold, outdir=outdir, topk=topk,
-                                                  num_segments=num_segments))
+                                                  num_frames=num_frames))
         except UserError as err:  # VideoError is a UserError: missing, unreadable, no decodable frame
-            results.append({"path": str(path), "name": Path(path).name, "error": str(err)})
+            results.append(error_record(path, err))
     if outdir is not None:
         from istpan.viz.report import write_report
 

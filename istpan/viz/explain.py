@@ -78,7 +78,7 @@ def draw_explanation(inference: Any, pre: Preprocessing, vdir: str | Path, *, fp
     frame_grid(grid, ncols=len(indices), col_labels=labels, row_labels=["frames", "attention"]).save(drawn["grid"])
     if levels and out.scale_attn:
         drawn["levels_grid"] = str(_level_grid(views_np, out, labels, vdir / "levels.png"))
-    step = max(1, math.ceil(inference.num_frames / MAX_VIDEO_FRAMES))
+    step = max(1, math.ceil(inference.video_frames / MAX_VIDEO_FRAMES))
     drawn["video"] = str(write_attention_video(vdir / f"attention.{video_format}", _views(path, pre, step), heat,
                                                indices, fps=fps / step))
     drawn["timeline"] = str(plot_attention_mass([i / fps for i in indices], heat.sum((1, 2)),

@@ -49,7 +49,7 @@ def _figure(path: str | Path | None, outdir: Path, caption: str) -> str:
 
 def _topk_table(rows: Sequence[dict[str, Any]]) -> str:
     cells = "".join(
-        f'<tr><td>{html.escape(str(r["label"]))}</td><td>{r["score"]:.3f}</td>'
+        f'<tr><td>{html.escape(str(r["class"]))}</td><td>{r["score"]:.3f}</td>'
         f'<td><span class="bar" style="width:{max(1, round(200 * r["score"]))}px"></span></td></tr>'
         for r in rows
     )
@@ -60,7 +60,7 @@ def _segments_table(segments: Sequence[dict[str, Any]]) -> str:
     if not segments:
         return ""
     rows = "".join(
-        f"<tr><td>{html.escape(str(s['label']))}</td><td>{s['start_s']:.2f}</td><td>{s['end_s']:.2f}</td>"
+        f"<tr><td>{html.escape(str(s['class']))}</td><td>{s['start_s']:.2f}</td><td>{s['end_s']:.2f}</td>"
         f"<td>{s['peak']:.3f}</td></tr>"
         for s in segments
     )
@@ -74,11 +74,11 @@ def _section(i: int, entry: dict[str, Any], outdir: Path) -> str:
     if entry.get("error"):
         parts.append(f'<p class="error">could not explain this video: {html.escape(str(entry["error"]))}</p>')
         return "".join(parts) + "</section>"
-    if entry.get("num_frames"):
+    if entry.get("video_frames"):
         fps = entry.get("fps") or 0.0
-        parts.append(f'<p class="meta">{entry["num_frames"]} frames'
-                     + (f" at {fps:.2f} fps ({entry['num_frames'] / fps:.1f} s)" if fps > 0 else "") + "</p>")
-    parts.append(_topk_table(entry.get("topk", [])))
+        parts.append(f'<p class="meta">{entry["video_frames"]} frames'
+                     + (f" at {fps:.2f} fps ({entry['video_frames'] / fps:.1f} s)" if fps > 0 else "") + "</p>")
+    parts.append(_topk_table(entry.get("top", [])))
     if entry.get("note"):
         parts.append(f'<p class="meta">{html.escape(str(entry["note"]))}</p>')
     parts.append(_figure(entry.get("grid"), outdir, "sampled frames with the fused attention overlaid"))

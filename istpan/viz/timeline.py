@@ -77,7 +77,7 @@ def plot_window_timelines(result: dict[str, Any], scores: torch.Tensor, names: S
     from istpan.viz.report import slug
 
     outdir.mkdir(parents=True, exist_ok=True)
-    wanted = [t["index"] for t in result["topk"]]
+    wanted = [t["index"] for t in result["top"]]
     wanted += [s["index"] for s in result["segments"] if s["index"] not in wanted]
     centres = [w["centre_s"] for w in result["windows"]]
     stem = slug(Path(result["path"]).stem)
