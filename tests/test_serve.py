@@ -282,7 +282,7 @@ def test_stream_of_a_media_file(client: TestClient, files: dict[str, Path]) -> N
     assert kinds[0] == "hello" and kinds[-1] == "end" and kinds.count("end") == 1
     assert events[-1][1]["reason"] == "end of stream"
     decisions = [d for k, d in events if k == "decision"]
-    assert decisions and all(d["frames_in_window"] == 3 for d in decisions)
+    assert decisions and all(d["num_frames"] == 3 for d in decisions)
     # the same decisions as Predictor.stream on the same file (events may start after the first ones)
     want = list(Predictor.from_checkpoint(files["checkpoint"]).stream(str(files["mp4"]), every_frames=4, topk=4))
     by_frame = {d["frame"]: d for d in want}

@@ -81,26 +81,25 @@ class Engine:
 
     def result(self, name: str, clip: DecodedClip, probs: torch.Tensor, top_k: int) -> dict[str, Any]:
         """The per-video result of a batched prediction (the schema in the module docstring)."""
-        from istpan.inference.predict import topk_classes
+        from istpan.inference.results import top_classes
 
         return {"path": name, "num_frames": len(clip.indices), "video_frames": clip.video_frames,
                 "multi_label": bool(self.predictor.multi_label),
-                "top": topk_classes(probs, self.class_names, top_k, key="class")}
+                "top": top_classes(probs, self.class_names, top_k)}
 
     def anytime(self, path: str, name: str, *, confidence: float, max_frames: int | None, top_k: int
                 ) -> dict[str, Any]:
         """`istpan predict --max-frames N --confidence X` on one video: frames looked at until the top-1 margin
         reaches X (at most N, the checkpoint's K by default); reports frames_used."""
-        from istpan.inference.anytime import predict_anytime
 
         probe_media(path)
         p = self.predictor
         n = max_frames or self.preprocessing.num_frames
-        (r,) = predict_anytime(p.model, p.meta, [path], max_frames=n, confidence=confidence, topk=top_k)
+        (r,) = p.predict_anytime([path], max_frames=n, confidence=confidence, topk=top_k)
         if "error" in r:
             raise UserError(r["error"].replace(path, name))
-        return {"path": name, "num_frames": r["num_segments"], "video_frames": r["frames"],
-                "frames_used": r["frames_used"], "max_frames": r["max_frames"], "multi_label": r["multi_label"],
+        return {"path": name, "num_frames": r["num_frames"], "video_frames": r["video_frames"],
+                "frames_used": r["num_frames"], "max_frames": r["max_frames"], "multi_label": r["multi_label"],
                 "top": r["top"][:top_k]}
 
     def explain(self, path: str, name: str, outdir: Path, *, top_k: int) -> dict[str, Any]:
@@ -110,14 +109,14 @@ class Engine:
 
         probe_media(path)
         p = self.predictor
-        (entry,) = explain_videos(p.model, p.meta, [path], outdir, topk=top_k,
-                                  num_segments=self.preprocessing.num_frames)
+        (entry,) = explain_videos(p.model, p.description, [path], outdir, topk=top_k,
+                                  num_frames=self.preprocessing.num_frames)
         if entry.get("error"):
             raise UserError(str(entry["error"]).replace(path, name))
         files = {key: str(Path(entry[key]).relative_to(outdir)) if entry.get(key) else None
                  for key in ("grid", "video", "timeline")}
-        top = [{"class": t["label"], "index": t["index"], "score": t["score"]} for t in entry["topk"]]
-        return {"path": name, "num_frames": len(entry["frame_indices"]), "video_frames": entry["num_frames"],
+        top = entry["top"]
+        return {"path": name, "num_frames": len(entry["frame_indices"]), "video_frames": entry["video_frames"],
                 "multi_label": bool(p.multi_label), "top": top,
                 "explain": {**files, "note": entry.get("note"), "attention_mass": entry.get("attention_mass")}}
 
