@@ -60,7 +60,7 @@ def test_a_hub_repo_id_from_the_cache_offline(hf_folder, tmp_path, monkeypatch):
     (entry / "refs" / "main").write_text(REVISION)
     shutil.copytree(hf_folder, entry / "snapshots" / REVISION)
     _check(*load_model("someone/legacy-tiny"))
-    with pytest.raises(UserError, match="huggingface-cli download someone/other"):
+    with pytest.raises(UserError, match="hf download someone/other"):
         load_model("someone/other")
 
 
