@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from references import naive_decode, naive_window_probs
 from test_train import (
     make_list_dataset,
     tiny_config,
@@ -12,6 +14,7 @@ from test_train import (
 
 from istpan.cli.main import main
 from istpan.config import save_config
+from istpan.files.checkpoint import load_model
 
 
 @pytest.fixture(scope="module")
@@ -106,4 +109,14 @@ def test_predict_delegates_explain_and_sliding_windows(trained, tmp_path, capsys
     assert main(["predict", video, "--checkpoint", str(run / "last.pt"), "--window", "4", "--stride", "2",
                  "--unit", "frames", "--json"]) == 0
     (result,) = json.loads(capsys.readouterr().out)
-    assert len(result["windows"]) >= 2 and len(result["scores"]) == 3
+    # 8 frames, windows of 4 every 2: exactly these three, each the model on its 3 segment-centre frames
+    assert [(w["start"], w["end"]) for w in result["windows"]] == [(0, 4), (2, 6), (4, 8)]
+    model, meta = load_model(run / "last.pt")
+    pre = meta["preprocessing"]
+    assert pre["short_side"] == pre["resize"] == 36
+    frames = naive_decode(video, 36)
+    want = [naive_window_probs(model, frames, k=3, input_size=32, mean=pre["mean"], std=pre["std"], start=s, end=e)
+            for s, e in ((0, 4), (2, 6), (4, 8))]
+    for w, ref in zip(result["windows"], want, strict=True):
+        assert w["scores"] == pytest.approx(ref.tolist(), abs=1e-5)
+    assert result["scores"] == pytest.approx(torch.stack(want).mean(0).tolist(), abs=1e-5)  # --reduce mean

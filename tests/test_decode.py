@@ -9,6 +9,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from references import naive_decode
 from videos import make_frames, make_video
 
 from istpan.data import VideoError, count_frames, iter_frames, read_frames, video_info
@@ -20,20 +21,6 @@ REAL_CLIPS = [
     "Golf_Tips_-_Hit_The_Driver_300+_Yards!!!_golf_f_nm_np1_fr_med_0.avi",
     "kinetics_arm_wrestling.mp4",
 ]
-
-
-def naive_decode(path: Path, short_side: int | None = None) -> np.ndarray:
-    """The reference: decode every frame in order and convert each one, no cleverness at all."""
-    out = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            if short_side is None:
-                out.append(frame.to_ndarray(format="rgb24"))
-            else:
-                h, w = frame.height, frame.width
-                nh, nw = (short_side, round(w * short_side / h)) if h <= w else (round(h * short_side / w), short_side)
-                out.append(frame.to_ndarray(format="rgb24", width=nw, height=nh, interpolation="BILINEAR"))
-    return np.stack(out)
 
 
 def tsn_like(n: int, rng: random.Random, k: int = 8) -> list[int]:

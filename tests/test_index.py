@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 import pytest
-from test_decode import naive_decode
+from references import naive_decode
 from videos import make_video
 
 from istpan.data import decode as decode_mod

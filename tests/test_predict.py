@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from references import naive_decode, naive_window_probs
 from videos import make_video
 
 from istpan.cli.main import main
@@ -22,6 +23,9 @@ def setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("predict")
     torch.manual_seed(0)
     model = create_model("istpan_tiny", num_classes=3, input_size=32)
+    with torch.no_grad():  # scores far from uniform and different per video and window: a wrong frame shows
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
     meta = build_meta(model, class_names=["a", "b", "c"],
                       data_cfg=DataConfig(input_size=32, short_side=36, test_num_frames=3))
     ckpt = save_checkpoint({"model": model.state_dict(), "meta": meta, "epoch": 1}, base / "model.pt")
@@ -67,12 +71,33 @@ def test_explain_runs_one_forward_pass_per_video(setup, tmp_path, forwards, caps
         assert (tmp_path / "x").joinpath(e["grid"]).is_file()
 
 
+def _naive(model, meta, path, start: int = 0, end: int | None = None) -> torch.Tensor:
+    """The model by hand on the K segment-centre frames of frames[start:end] (checkpoint's short side 36 = resize)."""
+    pre = meta["preprocessing"]
+    assert pre["short_side"] == pre["resize"] == 36
+    return naive_window_probs(model, naive_decode(path, 36), k=3, input_size=32, mean=pre["mean"], std=pre["std"],
+                              start=start, end=end)
+
+
 def test_predict_videos_with_explain_equals_plain_predict(setup, tmp_path, forwards):
     model, meta, _, good, _ = setup
     plain = predict_videos(model, meta, good, topk=3)
     n = len(forwards)
     explained = predict_videos(model, meta, good, topk=3, explain=tmp_path / "x")
     assert explained == plain and len(forwards) - n == len(good)
+    for result, path in zip(plain, good, strict=True):  # and both are the model on the right frames
+        top = _naive(model, meta, path).topk(3)
+        assert [t["index"] for t in result["top"]] == top.indices.tolist()
+        assert [t["score"] for t in result["top"]] == pytest.approx(top.values.tolist(), abs=1e-5)
+
+
+def _window_bounds(n: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """The windows docs/inference describes, written out: [s, s + W) every S frames while inside, the end-aligned
+    window when those stop short of the end, or [0, T) for a video shorter than the window."""
+    if n < window:
+        return [(0, n)]
+    bounds = [(s, s + window) for s in range(0, n - window + 1, stride)]
+    return bounds if bounds[-1][1] == n else [*bounds, (n - window, n)]
 
 
 @pytest.mark.parametrize("mode", [[], ["--explain", "OUT"], ["--window", "2"], ["--window", "4", "--explain", "OUT"]],
@@ -89,8 +114,15 @@ def test_every_mode_reports_each_bad_file_and_predicts_the_good_ones(setup, tmp_
     assert [("error" in r) for r in results] == [True, False, True, True, False]
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 3 and all(any(str(b) in e for e in errors) for b in bad)
-    if "--window" in mode:
-        assert all(len(r["windows"]) >= 1 for r in results if "error" not in r)
+    if "--window" in mode:  # 4 fps: --window 2 is 8 frames (stride 4), --window 4 is 16 (longer than both videos)
+        model, meta = setup[0], setup[1]
+        window = 8 if mode[1] == "2" else 16
+        for r, path in ((results[1], good[0]), (results[4], good[1])):
+            n = 12 if path == good[0] else 9
+            assert [(w["start"], w["end"]) for w in r["windows"]] == _window_bounds(n, window, window // 2)
+            for w in r["windows"]:
+                want = _naive(model, meta, path, w["start"], w["end"])
+                assert w["scores"] == pytest.approx(want.tolist(), abs=1e-5)
     if "--explain" in mode:
         assert (tmp_path / "out" / "index.html").read_text().count("error") >= 3
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from references import charades_ap_loop
+from references import charades_ap_loop, naive_decode, naive_window_probs
 from videos import make_frames, make_video
 
 from istpan.data import read_frames
@@ -293,14 +293,28 @@ def test_explain_tsn_model_has_frames_but_no_heatmaps(tmp_path):
 
 
 def test_explain_explains_the_prediction_of_istpan_predict(tmp_path, tiny_model):
-    """Same frames, same preprocessing, same scores as the engine's predict_videos (what the CLI prints)."""
+    """Same frames, same preprocessing, same scores as predict_videos (what the CLI prints), and both equal the model
+    run by hand on the K segment-centre frames (references.naive_window_probs)."""
+    import copy
+
+    model = copy.deepcopy(tiny_model)
+    with torch.no_grad():  # scores far from uniform, so a wrong frame or crop shows
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.1)
+    meta = {**META, "preprocessing": {**META["preprocessing"], "short_side": 73}}  # decoded at the crop's resize
+    assert ModelDescription.from_dict(meta).preprocessing.resize == 73  # so the reference needs no second resize
     paths = [make_video(tmp_path / "a.mp4", num_frames=37, size=(90, 120)),
              make_video(tmp_path / "b.avi", num_frames=9, size=(96, 80), codec="mpeg4")]
-    explained = explain_videos(tiny_model, META, paths, tmp_path / "out", topk=3)
-    predicted = predict_videos(tiny_model, META, paths, topk=3)
-    for e, p in zip(explained, predicted, strict=True):
-        assert [t["index"] for t in e["top"]] == [t["index"] for t in p["top"]]
-        assert [t["score"] for t in e["top"]] == pytest.approx([t["score"] for t in p["top"]], abs=1e-6)
+    explained = explain_videos(model, meta, paths, tmp_path / "out", topk=3)
+    predicted = predict_videos(model, meta, paths, topk=3)
+    pre = meta["preprocessing"]
+    for e, p, path in zip(explained, predicted, paths, strict=True):
+        ref = naive_window_probs(model, naive_decode(path, 73), k=4, input_size=64, mean=pre["mean"], std=pre["std"])
+        top = ref.topk(3)
+        assert top.values[0] - top.values[1] > 1e-3  # a clear first class
+        for got in (e["top"], p["top"]):
+            assert [t["index"] for t in got] == top.indices.tolist()
+            assert [t["score"] for t in got] == pytest.approx(top.values.tolist(), abs=1e-5)
 
 
 def test_box_to_view_follows_resize_and_centre_crop(tmp_path):
