@@ -14,7 +14,7 @@ from test_train import (
 
 from istpan.cli.main import main
 from istpan.config import save_config
-from istpan.files.checkpoint import load_model
+from istpan.files.load import load_model
 
 
 @pytest.fixture(scope="module")
@@ -111,11 +111,11 @@ def test_predict_delegates_explain_and_sliding_windows(trained, tmp_path, capsys
     (result,) = json.loads(capsys.readouterr().out)
     # 8 frames, windows of 4 every 2: exactly these three, each the model on its 3 segment-centre frames
     assert [(w["start"], w["end"]) for w in result["windows"]] == [(0, 4), (2, 6), (4, 8)]
-    model, meta = load_model(run / "last.pt")
-    pre = meta["preprocessing"]
-    assert pre["short_side"] == pre["resize"] == 36
+    model, description = load_model(run / "last.pt")
+    pre = description.preprocessing
+    assert pre.short_side == pre.resize == 36
     frames = naive_decode(video, 36)
-    want = [naive_window_probs(model, frames, k=3, input_size=32, mean=pre["mean"], std=pre["std"], start=s, end=e)
+    want = [naive_window_probs(model, frames, k=3, input_size=32, mean=pre.mean, std=pre.std, start=s, end=e)
             for s, e in ((0, 4), (2, 6), (4, 8))]
     for w, ref in zip(result["windows"], want, strict=True):
         assert w["scores"] == pytest.approx(ref.tolist(), abs=1e-5)
