@@ -124,3 +124,42 @@ def test_push_to_hub_failure_is_one_line_naming_the_login(folder):
     with pytest.raises(UserError) as err:
         push_to_hub(folder, "someone/x", api=StandInHub(fail=_hub_error(401, "401 Client Error: Unauthorized\nmore")))
     assert "\n" not in str(err.value) and "someone/x" in str(err.value) and "hf auth login" in str(err.value)
+
+
+# ---------------------------------------------------------------- istpan export --format hf [--push-to-hub]
+
+
+def test_export_hf_writes_the_card_and_pushes_through_the_hub_api(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    from istpan.cli.main import main
+    from istpan.files.load import load_model
+
+    hubs = []
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda: hubs.append(StandInHub()) or hubs[-1])
+    best = tmp_path / "best.pt"
+    shutil.copy(LEGACY / "run" / "best.pt", best)  # written by istpan train: history with validation metrics
+    out = tmp_path / "my-model"
+    assert main(["export", "--checkpoint", str(best), "--format", "hf", "--out", str(out),
+                 "--push-to-hub", "someone/istpan-tiny", "--private", "--license", "apache-2.0"]) == 0
+    meta = metadata_load(out / "README.md")
+    assert meta["library_name"] == "istpan" and meta["license"] == "apache-2.0"
+    _, results = model_index_to_eval_results(meta["model-index"])
+    assert {r.metric_type for r in results} == {"accuracy", "top_5_accuracy", "mean_class_accuracy"}
+    (hub,) = hubs
+    assert hub.calls[0][2]["private"] is True
+    assert set(hub.uploaded) == {"config.json", "model.safetensors", "README.md"}
+    assert "pushed to https://huggingface.co/someone/istpan-tiny" in capsys.readouterr().out
+    model, _ = load_model(out)  # the card beside config.json changes nothing for loading
+    assert model.model_name == "istpan_tiny"
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--format", "onnx", "--push-to-hub", "a/b"], "use them with --format hf"),
+    (["--format", "hf", "--private"], "give --push-to-hub REPO_ID too"),
+])
+def test_export_push_options_misused_are_one_line(extra, needle, capsys):
+    from istpan.cli.main import main
+
+    assert main(["export", "--checkpoint", str(LEGACY / "run" / "best.pt"), *extra]) == 2
+    assert needle in capsys.readouterr().err

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["add_parser", "run"]
 
@@ -12,8 +16,9 @@ EXAMPLES = """examples:
   istpan export --checkpoint runs/ucf101_split1/best.pt --format onnx
   istpan export --checkpoint best.pt --format torchscript --out model.ts --num-segments 16   # torch.jit: deprecated
   istpan export --checkpoint best.pt --format onnx --split --out model.onnx   # model_frame.onnx + model_head.onnx
-  istpan export --checkpoint runs/mine/best.pt --format hf --out my-model   # config.json + model.safetensors
+  istpan export --checkpoint runs/mine/best.pt --format hf --out my-model   # config.json, model.safetensors, README.md
   hf upload <user>/<repo> my-model                                           # then: --checkpoint <user>/<repo>
+  istpan export --checkpoint runs/mine/best.pt --format hf --push-to-hub <user>/<repo> [--private]   # both at once
 """
 
 
@@ -31,16 +36,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--format", required=True, choices=("torch-export", "onnx", "torchscript", "hf"),
                    help="torch-export: a .pt2 program (torch.export; dynamic batch and K) for torch.export.load; "
                    "torchscript: torch.jit.trace, deprecated upstream; "
-                   "hf: a folder with config.json + model.safetensors that --checkpoint and "
-                   "istpan.from_pretrained read (upload it with hf upload)")
+                   "hf: a folder with config.json + model.safetensors + a README.md model card that --checkpoint "
+                   "and istpan.from_pretrained read (upload it with hf upload, or --push-to-hub)")
     p.add_argument("--out", help="output file or, for hf, folder (default: beside the checkpoint, .pt2 / .onnx / .ts / "
                    "_hf)")
     p.add_argument("--num-segments", type=int, default=None, help="K of the exported graph (default: checkpoint's)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |export - PyTorch| of the logits")
     p.add_argument("--split", action="store_true", help="with --format onnx: two graphs for streaming, the per-frame "
                    "backbone (<stem>_frame.onnx) and the head over K frames' features (<stem>_head.onnx, any K)")
+    hub = p.add_argument_group("hf format")
+    hub.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the folder to this Hugging Face Hub model repo "
+                     "(created if missing) with huggingface_hub's token (`hf auth login` or HF_TOKEN)")
+    hub.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    hub.add_argument("--license", default="mit", help="the model card's license (an id the Hub knows, e.g. mit, "
+                     "apache-2.0, cc-by-nc-4.0, other; default mit, istpan's own: say what your training data allow)")
     p.set_defaults(run=run)
     return p
+
+
+def _export_hf(args: argparse.Namespace, model: nn.Module, meta: Any, *, run_config: dict | None, path: str) -> int:
+    """The HF folder, its model card (with the run's best-epoch validation metrics when the checkpoint has them) and,
+    if asked, the upload."""
+    from istpan.files.load import read_model_file
+    from istpan.files.model_card import push_to_hub, run_metrics, write_model_card
+    from istpan.files.pretrained import save_pretrained
+
+    folder = args.out or str(Path(args.checkpoint).with_suffix("")) + "_hf"
+    save_pretrained(model, meta, folder, train_config=run_config)
+    metrics = run_metrics(read_model_file(path)[0])  # the training history: not part of the model's description
+    write_model_card(folder, metrics=metrics, license=args.license, repo_id=args.push_to_hub)
+    print(f"wrote {folder}/config.json, model.safetensors and README.md (model card"
+          f"{', with validation ' + ', '.join(metrics) if metrics else ''})")
+    if args.push_to_hub:
+        url = push_to_hub(folder, args.push_to_hub, private=args.private)
+        print(f"pushed to https://huggingface.co/{args.push_to_hub} ({url}); load it with --checkpoint "
+              f"{args.push_to_hub}")
+    else:
+        print(f"share it with: hf upload <user>/<repo> {folder}   (or --push-to-hub <user>/<repo>)")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +85,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--num-segments must be >= 1, got {args.num_segments}")
     if args.split and args.format != "onnx":
         raise UserError("--split writes two ONNX graphs: use it with --format onnx")
-    model, meta, run_config, _ = load(args.checkpoint)  # one read: the model, its description, run config
+    if args.format != "hf" and (args.push_to_hub or args.private):
+        raise UserError("--push-to-hub and --private upload an HF folder: use them with --format hf")
+    if args.private and not args.push_to_hub:
+        raise UserError("--private makes the repo of --push-to-hub private: give --push-to-hub REPO_ID too")
+    model, meta, run_config, path = load(args.checkpoint)  # one read: the model, its description, run config
     if args.split:
         from istpan.files.export_split import export_split
 
@@ -64,13 +101,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"max_abs_diff frame={diff['frame']:.3g} head={diff['head']:.3g} (tolerance {args.tolerance:g}): ok")
         return 0
     if args.format == "hf":
-        from istpan.files.pretrained import save_pretrained
-
-        folder = args.out or str(Path(args.checkpoint).with_suffix("")) + "_hf"
-        save_pretrained(model, meta, folder, train_config=run_config)
-        print(f"wrote {folder}/config.json and model.safetensors; share it with: hf upload "
-              f"<user>/<repo> {folder}")
-        return 0
+        return _export_hf(args, model, meta, run_config=run_config, path=path)
     out = args.out or str(Path(args.checkpoint).with_suffix(SUFFIXES[args.format]))
     result = export_model(model, meta, out, format=args.format, num_segments=args.num_segments,
                           tolerance=args.tolerance)
