@@ -35,7 +35,7 @@ def exported(tmp_path_factory):
 
 def test_folder_holds_config_and_safetensors_of_the_used_weights(exported):
     _, _, ckpt, folder = exported
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]  # card
     config = json.loads((folder / "config.json").read_text())
     state = load_checkpoint(ckpt)
     meta = state["meta"]
