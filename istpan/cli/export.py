@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from torch import nn
+    from istpan.files.load import LoadedModel
 
 __all__ = ["add_parser", "run"]
 
@@ -54,16 +54,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _export_hf(args: argparse.Namespace, model: nn.Module, meta: Any, *, run_config: dict | None, path: str) -> int:
+def _export_hf(args: argparse.Namespace, loaded: LoadedModel) -> int:
     """The HF folder, its model card (with the run's best-epoch validation metrics when the checkpoint has them) and,
     if asked, the upload."""
-    from istpan.files.load import read_model_file
-    from istpan.files.model_card import push_to_hub, run_metrics, write_model_card
+    from istpan.files.model_card import push_to_hub, write_model_card
     from istpan.files.pretrained import save_pretrained
 
     folder = args.out or str(Path(args.checkpoint).with_suffix("")) + "_hf"
-    save_pretrained(model, meta, folder, train_config=run_config)
-    metrics = run_metrics(read_model_file(path)[0])  # the training history: not part of the model's description
+    save_pretrained(loaded.model, loaded.description, folder, train_config=loaded.run_config)
+    metrics = loaded.validation
     write_model_card(folder, metrics=metrics, license=args.license, repo_id=args.push_to_hub)
     print(f"wrote {folder}/config.json, model.safetensors and README.md (model card"
           f"{', with validation ' + ', '.join(metrics) if metrics else ''})")
@@ -89,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--push-to-hub and --private upload an HF folder: use them with --format hf")
     if args.private and not args.push_to_hub:
         raise UserError("--private makes the repo of --push-to-hub private: give --push-to-hub REPO_ID too")
-    model, meta, run_config, path = load(args.checkpoint)  # one read: the model, its description, run config
+    loaded = load(args.checkpoint)  # one read: the model, its description, run config, validation metrics
+    model, meta = loaded.model, loaded.description
     if args.split:
         from istpan.files.export_split import export_split
 
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"max_abs_diff frame={diff['frame']:.3g} head={diff['head']:.3g} (tolerance {args.tolerance:g}): ok")
         return 0
     if args.format == "hf":
-        return _export_hf(args, model, meta, run_config=run_config, path=path)
+        return _export_hf(args, loaded)
     out = args.out or str(Path(args.checkpoint).with_suffix(SUFFIXES[args.format]))
     result = export_model(model, meta, out, format=args.format, num_segments=args.num_segments,
                           tolerance=args.tolerance)

@@ -38,6 +38,8 @@ class LoadedModel(NamedTuple):
     description: ModelDescription
     run_config: dict[str, Any] | None  # the resolved training config (checkpoints; HF folders that kept it)
     source: str  # the file or folder read (a run folder's best.pt / last.pt), or the Hub repo id
+    # The run's validation metrics at its best epoch (checkpoints that validated; {} otherwise), for the model card
+    validation: dict[str, float] = {}  # noqa: RUF012
 
 
 def resolve_source(source: str | Path) -> Path | str:
@@ -79,6 +81,7 @@ def load_model(source: str | Path, *, device: str | torch.device = "cpu") -> tup
 def load(source: str | Path, *, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the model `source` was trained as, load its weights, return it in eval mode on `device` with its
     description, the run config the file carries and the path read."""
+    from istpan.files.model_card import run_metrics
     from istpan.models import create_model  # the registry; imported here so reading files stays light
 
     state, path = read_model_file(source)
@@ -92,7 +95,7 @@ def load(source: str | Path, *, device: str | torch.device = "cpu") -> LoadedMod
         raise UserError(f"{path}: checkpoint needs model {first.model_name!r}, unknown to this istpan ({err})") from err
     load_weights(model, state[_eval_weights(state)], source=path, model_name=first.model_name)
     description = ModelDescription.from_dict(state["meta"], model=model, run_config=config)  # + the model's stats
-    return LoadedModel(model.to(device).eval(), description, config, path)
+    return LoadedModel(model.to(device).eval(), description, config, path, run_metrics(state))
 
 
 def from_pretrained(source: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
