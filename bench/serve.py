@@ -155,6 +155,38 @@ def load(url: str, clips: list[tuple[str, bytes]], refs: dict[str, dict], *, con
             "rss_start_mb": rss_start, "rss_end_mb": rss_end, "rss_ratio": rss_end / max(rss_start, 1e-9)}
 
 
+def mean_batch(url: str) -> float:
+    """Mean clips per forward pass so far, from the server's own histogram."""
+    values = {}
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(("istpan_batch_size_sum", "istpan_batch_size_count")):
+            name, value = line.split()
+            values[name] = float(value)
+    return values.get("istpan_batch_size_sum", 0.0) / max(values.get("istpan_batch_size_count", 0.0), 1.0)
+
+
+def forward_speedup(checkpoint: str, clip_paths: list[Path], batch: int = 8, reps: int = 5) -> tuple[float, float]:
+    """Milliseconds per clip of the forward pass alone at batch 1 and at `batch` (this process, one thread): the
+    most batching can give when decoding costs nothing."""
+    import torch
+
+    from istpan.serve.engine import Engine, decode_clip
+
+    torch.set_num_threads(1)
+    engine = Engine.load(checkpoint)
+    views = [decode_clip(engine.preprocessing, str(p)).views for p in clip_paths]
+    views = (views * batch)[:batch]
+    out = []
+    for size in (1, batch):
+        engine.scores(views[:size])  # warm-up
+        began = time.perf_counter()
+        for _ in range(reps):
+            for start in range(0, batch, size):
+                engine.scores(views[start:start + size])
+        out.append(1000 * (time.perf_counter() - began) / (reps * batch))
+    return out[0], out[1]
+
+
 def _cancelled_upload(url: str, body: bytes) -> None:
     """Send the headers and half the body, then go away (a client that gives up mid-upload)."""
     host, port = url.removeprefix("http://").split(":")
@@ -242,9 +274,10 @@ def main() -> None:
                 refs = references(url, clips)
                 results[mode] = r = load(url, clips, refs, concurrency=args.concurrency, warmup=args.warmup,
                                          seconds=args.seconds, pid=proc.pid)
+                r["mean_batch"] = mean_batch(url)
                 print(f"{mode} (--max-batch {batch}): {r['throughput']:.2f} videos/s, p50 {r['p50_ms']:.0f} ms, "
-                      f"p99 {r['p99_ms']:.0f} ms, errors {r['errors']}, RSS {r['rss_start_mb']:.0f} -> "
-                      f"{r['rss_end_mb']:.0f} MB", flush=True)
+                      f"p99 {r['p99_ms']:.0f} ms, errors {r['errors']}, mean batch {r['mean_batch']:.2f}, RSS "
+                      f"{r['rss_start_mb']:.0f} -> {r['rss_end_mb']:.0f} MB", flush=True)
                 if mode == "batched":
                     t = torture(url, clips, refs, concurrency=args.concurrency, seconds=args.torture_seconds,
                                 oversized=3 * 2**20)
@@ -254,11 +287,14 @@ def main() -> None:
                           f"bad refused with 4xx, {t['server_errors']} 5xx, upload folder empty: {t['tmp_empty']}",
                           flush=True)
     b, u, t = results["batched"], results["unbatched"], results["torture"]
+    one, eight = forward_speedup(args.checkpoint, [Path(args.clips) / n for n, _ in clips])
+    print(f"forward pass alone: {one:.1f} ms/clip at batch 1, {eight:.1f} ms/clip at batch 8", flush=True)
     print(f"serve_throughput={b['throughput'] / u['throughput']:.2f}x ({b['throughput']:.2f} vs "
           f"{u['throughput']:.2f} videos/s, C={args.concurrency}) p50_ms={b['p50_ms']:.0f} p99_ms={b['p99_ms']:.0f} "
           f"errors={b['errors'] + u['errors']} rss_ratio={b['rss_ratio']:.3f} "
           f"torture_good={t['good_ok']}/{t['good']} torture_bad_4xx={t['bad_4xx']}/{t['bad']} "
-          f"torture_5xx={t['server_errors']} tmp_empty={t['tmp_empty']}")
+          f"torture_5xx={t['server_errors']} tmp_empty={t['tmp_empty']} mean_batch={b['mean_batch']:.2f} "
+          f"forward_batch_speedup={one / eight:.2f}x")
 
 
 if __name__ == "__main__":
