@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from videos import make_video
 
+from istpan import Predictor
 from istpan.cli.main import main
 
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -42,7 +43,11 @@ def test_readme_quick_start(folder_dataset, tmp_path, capsys, mobilenet_v2_weigh
     common = ["--config", str(REPO_CONFIGS / "folder.yaml"), f"data.root={folder_dataset}"]
     assert main(["data", "check", *common, "--out", str(tmp_path / "report")]) == 0
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert json.dumps(report).count("jump") >= 1  # both splits found under <root>/train and <root>/val
+    # both splits found under <root>/train and <root>/val, every video of both classes usable
+    classes = {split: sorted((c["name"], c["videos"], c["ok"]) for c in s["classes"])
+               for split, s in report["splits"].items()}
+    assert classes == {"train": [("jump", 3, 3), ("wave", 3, 3)], "val": [("jump", 2, 2), ("wave", 2, 2)]}
+    assert report["clean"]
 
     run = tmp_path / "run"
     assert main(["train", *common, "model.pretrained=imagenet", f"train.out_dir={run}", *small]) == 0
@@ -50,7 +55,11 @@ def test_readme_quick_start(folder_dataset, tmp_path, capsys, mobilenet_v2_weigh
 
     assert main(["eval", "--checkpoint", str(run / "last.pt"), "--json", str(tmp_path / "eval.json")]) == 0
     metrics = json.loads((tmp_path / "eval.json").read_text())
-    assert metrics["num_videos"] == 4 and 0 <= metrics["top1"] <= 100
+    # top-1 by hand: the Predictor's first class for each validation video against its folder's name
+    predictor = Predictor.from_checkpoint(run / "last.pt")
+    val = sorted((folder_dataset / "val").glob("*/*.mp4"))
+    right = [r["top"][0]["class"] == p.parent.name for r, p in zip(predictor.predict(val, topk=1), val, strict=True)]
+    assert metrics["num_videos"] == 4 and metrics["top1"] == pytest.approx(100 * sum(right) / 4)
     capsys.readouterr()
 
     clip = folder_dataset / "val" / "wave" / "wave 0.mp4"
