@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -21,7 +22,9 @@ def test_split_export_runs_a_stream_without_torch_and_matches_the_model(tmp_path
     model, _, ckpt = tiny_checkpoint(tmp_path / "model.pt", time_encoding="fourier", head="glimpse")
     assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--split", "--out",
                  str(tmp_path / "m.onnx")]) == 0
-    assert "max_abs_diff frame=" in capsys.readouterr().out
+    match = re.search(r"max_abs_diff frame=(\S+) head=(\S+)", capsys.readouterr().out)
+    assert match, "the measured differences are printed"
+    worst = max(float(v) for v in match.groups())
     side = json.loads((tmp_path / "m_split.json").read_text())
     assert side["preprocessing"]["num_segments"] == 3 and side["class_names"] == list("abcd")
     frame = ort.InferenceSession(str(tmp_path / side["frame_graph"]), providers=["CPUExecutionProvider"])
@@ -35,5 +38,13 @@ def test_split_export_runs_a_stream_without_torch_and_matches_the_model(tmp_path
             (logits,) = head.run(None, {"features": feats[None, -k:]})
             ref = model(video[None, -k:]).logits
             np.testing.assert_allclose(logits, ref.numpy(), atol=1e-4, rtol=0)
+    # above its tolerance the export fails, in one line naming the graph: a tolerance below the difference measured
+    tight = worst / 2 if worst > 0 else -1.0
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--split", "--out",
+                 str(tmp_path / "tight.onnx"), "--tolerance", repr(tight)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(rf"error: \S*tight\S*\.onnx: exported graph differs from PyTorch by \S+ > tolerance "
+                        rf"{tight:g} \(input \([0-9, ]+\)\)", err), err
+    assert not (tmp_path / "tight_split.json").exists()  # no sidecar announces graphs that failed their check
     assert main(["export", "--checkpoint", str(ckpt), "--format", "torchscript", "--split"]) == 2
     assert "--split writes two ONNX graphs" in capsys.readouterr().err

@@ -210,3 +210,30 @@ def test_bad_flow_input_is_one_line_and_training_skips_it(tmp_path, caplog):
     assert "nofolder.mp4" in caplog.text
     ds.replace_failed = True  # training: replaced by a readable video
     assert ds[1]["skipped"] >= 1
+
+
+def test_data_flow_command_writes_rightward_motion_as_positive_x(tmp_path, capsys):
+    """`istpan data flow` end to end, read back with PIL alone: a square moving right and up (3, -2 px per frame)
+    gives flow_x above the middle grey (128) and flow_y below it, as TSN stores them (x to the right, y down, the
+    motion from frame t to t + 1); the same square moving left and down gives the opposite."""
+    from PIL import Image
+
+    from istpan.cli.main import main
+
+    moves = {"0": SHIFT, "1": (-SHIFT[0], -SHIFT[1])}
+    for name, shift in moves.items():
+        make_video(tmp_path / "v" / f"{name}.mp4", square_frames(4, shift=shift))  # starts at (14, 24) either way
+    (tmp_path / "list.txt").write_text("0.mp4 a\n1.mp4 a\n")
+    (tmp_path / "classes.txt").write_text("a\n")
+    (tmp_path / "cfg.yaml").write_text(
+        f"data: {{format: list, root: {tmp_path / 'v'}, train_annotations: {tmp_path / 'list.txt'}, "
+        f"classes: {tmp_path / 'classes.txt'}, short_side: 0}}\n")
+    assert main(["data", "flow", "--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "flow"),
+                 "--algorithm", "farneback", "--workers", "1", "--no-progress"]) == 0
+    for name, (sx, sy) in moves.items():
+        inner = (slice(24 + 6, 24 + 18), slice(14 + 6, 14 + 18))  # inside the square in frame 0
+        x = np.asarray(Image.open(tmp_path / "flow" / name / "flow_x_00001.jpg"), dtype=np.float64)[inner]
+        y = np.asarray(Image.open(tmp_path / "flow" / name / "flow_y_00001.jpg"), dtype=np.float64)[inner]
+        step = 255 / (2 * DEFAULT_BOUND)  # grey levels per pixel of motion
+        assert abs(np.median(x) - (127.5 + sx * step)) <= 0.5 * step + 1, (name, np.median(x))
+        assert abs(np.median(y) - (127.5 + sy * step)) <= 0.5 * step + 1, (name, np.median(y))

@@ -6,11 +6,14 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import signal
+import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 import torch
+from pausing import PausingChild
 from test_train import make_list_dataset, tiny_config
 
 from istpan.cli.main import main
@@ -210,3 +213,51 @@ def test_training_and_eval_from_shards(sharded, tmp_path):
     again = json.loads((tmp_path / "e.json").read_text())
     assert again["num_videos"] == 5 and again["top1"] == epoch["val"]["top1"]
     assert again["loss"] == pytest.approx(epoch["val"]["loss"], abs=1e-6)
+
+
+# The child stops right after logging step 7 (5 steps per epoch: the 2nd step of epoch 2) until the test releases it.
+_PAUSE_AT_STEP_7 = """
+from istpan.training import run_log
+log = run_log.RunLog.log
+def paused_log(self, record, **kw):
+    log(self, record, **kw)
+    if record["type"] == "step" and record["global_step"] == 7:
+        pause()
+run_log.RunLog.log = paused_log
+"""
+
+
+@pytest.mark.slow
+def test_training_from_shards_killed_or_interrupted_mid_epoch_resumes_exactly(sharded, tmp_path):
+    """`data.format=webdataset`: a run stopped mid-epoch 2 by SIGKILL (resumes from the epoch-1 checkpoint) or by
+    Ctrl-C (saves after step 2 of epoch 2 and resumes there, the shard readers skipping what was consumed) takes the
+    steps of the uninterrupted run: same losses and LR at every step, same final weights."""
+    from test_train import step_values
+
+    from istpan.files.checkpoint import load_checkpoint
+    from istpan.training.train import train
+
+    def config(name: str):
+        cfg = copy.deepcopy(sharded[2]["cfg"])
+        cfg.data = _shard_cfg(sharded)
+        cfg.train.out_dir, cfg.train.epochs = str(tmp_path / name), 2
+        save_config(cfg, tmp_path / f"{name}.yaml")
+        return cfg
+
+    reference = train(config("reference"), progress=False)
+    assert reference["steps_per_epoch"] == 5
+    for name, sig in (("killed", signal.SIGKILL), ("interrupted", signal.SIGINT)):
+        cfg = config(name)
+        child = PausingChild(tmp_path / f"pause-{name}", patch=_PAUSE_AT_STEP_7, stderr=subprocess.PIPE, text=True,
+                             argv=["train", "--config", str(tmp_path / f"{name}.yaml"), "--no-progress"])
+        child.wait_paused()
+        child.proc.send_signal(sig)
+        child.release()
+        _, err = child.proc.communicate(timeout=120)
+        assert child.proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 130), err
+        state = load_checkpoint(tmp_path / name / "last.pt")
+        assert (state["epoch"], state.get("step_in_epoch", 0)) == ((1, 0) if sig == signal.SIGKILL else (1, 2))
+        resumed = train(cfg, resume="auto", progress=False)
+        assert step_values(tmp_path / name) == step_values(reference["run_dir"]), name
+        a, b = (load_checkpoint(r["last_checkpoint"])["model"] for r in (resumed, reference))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
