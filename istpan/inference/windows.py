@@ -170,6 +170,44 @@ def _windows(path: Path, pre: Preprocessing, window: int, stride: int
 
 
 @torch.no_grad()
+def _window_scores(model: nn.Module, pre: Preprocessing, path: Path, win: int, step: int, *, batch_size: int,
+                   multi_label: bool) -> tuple[list[tuple[int, int]], torch.Tensor, int, set[int]]:
+    """Every window's probabilities, each sampled frame through the backbone once: (bounds, scores (windows, C),
+    frames through the backbone, distinct frames sampled). A window's new frames are batched; features of frames
+    that a later window may reuse are cached, and dropped once every window has moved past them."""
+    device = device_of(model)
+    model.eval()
+    bounds: list[tuple[int, int]] = []
+    chunks: list[torch.Tensor] = []
+    feats: dict[int, torch.Tensor] = {}  # frame index -> cached features (ΣC_j, h, w) of frames a window may reuse
+    backbone_frames, sampled = 0, set()
+    for start, end, idx, view_of in _windows(path, pre, win, step):
+        bounds.append((start, end))
+        sampled.update(idx)
+        for i in [i for i in feats if i < start]:  # windows only move forward (the tail window too): never used again
+            del feats[i]
+        new = sorted(set(idx) - set(feats))
+        for i in range(0, len(new), batch_size * pre.num_frames):  # the backbone on this window's new frames only
+            part = new[i: i + batch_size * pre.num_frames]
+            x = pre.to_input(torch.stack([view_of(j) for j in part])).to(device)  # (n, 3, s, s)
+            feats.update(zip(part, model.frame_features(x)))  # n x (ΣC_j, h, w)
+            backbone_frames += len(part)
+        clip = torch.stack([feats[i] for i in idx])[None]  # (1, K, ΣC_j, h, w)
+        chunks.append(probabilities(model.forward_clip(clip).logits, multi_label=multi_label).cpu())  # (1, C)
+    return bounds, torch.cat(chunks), backbone_frames, sampled  # scores (num_windows, C)
+
+
+def _segments(centres: Sequence[float], scores: torch.Tensor, names: Sequence[str], threshold: float,
+              duration: float) -> list[dict[str, Any]]:
+    """[{class, index, start_s, end_s, peak}] of every class's runs above threshold, sorted by start."""
+    segments = []
+    for c in range(scores.shape[1]):
+        for start_s, end_s, peak in segments_from_scores(centres, scores[:, c], threshold, duration=duration):
+            segments.append({"class": names[c], "index": c, "start_s": start_s, "end_s": end_s, "peak": peak})
+    segments.sort(key=lambda seg: (seg["start_s"], -seg["peak"]))
+    return segments
+
+
 def sliding_window_predict(model: nn.Module, description: ModelDescription | dict[str, Any], path: str | Path, *,
                            window: float, stride: float | None = None, unit: str = "frames", reduce: str = "mean",
                            threshold: float = 0.5, outdir: str | Path | None = None, batch_size: int = 8, topk: int = 5,
@@ -195,38 +233,15 @@ def sliding_window_predict(model: nn.Module, description: ModelDescription | dic
     win = _to_frames(window, unit, info.fps, "window", path)
     step = max(1, win // 2) if stride is None else _to_frames(stride, unit, info.fps, "stride", path)
     multi = description.multi_label
-    device = device_of(model)
-    model.eval()
-
-    bounds: list[tuple[int, int]] = []
-    chunks: list[torch.Tensor] = []
-    feats: dict[int, torch.Tensor] = {}  # frame index -> cached features (ΣC_j, h, w) of frames a window may reuse
-    backbone_frames, sampled = 0, set()
-    for start, end, idx, view_of in _windows(path, pre, win, step):
-        bounds.append((start, end))
-        sampled.update(idx)
-        for i in [i for i in feats if i < start]:  # windows only move forward (the tail window too): never used again
-            del feats[i]
-        new = sorted(set(idx) - set(feats))
-        for i in range(0, len(new), batch_size * pre.num_frames):  # the backbone on this window's new frames only
-            part = new[i: i + batch_size * pre.num_frames]
-            x = pre.to_input(torch.stack([view_of(j) for j in part])).to(device)  # (n, 3, s, s)
-            feats.update(zip(part, model.frame_features(x)))  # n x (ΣC_j, h, w)
-            backbone_frames += len(part)
-        clip = torch.stack([feats[i] for i in idx])[None]  # (1, K, ΣC_j, h, w)
-        chunks.append(probabilities(model.forward_clip(clip).logits, multi_label=multi).cpu())  # (1, C)
-    scores = torch.cat(chunks)  # (num_windows, C)
+    bounds, scores, backbone_frames, sampled = _window_scores(model, pre, path, win, step, batch_size=batch_size,
+                                                              multi_label=multi)
 
     fps = info.fps if info.fps > 0 else 1.0
     total = bounds[-1][1]
     duration = total / fps
     centres = [(s + e) / 2 / fps for s, e in bounds]
     video_scores = scores.mean(0) if reduce == "mean" else scores.amax(0)  # (C,)
-    segments = []
-    for c in range(scores.shape[1]):
-        for start_s, end_s, peak in segments_from_scores(centres, scores[:, c], threshold, duration=duration):
-            segments.append({"class": names[c], "index": c, "start_s": start_s, "end_s": end_s, "peak": peak})
-    segments.sort(key=lambda seg: (seg["start_s"], -seg["peak"]))
+    segments = _segments(centres, scores, names, threshold, duration)
     result = video_result(
         path, num_frames=pre.num_frames, video_frames=total, multi_label=multi, probs=video_scores, names=names,
         topk=topk,
