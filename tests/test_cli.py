@@ -71,6 +71,47 @@ def test_predict_json_and_unreadable_video(trained, tmp_path, capsys):
     assert f"error: {broken}" in captured.err
 
 
+def test_json_means_one_thing_in_eval_and_predict(trained, tmp_path, capsys):
+    """--json FILE writes the document to FILE (the text stays on stdout); --json - prints it alone on stdout (the
+    text goes to stderr), in eval as in predict; a FILE not ending in .json is refused before anything is written."""
+    data, run = trained
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(run / "last.pt"), "--json", str(report)]) == 0
+    assert f"wrote {report}" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", str(run / "last.pt"), "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    on_stdout = json.loads(captured.out)  # the JSON alone
+    assert on_stdout == json.loads(report.read_text())
+    assert f"top1 {on_stdout['top1']:.2f}" in captured.err
+    video, preds = data / "val_0.mp4", tmp_path / "preds.json"
+    assert main(["predict", str(video), "--checkpoint", str(run / "last.pt"), "--json", str(preds)]) == 0
+    captured = capsys.readouterr()
+    (result,) = json.loads(preds.read_text())
+    assert result["path"] == str(video) and f"{video}: {result['top'][0]['class']}" in captured.out
+    assert main(["predict", str(video), "--checkpoint", str(run / "last.pt"), "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out) == [result]
+    before = video.read_bytes()  # `--json VIDEO VIDEO` would read the first video as FILE: refused, not overwritten
+    assert main(["predict", "--json", str(video), str(data / "val_1.mp4"), "--checkpoint", str(run / "last.pt")]) == 2
+    assert "FILE must end in .json" in capsys.readouterr().err and video.read_bytes() == before
+
+
+def test_predict_device_defaults_to_auto_like_training(trained, monkeypatch, capsys):
+    import torch
+
+    from istpan.cli.main import build_parser
+    from istpan.cli.output import pick_device
+
+    data, run = trained
+    assert build_parser().parse_args(["predict", "x.mp4", "--checkpoint", "c"]).device == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == "cpu" and pick_device("cpu") == "cpu"
+    assert main(["predict", str(data / "val_0.mp4"), "--checkpoint", str(run / "last.pt")]) == 0  # auto: the CPU here
+    assert main(["predict", str(data / "val_0.mp4"), "--checkpoint", str(run / "last.pt"), "--device", "cuda"]) == 2
+    assert "no CUDA device is visible" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == "cuda"
+
+
 def test_export_command(trained, tmp_path, capsys):
     _, run = trained
     out = tmp_path / "model.ts"

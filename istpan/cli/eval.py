@@ -1,15 +1,18 @@
 """`istpan eval`: multi-clip x multi-crop evaluation of a checkpoint on its validation set.
 
 Prints the metrics and the confusion matrix (single-label; the most frequent confusions when there are more than
-`_MAX_PRINTED` classes); `--json FILE` writes every number to FILE and the matrix as a PNG beside it.
+`_MAX_PRINTED` classes); `--json FILE` writes every number to FILE and the matrix as a PNG beside it, `--json -`
+prints the JSON alone on stdout (the text then goes to stderr), as `predict --json` does.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import sys
 from pathlib import Path
+
+from istpan.cli.output import STDOUT, add_json_option, check_json_target, text_stream, write_json
 
 __all__ = ["add_parser", "run"]
 
@@ -42,8 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="one weight per --checkpoint, in order (default equal; TSN's RGB + flow: 1 1.5)")
     p.add_argument("--views", default="1x1", help="CLIPSxCROPS, e.g. 1x1, 2x3, 10x1 (crops: 1, 3 or 10)")
     p.add_argument("--batch-size", type=int, default=None, help="videos per batch (default: the training batch size)")
-    p.add_argument("--json", metavar="FILE", help="write all metrics (confusion matrix / per-class AP included) and "
-                   "the confusion matrix as FILE's name with .confusion.png")
+    add_json_option(p, "all metrics (confusion matrix / per-class AP included; with FILE also the matrix as "
+                    "<FILE stem>.confusion.png beside it)")
     a = p.add_argument_group("anytime calibration (docs/latency.md)")
     a.add_argument("--anytime", action="store_true", help="calibrate anytime inference instead: the stopping rule "
                    "with the fewest mean frames whose loss bound stays within --max-loss of fixed K = N; prints "
@@ -74,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from istpan.evaluation.evaluate import evaluate_checkpoint
     from istpan.evaluation.fusion import evaluate_fused
 
+    check_json_target(args.json)
     if args.anytime:
         return _anytime(args)
     if args.max_frames is not None or args.no_fixed_k or args.rule is not None or args.z is not None:
@@ -91,6 +95,24 @@ def run(args: argparse.Namespace) -> int:
         return 0
     class_names = result["class_names"]
     result.pop("videos", None)
+    with contextlib.redirect_stdout(text_stream(args.json)):  # --json -: the JSON alone on stdout
+        _print_metrics(args, result, class_names)
+    if args.json == STDOUT:
+        write_json(result, STDOUT)
+    elif args.json:
+        print(f"wrote {write_json(result, args.json)}")
+        if result.get("confusion"):
+            from istpan.viz.confusion import plot_confusion
+
+            png = Path(args.json).with_suffix(".confusion.png")
+            plot_confusion(result["confusion"], class_names, png,
+                           title=f"{', '.join(Path(c).name for c in args.checkpoint)}, views {args.views}")
+            print(f"wrote {png}")
+    return 0
+
+
+def _print_metrics(args: argparse.Namespace, result: dict, class_names: list[str]) -> None:
+    """The metrics as text: per stream (late fusion), the summary line, the confusions."""
     for stream, weight in zip(result.get("streams", []), result.get("fuse_weights", [])):
         metric = (f"mAP {stream['mAP']:.2f}" if result["multi_label"] else
                   f"top1 {stream['top1']:.2f}  top5 {stream['top5']:.2f}")
@@ -104,18 +126,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"top1 {result['top1']:.2f}  top5 {result['top5']:.2f}  mean class acc {result['mean_class_acc']:.2f}")
     print(f"videos {result['num_videos']}  skipped {result['skipped']} (failed to decode)  views {args.views}")
     if result.get("confusion"):
-        print(_confusion_text(result["confusion"], class_names, json_given=bool(args.json)))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1, default=float))
-        print(f"wrote {args.json}")
-        if result.get("confusion"):
-            from istpan.viz.confusion import plot_confusion
-
-            png = Path(args.json).with_suffix(".confusion.png")
-            plot_confusion(result["confusion"], class_names, png,
-                           title=f"{', '.join(Path(c).name for c in args.checkpoint)}, views {args.views}")
-            print(f"wrote {png}")
-    return 0
+        print(_confusion_text(result["confusion"], class_names, json_given=args.json not in (None, STDOUT)))
 
 
 def _anytime(args: argparse.Namespace) -> int:
@@ -126,6 +137,9 @@ def _anytime(args: argparse.Namespace) -> int:
     if len(args.checkpoint) > 1 or args.fuse_weights or args.views != "1x1":
         raise UserError("--anytime calibrates one checkpoint with one view: not with several --checkpoint, "
                         "--fuse-weights or --views")
+    if args.json == STDOUT:
+        raise UserError("--anytime --json writes the calibration file that predict --confidence reads: give a FILE "
+                        "(.json), not -")
     cal = calibrate_checkpoint(args.checkpoint[0], max_frames=args.max_frames, max_loss=args.max_loss,
                                order=args.frame_order, fixed_k=not args.no_fixed_k, batch_size=args.batch_size,
                                overrides=args.overrides, progress=sys.stderr.isatty(),

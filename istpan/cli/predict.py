@@ -12,11 +12,14 @@ import argparse
 import json
 import sys
 
+from istpan.cli.output import STDOUT, add_device_option, add_json_option, check_json_target, pick_device, write_json
+
 __all__ = ["add_parser", "run"]
 
 EXAMPLES = """examples:
   istpan predict clip.mp4 other.avi --checkpoint runs/ucf101_split1/best.pt
-  istpan predict clip.mp4 --checkpoint runs/ucf101_split1 --topk 3 --num-frames 25 --json   # a run folder
+  istpan predict clip.mp4 --checkpoint runs/ucf101_split1 --topk 3 --num-frames 25 --json -   # a run folder; JSON
+  istpan predict a.mp4 b.avi --checkpoint best.pt --json preds.json    # the text on screen, the results in a file
   istpan predict clip.mp4 --checkpoint best.pt --explain out/          # attention overlays + HTML report
   istpan predict rawframes/v_Archery_g01_c01 --checkpoint best.pt --backend frames   # a folder of frame images
   istpan predict long.mp4 --checkpoint best.pt --window 4 --stride 2 --unit seconds   # untrimmed video
@@ -49,8 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--num-frames", type=int, default=None, dest="num_frames",
                    help="K frames per video, or per window with --window (default: the checkpoint's)")
     p.add_argument("--num-segments", "--segments", type=int, dest="num_frames", help=argparse.SUPPRESS)  # old names
-    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_json_option(p, "the results (one dict per video)")
+    add_device_option(p)
     p.add_argument("--backend", choices=("pyav", "opencv", "frames"), help="how VIDEO paths are decoded: frames reads "
                    "a folder of extracted frame images (img_00001.jpg, ...); default: the checkpoint's data.backend")
     p.add_argument("--explain", metavar="OUTDIR", help="write attention overlays and a report to OUTDIR")
@@ -244,16 +247,20 @@ def _videos(args: argparse.Namespace, anytime: bool) -> list[dict]:
 
 
 def _print(args: argparse.Namespace, results: list[dict]) -> None:
-    """--json: one document; else one line per video (windows: their segments too)."""
-    if args.json:
-        print(json.dumps(results, indent=1, default=str))
-    elif args.window is not None:
+    """--json - (or bare --json): one JSON document alone on stdout; else one line per video (windows: their segments
+    too), and with --json FILE the document written to FILE."""
+    if args.json == STDOUT:
+        write_json(results, STDOUT)
+        return
+    if args.window is not None:
         _print_windows(results, args.reduce, args.topk)
     else:
         for r in results:
             if "error" not in r:
                 used = f"  ({r['num_frames']} of {r['max_frames']} frames)" if "max_frames" in r else ""
                 print(f"{r['path']}: {_top_line(r['top'])}{used}")
+    if args.json is not None:
+        print(f"wrote {write_json(results, args.json)}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -261,6 +268,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.topk < 1:
         raise UserError(f"--topk must be >= 1, got {args.topk}")
+    check_json_target(args.json)
+    args.device = pick_device(args.device)
     if len(args.checkpoint) > 1 or args.fuse_weights:
         results = _fused(args)
     else:
