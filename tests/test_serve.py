@@ -363,3 +363,52 @@ def test_max_streams(client: TestClient, files: dict[str, Path]) -> None:
         streams.max_streams = saved
         release.set()
         server.shutdown()
+
+
+class _Playlist(BaseHTTPRequestHandler):
+    """An HLS playlist whose one segment is a local file of the server's machine."""
+
+    body = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.apple.mpegurl")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_url_playlist_cannot_reach_local_files(client: TestClient, files: dict[str, Path]) -> None:
+    """A network source that is an HLS playlist naming file:// or absolute-path segments: FFmpeg's HLS demuxer
+    refuses local segments from a network playlist, so the session ends with an error and never decides on them."""
+    local = make_video(files["root"] / "private.ts", num_frames=30, size=(48, 64))
+    for segment in (f"file://{local}", str(local)):
+        _Playlist.body = (f"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXTINF:1.2,\n{segment}\n"
+                          "#EXT-X-ENDLIST\n").encode()
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Playlist)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/list.m3u8"
+            started = client.post("/v1/streams", json={"source": url})
+            assert started.status_code == 201
+            events = _events(client, started.json()["id"])
+            assert [k for k, _ in events] == ["hello", "end"], events
+            assert "cannot open" in events[-1][1]["reason"]
+        finally:
+            server.shutdown()
+
+
+def test_artifacts_are_removed_after_their_time(tmp_path: Path) -> None:
+    from istpan.serve.artifacts import ArtifactStore
+
+    store = ArtifactStore(tmp_path / "artifacts", ttl_s=60)
+    key, folder = store.new()
+    (folder / "grid.png").write_bytes(b"png")
+    assert store.file(key, "grid.png") == folder / "grid.png"
+    assert store.file(key, "../grid.png") is None and store.file("../" + key, "grid.png") is None
+    assert store.sweep() == 0
+    store._made[key] -= 61  # as if made 61 s ago
+    assert store.sweep() == 1 and not folder.exists() and store.file(key, "grid.png") is None
