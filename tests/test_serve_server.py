@@ -125,12 +125,17 @@ def test_sigterm_drains(setup: dict[str, Path], tmp_path: Path) -> None:
     assert not list(tmp_path.glob("istpan-serve-*"))  # the private temp folder went with it
 
 
-def test_other_hosts_need_a_token(setup: dict[str, Path]) -> None:
+def test_bind_rule_and_bad_checkpoint_are_one_line(setup: dict[str, Path]) -> None:
     result = subprocess.run([sys.executable, "-m", "istpan.cli.main", "serve", "--checkpoint",
                              str(setup["checkpoint"]), "--host", "0.0.0.0"], capture_output=True, text=True,
                             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: --host 0.0.0.0 is reachable")
+    missing = subprocess.run([sys.executable, "-m", "istpan.cli.main", "serve", "--checkpoint",
+                              str(setup["root"] / "nope.pt")], capture_output=True, text=True,
+                             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "nope.pt" in missing.stderr
 
 
 @pytest.mark.slow

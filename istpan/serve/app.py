@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from istpan.serve.artifacts import ArtifactStore
 from istpan.serve.config import ServeConfig
 from istpan.serve.engine import Engine
-from istpan.serve.gate import Gate
+from istpan.serve.gate import Gate, error
 from istpan.serve.metrics import CONTENT_TYPE, Metrics
 from istpan.serve.predict_route import predict
 from istpan.serve.stream_routes import add_stream_routes
@@ -125,12 +125,6 @@ class ServeState:
             self.slow.shutdown(wait=True)
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def error(status: int, message: str, *, retry_after: int | None = None) -> JSONResponse:
-    """Every error the API sends: {"error": one line}."""
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def create_app(config: ServeConfig, *, engine: Engine | None = None) -> FastAPI:

@@ -13,11 +13,19 @@ from typing import Any
 
 from istpan.serve.security import token_matches
 
-__all__ = ["Gate"]
+__all__ = ["Gate", "error"]
 
 _PUBLIC = ("/", "/healthz", "/readyz", "/favicon.ico")
 _PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self'; "
              "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+
+def error(status: int, message: str, *, retry_after: int | None = None) -> Any:
+    """Every error the API sends: {"error": one line}, with Retry-After when retrying later can help."""
+    from fastapi.responses import JSONResponse
+
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _public(path: str) -> bool:

@@ -21,6 +21,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from istpan.errors import UserError
+from istpan.serve.gate import error
 from istpan.serve.security import UnsupportedMedia
 from istpan.serve.uploads import UploadError, read_upload
 
@@ -61,18 +62,14 @@ def parse_options(values: dict[str, str], num_classes: int) -> dict[str, Any]:
     return out
 
 
-def _error(status: int, message: str, retry_after: int | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
 
 async def predict(state: Any, request: Request) -> Response:
     cfg, metrics = state.config, state.metrics
     if not state.ready or state.engine is None:
-        return _error(503, "loading the model", retry_after=1)
+        return error(503, "loading the model", retry_after=1)
     if state.predictions >= cfg.max_queue:  # before reading a byte: past capacity costs nothing
         metrics.rejected.labels("queue_full").inc()
-        return _error(503, f"busy: {cfg.max_queue} predictions in progress (--max-queue); retry shortly",
+        return error(503, f"busy: {cfg.max_queue} predictions in progress (--max-queue); retry shortly",
                       retry_after=1)
     state.predictions += 1
     metrics.inflight.inc()
@@ -89,13 +86,13 @@ async def predict(state: Any, request: Request) -> Response:
     except UploadError as err:
         if err.status == 413:
             metrics.rejected.labels("too_large").inc()
-        return _error(err.status, err.message)
+        return error(err.status, err.message)
     except UnsupportedMedia as err:
         metrics.decode_failures.labels("not_a_video").inc()
-        return _error(415, str(err).replace(str(folder / "video"), name))
+        return error(415, str(err).replace(str(folder / "video"), name))
     except UserError as err:  # VideoError, DecoderCrashed: a damaged or truncated video
         metrics.decode_failures.labels("undecodable").inc()
-        return _error(422, str(err).replace(str(folder / "video"), name))
+        return error(422, str(err).replace(str(folder / "video"), name))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         state.predictions -= 1

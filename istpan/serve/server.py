@@ -17,6 +17,7 @@ import uvicorn
 
 from istpan.serve.app import create_app
 from istpan.serve.config import ServeConfig
+from istpan.serve.engine import Engine
 
 __all__ = ["DrainingServer", "serve"]
 
@@ -47,8 +48,10 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(config: ServeConfig, *, log_level: str = "info") -> int:
-    """Check the config, load the model, serve until SIGTERM / Ctrl-C (then drain)."""
-    app = create_app(config)
+    """Check the config, load the model, serve until SIGTERM / Ctrl-C (then drain). The model is loaded here, before
+    uvicorn starts, so a bad checkpoint is one `error:` line and exit 2, not a failed application startup."""
+    config.check()
+    app = create_app(config, engine=Engine.load(config.checkpoint, device=config.device))
     uv = uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level, lifespan="on",
                         timeout_graceful_shutdown=5, server_header=False, proxy_headers=False)
     DrainingServer(uv, app.state.serve).run()

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from istpan.serve.gate import error
 from istpan.serve.security import SourceRefused, check_source
 from istpan.serve.streams import StreamOptions, StreamsFull, sse_events
 
@@ -19,10 +20,6 @@ __all__ = ["add_stream_routes", "stream_options"]
 
 _FIELDS = {"source", "sample_fps", "every_frames", "every_seconds", "top_k", "realtime"}
 
-
-def _error(status: int, message: str, retry_after: int | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 class BadRequest(Exception):
@@ -69,21 +66,21 @@ def add_stream_routes(app: FastAPI, state: Any) -> None:
     @app.post("/v1/streams", status_code=201)
     async def start_stream(request: Request) -> Response:
         if not state.ready:
-            return _error(503, "loading the model", retry_after=1)
+            return error(503, "loading the model", retry_after=1)
         try:
             body = await request.json()
         except ValueError:
-            return _error(400, "the body is not JSON")
+            return error(400, "the body is not JSON")
         try:
             options = stream_options(body, state.config.media_root, len(state.engine.class_names))
             session = state.streams.start(options)
         except BadRequest as err:
-            return _error(400, str(err))
+            return error(400, str(err))
         except SourceRefused as err:
-            return _error(404 if err.missing else 403 if err.forbidden else 400, str(err))
+            return error(404 if err.missing else 403 if err.forbidden else 400, str(err))
         except StreamsFull as err:
             state.metrics.rejected.labels("streams_full").inc()
-            return _error(503, str(err), retry_after=5)
+            return error(503, str(err), retry_after=5)
         return JSONResponse(session.info(), status_code=201)
 
     @app.get("/v1/streams")
@@ -93,13 +90,13 @@ def add_stream_routes(app: FastAPI, state: Any) -> None:
     @app.get("/v1/streams/{stream_id}")
     async def get_stream(stream_id: str) -> Response:
         session = session_or_404(stream_id)
-        return JSONResponse(session.info()) if session else _error(404, f"no stream {stream_id}")
+        return JSONResponse(session.info()) if session else error(404, f"no stream {stream_id}")
 
     @app.get("/v1/streams/{stream_id}/events")
     async def stream_events(stream_id: str) -> Response:
         session = session_or_404(stream_id)
         if session is None:
-            return _error(404, f"no stream {stream_id}")
+            return error(404, f"no stream {stream_id}")
         return StreamingResponse(sse_events(session), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -107,6 +104,6 @@ def add_stream_routes(app: FastAPI, state: Any) -> None:
     async def stop_stream(stream_id: str) -> Response:
         session = session_or_404(stream_id)
         if session is None:
-            return _error(404, f"no stream {stream_id}")
+            return error(404, f"no stream {stream_id}")
         state.streams.stop(session, "stopped by DELETE")
         return JSONResponse(session.info())
