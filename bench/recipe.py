@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--accuracy", action="store_true", help="synthetic accuracy of each part (slow)")
     parser.add_argument("--model", default="istpan_mobilenetv2")
     parser.add_argument("--size", type=int, default=112, help="input crop size")
-    parser.add_argument("--segments", type=int, default=8, help="K")
+    parser.add_argument("--num-frames", "--segments", type=int, default=8, dest="segments", help="K")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant and round")
     parser.add_argument("--rounds", type=int, default=3)

@@ -54,7 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="istpan_tiny")
     parser.add_argument("--size", type=int, default=64, help="input crop size")
-    parser.add_argument("--segments", type=int, default=8, help="K")
+    parser.add_argument("--num-frames", "--segments", type=int, default=8, dest="segments", help="K")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant and round")
     parser.add_argument("--rounds", type=int, default=5)

@@ -61,7 +61,7 @@ def test_predict_json_and_unreadable_video(trained, tmp_path, capsys):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x01garbage" * 100)
     code = main(["predict", str(data / "val_0.mp4"), str(broken), "--checkpoint", str(run / "last.pt"), "--topk", "2",
-                 "--num-segments", "5", "--json"])
+                 "--num-frames", "5", "--json"])
     captured = capsys.readouterr()
     assert code == 1  # one video failed, the other was still classified
     results = json.loads(captured.out)

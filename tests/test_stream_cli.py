@@ -135,7 +135,7 @@ def test_anytime_predict_cli(setup, capsys):
     ckpt, mp4, _ = setup
     assert main(["predict", str(mp4), "--checkpoint", str(ckpt), "--max-frames", "5", "--json"]) == 0
     full = json.loads(capsys.readouterr().out)[0]
-    assert main(["predict", str(mp4), "--checkpoint", str(ckpt), "--num-segments", "5", "--json"]) == 0
+    assert main(["predict", str(mp4), "--checkpoint", str(ckpt), "--num-frames", "5", "--json"]) == 0
     fixed = json.loads(capsys.readouterr().out)[0]
     assert full["num_frames"] == 5 and [t["index"] for t in full["top"]] == [t["index"] for t in fixed["top"]]
     assert [t["score"] for t in full["top"]] == pytest.approx([t["score"] for t in fixed["top"]], abs=1e-5)

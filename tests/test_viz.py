@@ -344,7 +344,7 @@ def test_explain_real_hmdb51_clip(tmp_path, tiny_model, clips_dir):
 
 
 def test_explain_num_segments_override_matches_predict_for_dense_checkpoints(tmp_path, tiny_model):
-    """--num-segments is the K of a dense checkpoint too: explain must sample what predict_videos samples."""
+    """--num-frames is the K of a dense checkpoint too: explain must sample what predict_videos samples."""
     meta = {**META, "preprocessing": {**META["preprocessing"], "sampling": "dense", "clip_len": 8}}
     path = make_video(tmp_path / "a.mp4", num_frames=40, size=(72, 96))
     entry = explain_videos(tiny_model, meta, [path], tmp_path / "out", topk=3, num_frames=5)[0]

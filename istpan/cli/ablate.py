@@ -39,7 +39,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--val-per-class", type=int,
                    help="finetune: validation videos per class of the per-epoch curve (default 32; the final "
                    "evaluation of the last checkpoint always takes every validation video)")
-    p.add_argument("--train-segments", type=int, help="finetune: K while training (default 4; tested at K = 8)")
+    p.add_argument("--train-num-frames", "--train-segments", type=int, dest="train_segments",
+                   help="finetune: K while training (default 4; tested at K = 8)")
     p.add_argument("--lr", type=float, help="finetune: lr of the new layers (default 1e-3)")
     p.add_argument("--backbone-lr-mult", type=float, help="finetune: the backbone's lr relative to --lr (default 0.01)")
     p.add_argument("--weights", help="ImageNet MobileNetV2 checkpoint (torchvision's mobilenet_v2-b0353104.pth)")

@@ -14,7 +14,7 @@ __all__ = ["add_parser", "run"]
 EXAMPLES = """examples:
   istpan export --checkpoint runs/ucf101_split1/best.pt --format torch-export   # best.pt2: torch.export.load(...)
   istpan export --checkpoint runs/ucf101_split1/best.pt --format onnx
-  istpan export --checkpoint best.pt --format torchscript --out model.ts --num-segments 16   # torch.jit: deprecated
+  istpan export --checkpoint best.pt --format torchscript --out model.ts --num-frames 16   # torch.jit: deprecated
   istpan export --checkpoint best.pt --format onnx --split --out model.onnx   # model_frame.onnx + model_head.onnx
   istpan export --checkpoint runs/mine/best.pt --format hf --out my-model   # config.json, model.safetensors, README.md
   hf upload <user>/<repo> my-model                                           # then: --checkpoint <user>/<repo>
@@ -40,7 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    "and istpan.from_pretrained read (upload it with hf upload, or --push-to-hub)")
     p.add_argument("--out", help="output file or, for hf, folder (default: beside the checkpoint, .pt2 / .onnx / .ts / "
                    "_hf)")
-    p.add_argument("--num-segments", type=int, default=None, help="K of the exported graph (default: checkpoint's)")
+    p.add_argument("--num-frames", type=int, default=None, dest="num_frames",
+                   help="K of the exported graph (default: the checkpoint's)")
+    p.add_argument("--num-segments", type=int, dest="num_frames", help=argparse.SUPPRESS)  # the old name of K
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |export - PyTorch| of the logits")
     p.add_argument("--split", action="store_true", help="with --format onnx: two graphs for streaming, the per-frame "
                    "backbone (<stem>_frame.onnx) and the head over K frames' features (<stem>_head.onnx, any K)")
@@ -80,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
     from istpan.files.export import SUFFIXES, export_model
     from istpan.files.load import load
 
-    if args.num_segments is not None and args.num_segments < 1:
-        raise UserError(f"--num-segments must be >= 1, got {args.num_segments}")
+    if args.num_frames is not None and args.num_frames < 1:
+        raise UserError(f"--num-frames must be >= 1, got {args.num_frames}")
     if args.split and args.format != "onnx":
         raise UserError("--split writes two ONNX graphs: use it with --format onnx")
     if args.format != "hf" and (args.push_to_hub or args.private):
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         from istpan.files.export_split import export_split
 
         out = args.out or str(Path(args.checkpoint).with_suffix(".onnx"))
-        result = export_split(model, meta, out, num_segments=args.num_segments, tolerance=args.tolerance)
+        result = export_split(model, meta, out, num_frames=args.num_frames, tolerance=args.tolerance)
         diff, shape = result["max_abs_diff"], ", ".join(map(str, result["feature_shape"]))
         print(f"wrote {result['frame']} (frames (N, 3, S, S) -> features (N, {shape})), {result['head']} "
               f"(features (B, K, {shape}) -> logits, any K) and {result['sidecar']}")
@@ -103,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "hf":
         return _export_hf(args, loaded)
     out = args.out or str(Path(args.checkpoint).with_suffix(SUFFIXES[args.format]))
-    result = export_model(model, meta, out, format=args.format, num_segments=args.num_segments,
+    result = export_model(model, meta, out, format=args.format, num_frames=args.num_frames,
                           tolerance=args.tolerance)
     dynamic = "; any batch and K" if args.format == "torch-export" else ""
     print(f"wrote {result['path']} ({args.format}, input {tuple(result['input_shape'])}{dynamic}) and "

@@ -99,7 +99,7 @@ def export_model(
     out: str | Path,
     *,
     format: str = "onnx",
-    num_segments: int | None = None,
+    num_frames: int | None = None,
     batch_size: int = 1,
     tolerance: float = 1e-4,
     seed: int = 0,
@@ -114,7 +114,7 @@ def export_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
     description = ModelDescription.from_dict(description, model=model)
-    pre = description.preprocessing.with_frames(num_segments)
+    pre = description.preprocessing.with_frames(num_frames)
     k, size = pre.num_frames, pre.input_size
     channels = len(pre.mean)  # 3 for RGB, 2L for a flow checkpoint, 3 + 2L for rgb+flow (docs/flow.md)
     example = torch.randn(batch_size, k, channels, size, size, generator=torch.Generator().manual_seed(seed))

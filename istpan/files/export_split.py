@@ -73,7 +73,7 @@ def _check(session: Any, module: nn.Module, x: torch.Tensor, name: str, path: Pa
 
 @torch.no_grad()
 def export_split(model: nn.Module, description: ModelDescription | dict[str, Any], out: str | Path, *,
-                 num_segments: int | None = None, tolerance: float = 1e-4, seed: int = 0) -> dict[str, Any]:
+                 num_frames: int | None = None, tolerance: float = 1e-4, seed: int = 0) -> dict[str, Any]:
     """Write `<stem>_frame.onnx`, `<stem>_head.onnx` and `<stem>_split.json` next to `out`; check both graphs.
 
     Returns {"frame", "head", "sidecar", "feature_shape", "max_abs_diff": {"frame", "head"}, "tolerance"}.
@@ -86,7 +86,7 @@ def export_split(model: nn.Module, description: ModelDescription | dict[str, Any
     frame_path, head_path = Path(f"{stem}_frame.onnx"), Path(f"{stem}_head.onnx")
     model = model.cpu().eval()
     description = ModelDescription.from_dict(description, model=model)
-    pre = description.preprocessing.with_frames(num_segments)
+    pre = description.preprocessing.with_frames(num_frames)
     k, size = pre.num_frames, pre.input_size
     g = torch.Generator().manual_seed(seed)
     frames = torch.randn(2 * k, 3, size, size, generator=g)  # (N, 3, S, S)

@@ -115,8 +115,8 @@ def stream_decisions(
         raise UserError(f"a decision every {every_seconds} seconds: must be > 0")
     device = device_of(model)
     model.eval()
-    num_segments = pre.num_frames
-    cache = FeatureCache(num_segments)
+    num_frames = pre.num_frames
+    cache = FeatureCache(num_frames)
     since, last_time = 0, None
     index, t = -1, 0.0
 
@@ -149,5 +149,5 @@ def stream_decisions(
             yield decide(received)
     if last_time is None and len(cache):
         log.warning("stream ended after %d frames, fewer than the model's K = %d: one decision over those",
-                    len(cache), num_segments)
+                    len(cache), num_frames)
         yield decide(time.perf_counter())
