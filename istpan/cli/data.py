@@ -99,6 +99,8 @@ def add_parser(subparsers) -> None:
     r.add_argument("--gop", type=int, default=None, help="frames per keyframe (mp4; default: measured, docs/data.md)")
     r.add_argument("--crf", type=int, default=23, help="x264 constant quality (mp4; default 23, x264's; lower is "
                    "better and bigger)")
+    r.add_argument("--no-fastdecode", action="store_true", help="mp4: without x264's fastdecode tune (smaller copies, "
+                   "slower reads)")
     r.add_argument("--quality", type=int, default=95, help="JPEG quality (frames; default 95)")
     r.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (default: cores)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -209,7 +211,7 @@ def run_prepare(args) -> int:
     from istpan.data.tools.prepare import DEFAULT_GOP, PrepareOptions, prepare_dataset
 
     opts = PrepareOptions(form=args.form, short_side=args.short_side, gop=DEFAULT_GOP if args.gop is None else
-                          args.gop, crf=args.crf, quality=args.quality)
+                          args.gop, crf=args.crf, quality=args.quality, fastdecode=not args.no_fastdecode)
     opts.check()  # before the config: a bad flag is one line whatever the config holds
     cfg = load_config(args.config, args.overrides)
     print(f"preparing into {args.out} ({opts.form}, short side {opts.short_side}"
