@@ -348,3 +348,16 @@ def test_every_backend_and_video_info_agree_on_a_rotated_video(tmp_path, degrees
     assert np.stack([f.numpy() for _, f in iter_frames(folder, backend="frames")]).shape == upright.shape
     info = video_info(folder, backend="frames")
     assert (info.height, info.width) == size
+
+
+@pytest.mark.parametrize("text", ["ffconcat version 1.0\nfile secret.mp4\n",
+                                  "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nsecret.mp4\n#EXT-X-ENDLIST\n"])
+def test_a_concat_list_or_playlist_named_mp4_is_refused_not_followed(tmp_path, text):
+    """FFmpeg probes by content: a concat list would make it decode the file it names (16 frames of secret.mp4)."""
+    make_video(tmp_path / "secret.mp4")
+    (tmp_path / "clip.mp4").write_text(text)
+    with pytest.raises(VideoError, match="clip.mp4: .*(refused|cannot open)"):
+        count_frames(tmp_path / "clip.mp4")
+    with pytest.raises(VideoError):
+        read_frames(decode_mod.EncodedVideo("shard:clip", (tmp_path / "clip.mp4").read_bytes()), [0])
+    assert count_frames(tmp_path / "secret.mp4") == 16  # a plain MP4 still opens

@@ -45,6 +45,7 @@ from istpan.data._backends import VideoError, resized_size
 
 __all__ = [
     "BACKENDS",
+    "SAFE_DEMUXERS",
     "EncodedVideo",
     "VideoError",
     "VideoInfo",
@@ -57,6 +58,12 @@ __all__ = [
 ]
 
 BACKENDS = ("pyav", "opencv", "frames")
+# Media is untrusted: FFmpeg probes by content, and a "clip.mp4" that is a concat list or a playlist would make it
+# open the files or URLs named inside. Only plain video containers are opened (FFmpeg demuxer names; mov covers
+# mp4/m4v/3gp, matroska covers webm), and only through the file protocol; istpan/serve/security.py keeps the same list.
+SAFE_DEMUXERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "mpegts", "mpeg", "flv", "ogg", "asf", "h264",
+                 "hevc", "mjpeg")
+_OPEN_OPTIONS = {"format_whitelist": ",".join(SAFE_DEMUXERS), "protocol_whitelist": "file"}
 _SEEKABLE_CODECS = {"h264", "hevc"}
 _SEEKABLE_FORMATS = ("mov", "mp4", "m4a", "matroska")  # containers that store real presentation timestamps
 _CACHE_SIZE = 2048  # full indexes kept per process (a few KB each); plain frame counts are kept for every file
@@ -162,9 +169,13 @@ def _open(path: Path | EncodedVideo) -> tuple[av.container.InputContainer, av.vi
     if not isinstance(path, EncodedVideo):
         _backends.check_file(path)
     try:
-        container = av.open(io.BytesIO(path.data) if isinstance(path, EncodedVideo) else str(path))
+        container = av.open(io.BytesIO(path.data) if isinstance(path, EncodedVideo) else str(path),
+                            options=dict(_OPEN_OPTIONS))
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
-        reason = _mp4_index_problem(path) or f"cannot open as a video ({getattr(err, 'strerror', None) or err})"
+        refused = isinstance(err, av.error.ArgumentError)  # the demuxer FFmpeg probed is not a whitelisted one
+        reason = _mp4_index_problem(path) or ("not a plain video container (playlists and concat lists are refused: "
+                                              "they make FFmpeg open other files)" if refused else
+                                              f"cannot open as a video ({getattr(err, 'strerror', None) or err})")
         raise VideoError(path, reason) from err
     if not container.streams.video:
         container.close()
