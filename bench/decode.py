@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4, help="random TSN samplings per clip and round")
     parser.add_argument("--num-frames", "--segments", type=int, default=8, dest="segments")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/istpan_bench_decode"), help="generated clips")
-    parser.add_argument("--videos", type=int, default=8, help="clips per generated dataset of the prepared part")
+    parser.add_argument("--videos", type=int, default=12, help="clips per generated dataset of the prepared part")
     parser.add_argument("--no-prepared", action="store_true", help="skip the prepared-copy loader part")
     args = parser.parse_args()
     clips = sorted(p for p in args.clips.iterdir() if p.suffix in (".avi", ".mp4"))

@@ -1,7 +1,7 @@
 """Accuracy parity: the demo's models trained on a prepared copy (`istpan data prepare`, defaults) of the synthetic
 set against the same models trained on the original videos, same seeds.
 
-    .venv/bin/python bench/prepare_parity.py [--seeds 0 1 2] [--dir /tmp/istpan_bench_parity]
+    .venv/bin/python bench/prepare_parity.py [--seeds 0 1 2] [--variants NAME ...] [--dir DIR]
 
 The data is the demo's (istpan/experiments/demo.py FULL budget: 640 videos of 64x64, 32 frames, data seed 0); the copy
 is H.264 at the default GOP and crf (64 px is under the short side: no resize, only the re-encode). Each of the demo's
@@ -28,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--dir", type=Path, default=Path("/tmp/istpan_bench_parity"))
+    parser.add_argument("--variants", nargs="+", help="demo variants to train (default: all three)")
     args = parser.parse_args()
     import torch
 
@@ -51,8 +52,9 @@ def main() -> None:
     top1: dict[str, dict[str, dict[str, float]]] = {}  # variant -> form -> seed -> top-1
     if results_file.is_file():
         top1 = json.loads(results_file.read_text())
+    variants = {name: VARIANTS[name] for name in (args.variants or VARIANTS)}
     for seed in args.seeds:
-        for name, (model, options, losses) in VARIANTS.items():
+        for name, (model, options, losses) in variants.items():
             for form, root in (("original", raw), ("prepared", copy)):
                 key = str(seed)
                 if key in top1.get(name, {}).get(form, {}):
@@ -67,7 +69,7 @@ def main() -> None:
 
     print(f"{'variant':28s} {'original':>22s} {'prepared':>22s} {'paired diff':>14s}")
     diffs, stds = [], []
-    for name in VARIANTS:
+    for name in variants:
         seeds = [str(s) for s in args.seeds]
         a = [top1[name]["original"][s] for s in seeds]
         b = [top1[name]["prepared"][s] for s in seeds]
