@@ -356,7 +356,7 @@ def test_a_concat_list_or_playlist_named_mp4_is_refused_not_followed(tmp_path, t
     """FFmpeg probes by content: a concat list would make it decode the file it names (16 frames of secret.mp4)."""
     make_video(tmp_path / "secret.mp4")
     (tmp_path / "clip.mp4").write_text(text)
-    with pytest.raises(VideoError, match="clip.mp4: .*(refused|cannot open)"):
+    with pytest.raises(VideoError, match=r"clip\.mp4: .*(refused|cannot open)"):
         count_frames(tmp_path / "clip.mp4")
     with pytest.raises(VideoError):
         read_frames(decode_mod.EncodedVideo("shard:clip", (tmp_path / "clip.mp4").read_bytes()), [0])

@@ -219,3 +219,74 @@ def test_bad_arguments_are_one_line_each(tmp_path, capsys, extra, out, message):
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], err
     assert not (data / "inside").exists()
+
+
+def _tiny(path: Path, seed: int) -> None:
+    make_video(path, make_frames(8, (32, 32), seed=seed))
+
+
+def _dataset_of_format(tmp: Path, fmt: str) -> list[str]:
+    """Two or three tiny videos laid out and annotated as `fmt` keeps them; the config overrides that read them."""
+    root = tmp / "src"
+    if fmt == "ucf101":
+        for i, name in enumerate(("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", "YoYo/v_YoYo_g02_c01.avi")):
+            _tiny(root / name, i)
+        lists = tmp / "ucfTrainTestlist"
+        lists.mkdir()
+        (lists / "classInd.txt").write_text("1 ApplyEyeMakeup\r\n2 YoYo\r\n")
+        (lists / "trainlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi 1\r\n")
+        (lists / "testlist01.txt").write_text("YoYo/v_YoYo_g02_c01.avi\r\n")
+        return [f"data.root={root}", f"data.train_annotations={lists}", f"data.val_annotations={lists}"]
+    if fmt == "hmdb51":
+        _tiny(root / "golf" / "Golf_Tips!!!_golf_0.avi", 0)
+        _tiny(root / "shoot_bow" / "6 arrows_shoot_bow_3.avi", 1)
+        splits = tmp / "splits"
+        splits.mkdir()
+        (splits / "golf_test_split1.txt").write_text("Golf_Tips!!!_golf_0.avi 1 \n")
+        (splits / "shoot_bow_test_split1.txt").write_text("6 arrows_shoot_bow_3.avi 2 \n")
+        return [f"data.root={root}", f"data.train_annotations={splits}", f"data.val_annotations={splits}"]
+    if fmt == "charades":
+        for i, vid in enumerate(("46GP8", "N11GT")):
+            _tiny(root / f"{vid}.mp4", i)
+        (tmp / "classes.txt").write_text("c000 Holding some clothes\nc001 Putting clothes somewhere\n")
+        (tmp / "train.csv").write_text("id,subject,scene,quality,relevance,verified,script,objects,descriptions,"
+                                       "actions,length\n46GP8,a,b,6,7,Yes,x,y,z,c001 1.0 2.0;c000 0.0 3.0,5.0\n"
+                                       "N11GT,a,b,6,7,Yes,x,y,z,c000 1.0 2.0,5.0\n")
+        return [f"data.root={root}", f"data.train_annotations={tmp}/train.csv", f"data.classes={tmp}/classes.txt",
+                "data.format=charades", "data.multi_label=true"]
+    if fmt == "kinetics":
+        _tiny(root / "arm wrestling" / "a1_000010_000020.mp4", 0)
+        _tiny(root / "zumba" / "b2_000001_000011.mkv", 1)
+        (tmp / "train.csv").write_text("label,youtube_id,time_start,time_end,split\narm wrestling,a1,10,20,train\n"
+                                       "zumba,b2,1,11,train\n")
+        return [f"data.root={root}", f"data.train_annotations={tmp}/train.csv"]
+    if fmt == "folder":
+        for split in ("train", "val"):
+            _tiny(root / split / "jump" / "x.mp4", 0)
+            _tiny(root / split / "run" / "y.avi", 1)
+        return [f"data.root={root}"]
+    assert fmt == "synthetic"
+    from istpan.data.tools import synth
+
+    synth.generate(root, num_videos=16, size=32, num_frames=8)
+    return [f"data.root={root}"]
+
+
+@pytest.mark.parametrize("fmt", ["ucf101", "hmdb51", "charades", "kinetics", "folder", "synthetic"])
+def test_every_dataset_format_prepares_with_its_labels(tmp_path, fmt):
+    overrides = [f"data.format={fmt}", *_dataset_of_format(tmp_path, fmt)]
+    cfg = load_config(None, overrides)
+    save_config(cfg, tmp_path / "cfg.yaml")
+    assert main(["data", "prepare", "--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "out"),
+                 "--workers", "1", "--no-progress"]) == 0
+    copy = load_config(tmp_path / "out" / "prepared.yaml")
+    assert copy.data.multi_label == (fmt == "charades")
+    for split in ("train", "val"):
+        if split == "val" and fmt in ("charades", "kinetics"):
+            continue
+        src, cp = load_split(cfg.data, split), load_split(copy.data, split)
+        assert [r.label for r in cp.records] == [r.label for r in src.records] and cp.records
+        assert cp.class_names == src.class_names
+        for s, c in zip(src.records, cp.records, strict=True):
+            assert Path(c.path).suffix == ".mp4" and Path(c.path).stem == Path(s.path).stem
+            assert len(full_decode(Path(c.path))) == 8
