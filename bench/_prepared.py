@@ -73,7 +73,7 @@ def _breakdown(data_cfg, rounds: int = 2) -> tuple[float, float]:
     for r in range(rounds):
         for i, record in enumerate(dataset.records):
             n = count_frames(record.path, backend=dataset.backend)
-            idx = segment_indices(n, data_cfg.num_segments, rng=clip_generator(r, i, 7))
+            idx = segment_indices(n, data_cfg.num_frames, rng=clip_generator(r, i, 7))
             start = time.perf_counter()
             clip = read_frames(record.path, idx, backend=dataset.backend, short_side=data_cfg.short_side)
             middle = time.perf_counter()
