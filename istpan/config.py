@@ -227,7 +227,7 @@ RANGES: dict[str, Range] = {
     "optim.step_gamma": Range(gt=0.0),
     "optim.min_lr": Range(ge=0.0),
     "optim.clip_grad_norm": Range(ge=0.0, why="0 disables clipping"),
-    "train.epochs": Range(ge=0),  # 0 is refused by the engine ("train.epochs=0: nothing to train")
+    "train.epochs": Range(ge=0),  # 0 is refused by `train` ("train.epochs=0: nothing to train"), not by eval
     "train.batch_size": Range(ge=1),
     "train.beta": Range(ge=0.0),
     "train.gamma": Range(ge=0.0),
@@ -345,7 +345,8 @@ def _merge(obj: Any, updates: dict[str, Any], where: str) -> None:
 
 
 def validate(cfg: Config) -> Config:
-    """Check every field with a closed set of values (CHOICES) or a natural range (RANGES); one line per error.
+    """Check every field with a closed set of values (CHOICES) or a natural range (RANGES), then the fields that
+    constrain each other; one line per error.
 
     Old key names read since the last check (LEGACY_KEYS) are resolved first."""
     _resolve_legacy_keys(cfg.data)
@@ -363,7 +364,24 @@ def validate(cfg: Config) -> Config:
             if not rng.holds(item):
                 why = f"; {rng.why}" if rng.why else ""
                 raise UserError(f"{dotted}: {item!r} is out of range (must be {rng.describe()}{why})")
+    _check_combinations(cfg)
     return cfg
+
+
+def _check_combinations(cfg: Config) -> None:
+    """Fields that constrain each other: one line when the config is read, not an epoch into training."""
+    t = cfg.train
+    if t.prefix_loss > 0 and t.frame_subset_min > 0:
+        raise UserError("train.prefix_loss and train.frame_subset_min are two ways to train anytime inference; set "
+                        "one of them to 0")
+    if t.prefix_loss > 0 and t.compile:
+        raise UserError("train.prefix_loss runs the model's two halves itself, which train.compile does not see; set "
+                        "train.compile=false or train.prefix_loss=0")
+    for key in ("modality", "flow_length"):  # the model's input channels follow the data (docs/flow.md)
+        value = getattr(cfg.data, key)
+        if key in cfg.model.options and cfg.model.options[key] != value:
+            raise UserError(f"model.options.{key}={cfg.model.options[key]!r} but data.{key}={value!r}; set only "
+                            f"data.{key}")
 
 
 class _StrictLoader(yaml.SafeLoader):

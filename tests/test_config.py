@@ -202,3 +202,20 @@ def test_old_names_of_k_map_exactly_and_warn_once(tmp_path, caplog, data_yaml, o
 def test_an_old_name_of_k_is_range_checked_like_the_new():
     with pytest.raises(UserError, match=r"data\.num_frames: 0 is out of range"):
         load_config(None, ["data.num_segments=0"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["train.prefix_loss=1", "train.frame_subset_min=2"], "one of them to 0"),
+        (["train.prefix_loss=1", "train.compile=true"], "train.compile does not see"),
+        (["model.options.modality=flow"], "model.options.modality='flow' but data.modality='rgb'; set only"),
+        (["data.modality=flow", "model.options.flow_length=3"], "model.options.flow_length=3 but data.flow_length=5"),
+    ],
+)
+def test_fields_that_constrain_each_other_are_checked_when_the_config_is_read(overrides, needle):
+    with pytest.raises(UserError) as err:
+        load_config(None, overrides)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+    if len(overrides) == 2 and not overrides[1].startswith("model."):  # each field alone is fine
+        assert load_config(None, overrides[:1]) is not None and load_config(None, overrides[1:]) is not None
