@@ -160,6 +160,37 @@ def test_backbone_lr_multiplier_holds_through_the_schedule():
     assert n_params == len([p for p in model.parameters() if p.requires_grad])
 
 
+def _decay_of(opt: torch.optim.Optimizer) -> dict[int, float]:
+    return {id(p): group["weight_decay"] for group in opt.param_groups for p in group["params"]}
+
+
+def test_no_weight_decay_on_any_1d_parameter():
+    """timm's rule: a 1-D parameter that is neither a bias nor in a norm layer (a layer-scale gamma) gets no decay."""
+
+    class LayerScaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.norm = nn.LayerNorm(4)
+            self.gamma = nn.Parameter(torch.full((4,), 1e-6))  # ConvNeXt's layer scale
+            self.head = nn.Linear(4, 2)
+
+    model = LayerScaled()
+    decay = _decay_of(build_optimizer(model, load_config(None, ["optim.weight_decay=0.05"]).optim))
+    assert decay[id(model.gamma)] == 0.0  # decayed (0.05) before
+    assert decay[id(model.conv.bias)] == decay[id(model.norm.weight)] == decay[id(model.head.bias)] == 0.0
+    assert decay[id(model.conv.weight)] == decay[id(model.head.weight)] == 0.05
+
+
+@pytest.mark.slow
+def test_convnext_layer_scale_gammas_get_no_decay():
+    model = create_model("istpan_convnext_tiny", num_classes=3)
+    decay = _decay_of(build_optimizer(model, load_config(None, ["optim.weight_decay=0.05"]).optim))
+    gammas = [p for name, p in model.named_parameters() if name.endswith(".gamma")]
+    assert len(gammas) == 18 and all(decay[id(p)] == 0.0 for p in gammas)
+    assert all(decay[id(p)] == 0.05 for p in model.parameters() if p.ndim > 1 and p.requires_grad)
+
+
 # -- gradient accumulation ------------------------------------------------------------------------------------------
 
 def frozen_bn_model(seed: int = 0) -> nn.Module:

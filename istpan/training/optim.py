@@ -48,13 +48,17 @@ def apply_partial_bn(model: nn.Module) -> int:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, optional Nesterov) or AdamW; no weight decay on biases and normalisation parameters; the
-    backbone's parameters (`model.backbone`) at `cfg.backbone_lr_mult` x the LR of the new layers.
+    """SGD (momentum, optional Nesterov) or AdamW; no weight decay on any 1-D parameter (biases, normalisation
+    scales, ConvNeXt's layer-scale gammas, ...); the backbone's parameters (`model.backbone`) at
+    `cfg.backbone_lr_mult` x the LR of the new layers.
 
     Why no decay there: decaying BN/LN scales and biases only fights the normalisation (standard since Goyal et al.
-    2017 and in torchvision's references via `norm_weight_decay=0`). Why a backbone multiplier: a pretrained backbone
-    needs smaller steps than the freshly initialised attention and head (the fine-tuning habit of MMAction2's
-    `paramwise_cfg` and timm's layer decay); with the default 1.0 there are just the two groups of the plain recipe.
+    2017), and a per-channel scale such as a layer-scale gamma is no weight matrix either: decay would pull a residual
+    branch towards zero. The rule is timm's (`param_groups_weight_decay`: `ndim <= 1` or a bias), which also covers
+    parameters a backbone adds later; norm layers are exempt whatever their shape. Why a backbone multiplier: a
+    pretrained backbone needs smaller steps than the freshly initialised attention and head (the fine-tuning habit of
+    MMAction2's `paramwise_cfg` and timm's layer decay); with the default 1.0 there are just the two groups of the
+    plain recipe.
     The multiplier is kept in each group (`lr_mult`) and the schedule scales every group's own initial LR, so it holds
     through warm-up and decay.
     """
@@ -66,7 +70,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
                 continue
-            decays = not (isinstance(module, _NORM_TYPES) or name == "bias")
+            decays = not (param.ndim <= 1 or name == "bias" or isinstance(module, _NORM_TYPES))
             groups.setdefault((split and id(param) in in_backbone, decays), []).append(param)
     param_groups = []
     for is_backbone, decays in sorted(groups, key=lambda k: (k[0], not k[1])):  # new layers first: logged LR
