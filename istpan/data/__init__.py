@@ -1,6 +1,7 @@
 """The data path: annotation line -> frame count -> sampled indices -> decoded frames -> transforms -> batches.
 
-Each step lives in its own module (decode, sampling, transforms, datasets, video_dataset, loader); see docs/data.md.
+Each step lives in its own module (decode, with pyav_source for opening a video and frames as arrays; sampling,
+transforms, datasets, video_dataset, loader); see docs/data.md.
 The names below are imported on first use (PEP 562), so `istpan --help` and `istpan data synth` don't pay for
 torch and PyAV start-up they never need.
 """

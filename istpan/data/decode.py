@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import io
 import itertools
 import logging
 import os
@@ -42,6 +41,18 @@ import torch
 from istpan.data import _backends
 from istpan.data import index as video_index
 from istpan.data._backends import VideoError, resized_size
+from istpan.data.pyav_source import (
+    SAFE_DEMUXERS,
+    EncodedVideo,
+    mp4_index_problem,
+    open_video,
+    packets,
+    quarter_turns,
+    rgb_array,
+    source_of,
+)
+
+_mp4_index_problem = mp4_index_problem  # its name before data/pyav_source.py (serve/security.py imports it)
 
 __all__ = [
     "BACKENDS",
@@ -58,12 +69,6 @@ __all__ = [
 ]
 
 BACKENDS = ("pyav", "opencv", "frames")
-# Media is untrusted: FFmpeg probes by content, and a "clip.mp4" that is a concat list or a playlist would make it
-# open the files or URLs named inside. Only plain video containers are opened (FFmpeg demuxer names; mov covers
-# mp4/m4v/3gp, matroska covers webm), and only through the file protocol; istpan/serve/security.py keeps the same list.
-SAFE_DEMUXERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "mpegts", "mpeg", "flv", "ogg", "asf", "h264",
-                 "hevc", "mjpeg")
-_OPEN_OPTIONS = {"format_whitelist": ",".join(SAFE_DEMUXERS), "protocol_whitelist": "file"}
 _SEEKABLE_CODECS = {"h264", "hevc"}
 _SEEKABLE_FORMATS = ("mov", "mp4", "m4a", "matroska")  # containers that store real presentation timestamps
 _CACHE_SIZE = 2048  # full indexes kept per process (a few KB each); plain frame counts are kept for every file
@@ -98,28 +103,6 @@ _index_cache: OrderedDict[tuple, _Index] = OrderedDict()
 _counts: dict[tuple, int] = {}  # (path, size, mtime) -> frames that decode; survives eviction from _index_cache
 
 
-@dataclass(frozen=True, eq=False)
-class EncodedVideo:
-    """A video held as its encoded bytes (a WebDataset sample): decoded from memory, never written to disk.
-
-    `name` is what error messages show ("<shard>:<key> (<original path>)"); `index` is the entry `index_entry` gave
-    for the original file, so no scan is needed and seeks stay exact (the bytes are the same)."""
-
-    name: str
-    data: bytes
-    index: dict | None = None
-
-    def __str__(self) -> str:
-        return self.name
-
-    def __fspath__(self) -> str:  # Path(EncodedVideo) would lose the bytes: fail loudly instead
-        raise TypeError(f"{self.name}: an EncodedVideo has no file path")
-
-
-def _source(path) -> Path | EncodedVideo:
-    return path if isinstance(path, EncodedVideo) else Path(path)
-
-
 def _cache_key(path: Path | EncodedVideo) -> tuple:
     if isinstance(path, EncodedVideo):
         return ("bytes", path.name, len(path.data))
@@ -132,71 +115,12 @@ def _check_backend(backend: str) -> None:
         raise ValueError(f"unknown video backend '{backend}' (choose from {', '.join(BACKENDS)})")
 
 
-# ---------------------------------------------------------------------------------------------------------- PyAV
-def _mp4_index_problem(path: Path | EncodedVideo) -> str | None:
-    """Why an MP4/MOV file has no usable index, from its top-level boxes; None when the index is there (or the file
-    is not MP4-like). FFmpeg only says "invalid data" or opens such a file with no stream at all, which reads as
-    "not a video" when the usual truth is a recording or copy that was cut off before the index was written."""
-    try:
-        with io.BytesIO(path.data) if isinstance(path, EncodedVideo) else path.open("rb") as fh:
-            size_total = fh.seek(0, io.SEEK_END)
-            pos, seen_ftyp = 0, False
-            while pos + 8 <= size_total:
-                fh.seek(pos)
-                header = fh.read(16)
-                size, kind = int.from_bytes(header[:4], "big"), header[4:8]
-                if size == 1 and len(header) == 16:
-                    size = int.from_bytes(header[8:16], "big")
-                elif size == 0:
-                    size = size_total - pos
-                if pos == 0 and kind != b"ftyp":
-                    return None  # not an ISO-BMFF (MP4/MOV) file
-                seen_ftyp = True
-                if kind == b"moov":
-                    complete = pos + size <= size_total
-                    return None if complete else "the MP4 index (moov atom) is truncated: the file was cut off"
-                if size < 8:
-                    break
-                pos += size
-    except OSError:
-        return None
-    if not seen_ftyp:
-        return None
-    return "the MP4 index (moov atom) is missing: the file was cut off or never finalised while being written"
-
-
-def _open(path: Path | EncodedVideo) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
-    if not isinstance(path, EncodedVideo):
-        _backends.check_file(path)
-    try:
-        container = av.open(io.BytesIO(path.data) if isinstance(path, EncodedVideo) else str(path),
-                            options=dict(_OPEN_OPTIONS))
-    except (av.error.FFmpegError, UnicodeDecodeError) as err:
-        refused = isinstance(err, av.error.ArgumentError)  # the demuxer FFmpeg probed is not a whitelisted one
-        reason = _mp4_index_problem(path) or ("not a plain video container (playlists and concat lists are refused: "
-                                              "they make FFmpeg open other files)" if refused else
-                                              f"cannot open as a video ({getattr(err, 'strerror', None) or err})")
-        raise VideoError(path, reason) from err
-    if not container.streams.video:
-        container.close()
-        # a cut-off index parses as no stream, or as a stray data stream; a real audio-only MP4 has a whole index
-        raise VideoError(path, _mp4_index_problem(path) or "no video stream (audio only, or not a video file)")
-    return container, container.streams.video[0]
-
-
-def _packets(container, stream, errors: list[str]) -> Iterator[av.Packet]:
-    """Demuxed packets until the end or until the demuxer gives up (truncated file: what came before is all)."""
-    try:
-        yield from container.demux(stream)
-    except av.error.FFmpegError as err:
-        errors.append(str(err))
-
-
+# ------------------------------------------------------- PyAV: the index (one full decode), then the wanted frames
 def _decoded(container, stream, errors: list[str] | None = None) -> Iterator[av.VideoFrame]:
     """Every frame the decoder outputs, in order. A packet that fails to decode is skipped (as ffmpeg does), so a
     file with one damaged packet still yields its other frames; `errors` collects what went wrong."""
     errors = [] if errors is None else errors
-    for packet in _packets(container, stream, errors):
+    for packet in packets(container, stream, errors):
         try:
             yield from packet.decode()
         except av.error.FFmpegError as err:
@@ -204,14 +128,14 @@ def _decoded(container, stream, errors: list[str] | None = None) -> Iterator[av.
 
 
 def _scan(path: Path) -> _Index:
-    container, stream = _open(path)
+    container, stream = open_video(path)
     with container:
         keyframes: list[int] = []
         nonempty_packets = 0
         # Decode without converting: cheap compared to RGB conversion, and the only honest frame count.
         errors: list[str] = []
         pts: list[int | None] = []
-        for packet in _packets(container, stream, errors):
+        for packet in packets(container, stream, errors):
             if packet.size:
                 nonempty_packets += 1
                 if packet.is_keyframe and packet.pts is not None:
@@ -268,34 +192,18 @@ def _from_entry(entry: dict) -> _Index:
                   tuple(int(k) for k in entry["keyframes"]), bool(entry["seekable"]), tuple(entry.get("errors", ())))
 
 
-def _rgb(frame: av.VideoFrame, short_side: int | None) -> np.ndarray:
-    """uint8 (H, W, 3) as a player shows it: resized by swscale on the way out (no full-resolution copy is kept) and
-    turned upright by the stream's rotation (display matrix; phones record portrait video as rotated landscape)."""
-    if short_side is None:
-        rgb = frame.to_ndarray(format="rgb24")
-    else:
-        h, w = resized_size(frame.height, frame.width, short_side)  # the short side is the same after rotating
-        rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BILINEAR")
-    quarter_turns = _quarter_turns(frame)
-    return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
-
-
-def _quarter_turns(frame: av.VideoFrame) -> int:
-    return round(frame.rotation / 90) % 4  # counter-clockwise, as FFmpeg's display matrix reports it
-
-
 class _NotExact(Exception):
     """A seek did not land where the recorded index says it must: read sequentially instead."""
 
 
 def _read_sequential(path: Path, wanted: list[int], short_side: int | None) -> dict[int, np.ndarray]:
     want, last, out = set(wanted), wanted[-1], {}
-    container, stream = _open(path)
+    container, stream = open_video(path)
     with container:
         i = -1
         for i, frame in enumerate(_decoded(container, stream)):
             if i in want:
-                out[i] = _rgb(frame, short_side)
+                out[i] = rgb_array(frame, short_side)
             if i >= last:
                 return out
     raise VideoError(path, f"frame {last} requested but only {i + 1} frames decode")
@@ -321,7 +229,7 @@ def _read_seeking(path: Path, index: _Index, wanted: list[int], short_side: int 
     position = {p: i for i, p in enumerate(pts)}
     want, out = set(wanted), {}
     keep_pts = {pts[i] for i in wanted}
-    container, stream = _open(path)
+    container, stream = open_video(path)
     with container:
         frames, current = None, -1  # `current`: index of the last frame the decoder gave us
         for target in wanted:
@@ -347,7 +255,7 @@ def _read_seeking(path: Path, index: _Index, wanted: list[int], short_side: int 
                     raise _NotExact  # out of order, or a wanted frame went missing
                 current = i
                 if i in want:
-                    out[i] = _rgb(frame, short_side)
+                    out[i] = rgb_array(frame, short_side)
                 if i >= target:
                     break
             if current < target:
@@ -373,19 +281,19 @@ def _read_pyav(path: Path | EncodedVideo, wanted: list[int], short_side: int | N
 # ---------------------------------------------------------------------------------------------------- public API
 def decode_errors(path: str | Path) -> list[str]:
     """Why packets of this file failed to decode during `count_frames` (PyAV backend; [] for a clean file)."""
-    return list(_index(_source(path), scan=True).errors)
+    return list(_index(source_of(path), scan=True).errors)
 
 
 def index_entry(path: str | Path) -> dict:
     """The index entry of a file (scanned once, or from the persistent index): what `EncodedVideo(index=...)` and
     `istpan.data.index` store. Keys: num_frames, pts, keyframes, seekable, errors."""
-    return dataclasses.asdict(_index(_source(path), scan=True))
+    return dataclasses.asdict(_index(source_of(path), scan=True))
 
 
 def count_frames(path: str | Path, *, backend: str = "pyav") -> int:
     """Number of frames that really decode (may be fewer than the container claims). Cached per file version."""
     _check_backend(backend)
-    path = _source(path)
+    path = source_of(path)
     if backend == "frames":
         return len(_backends.frame_files(path))
     if backend == "opencv":
@@ -403,7 +311,7 @@ def read_frames(
     decode at those indices. Frames are resized to `short_side` while decoding. Negative indices are a caller bug
     (ValueError); an index past the last decodable frame raises VideoError."""
     _check_backend(backend)
-    path = _source(path)
+    path = source_of(path)
     idx = [int(i) for i in (indices.tolist() if isinstance(indices, torch.Tensor) else indices)]
     if any(i < 0 for i in idx):
         raise ValueError(f"{path}: frame indices must be >= 0, got {min(idx)}")
@@ -428,15 +336,15 @@ def iter_frames(
     _check_backend(backend)
     if step < 1:
         raise ValueError(f"step must be >= 1, got {step}")
-    path = _source(path)
+    path = source_of(path)
     if backend != "pyav":
         yield from _backends.iter_other(path, backend, short_side, step)
         return
-    container, stream = _open(path)
+    container, stream = open_video(path)
     with container:
         for i, frame in enumerate(_decoded(container, stream)):
             if i % step == 0:
-                yield i, torch.from_numpy(_rgb(frame, short_side))
+                yield i, torch.from_numpy(rgb_array(frame, short_side))
 
 
 def video_info(path: str | Path, *, backend: str = "pyav") -> VideoInfo:
@@ -446,12 +354,12 @@ def video_info(path: str | Path, *, backend: str = "pyav") -> VideoInfo:
     Decodes the first frame (no conversion): PyAV exposes a stream's display matrix only on decoded frames, and a
     rotated phone video stores 1920x1080 pictures that every backend returns as 1080x1920."""
     _check_backend(backend)
-    path = _source(path)
+    path = source_of(path)
     if backend == "frames":
         files = _backends.frame_files(path)
         h, w = _backends.frames_read(path, [0], None)[0].shape[:2] if files else (0, 0)
         return VideoInfo(0.0, w, h, len(files), 0.0)
-    container, stream = _open(path)
+    container, stream = open_video(path)
     with container:
         fps = float(stream.average_rate or stream.guessed_rate or 0.0)
         if stream.duration is not None and stream.time_base is not None:
@@ -461,7 +369,7 @@ def video_info(path: str | Path, *, backend: str = "pyav") -> VideoInfo:
         claimed = stream.frames or round(duration * fps)
         width, height = stream.codec_context.width, stream.codec_context.height
         first = next(_decoded(container, stream), None)
-        turns = _quarter_turns(first) if first is not None else 0
+        turns = quarter_turns(first) if first is not None else 0
         if turns % 2:
             width, height = height, width
         return VideoInfo(fps, width, height, int(claimed), duration, rotation=90 * turns)

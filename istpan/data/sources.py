@@ -34,7 +34,7 @@ import av
 import torch
 
 from istpan.data._backends import VideoError, check_file
-from istpan.data.decode import _mp4_index_problem, _rgb
+from istpan.data.pyav_source import mp4_index_problem, rgb_array
 
 __all__ = ["SourceError", "VideoSource", "open_source", "source_kind"]
 
@@ -131,7 +131,7 @@ class VideoSource:
 
     def _index_problem(self) -> str | None:
         """For a file, what decode.py says of an MP4 cut off before its index (FFmpeg only says "invalid data")."""
-        return _mp4_index_problem(Path(self.spec)) if self.kind == "file" else None
+        return mp4_index_problem(Path(self.spec)) if self.kind == "file" else None
 
     def __enter__(self) -> VideoSource:
         return self
@@ -187,7 +187,7 @@ class VideoSource:
                 log.warning("%s: frame size changed from %dx%d to %dx%d at %.2f s; each frame is resized to the "
                             "model's input on its own", self.spec, size[1], size[0], frame.width, frame.height, t)
             size = (frame.height, frame.width)
-            yield t, torch.from_numpy(_rgb(frame, self.short_side))  # (H, W, 3) uint8
+            yield t, torch.from_numpy(rgb_array(frame, self.short_side))  # (H, W, 3) uint8
         if self.frames_decoded == 0:  # ended (or was empty) before one frame: an error, never a silent success
             raise SourceError(self.spec, "no frame could be decoded (the stream ended before its first frame)")
 
