@@ -183,9 +183,13 @@ def test_evaluate_localization_on_untrimmed_synthetic_videos(tmp_path, tiny_mode
     pre = ModelDescription.from_dict(meta, model=model).preprocessing
     expected_frames = sum(v["boxes"][t] is not None for v in videos for t in pre.indices(v["num_frames"]))
     assert report["frames"] == expected_frames
-    assert 0.0 <= report["pointing_game"] <= 100.0 and 0.0 < report["pointing_chance"] < 100.0
-    assert 0.0 < report["mass_in_box"] < 100.0 and 0.0 < report["box_area_share"] < 100.0
-    assert 0.0 < report["frame_mAP"] <= 100.0
+    # known values of this seeded model on this generated set (measured at 100adb0): a change means the localisation
+    # arithmetic, the sampling or the data changed. Chance and box area depend on the ground truth only; the untrained
+    # model never points into the box and spreads its attention (mass in box ~ the box's area share).
+    assert report["pointing_game"] == 0.0 and report["pointing_chance"] == pytest.approx(5.6640625, abs=1e-9)
+    assert report["box_area_share"] == pytest.approx(3.606414794921875, abs=1e-9)
+    assert report["mass_in_box"] == pytest.approx(3.605903429858204, abs=1e-4)
+    assert report["frame_mAP"] == pytest.approx(6.233371688921181, abs=1e-4)
     # video mAP by hand: each video's mean window scores (windows of the action's 8 frames every 4), the official AP
     # loop per class over the 8 videos
     gt = load_ground_truth(root)
