@@ -222,6 +222,10 @@ def run_prepare(args) -> int:
     print(f"written {result['written']}, already done {result['already']}"
           f" of {result['videos']} videos; failed {len(result['failed'])}; "
           f"{result['bytes_out'] / 1e6:.1f} MB for {result['bytes_in'] / 1e6:.1f} MB of sources ({ratio:.2f}x)")
+    if opts.short_side < cfg.data.short_side:
+        print(f"note: the copy's short side is {opts.short_side} but data.short_side={cfg.data.short_side}: training "
+              f"from it upscales; set data.short_side={opts.short_side} or prepare with --short-side "
+              f"{cfg.data.short_side}", file=sys.stderr)
     if result["unlisted"]:
         print(f"note: {result['unlisted']} videos without any label are prepared but not listed (the list format "
               "cannot say 'no label')", file=sys.stderr)
