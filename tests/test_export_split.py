@@ -26,7 +26,7 @@ def test_split_export_runs_a_stream_without_torch_and_matches_the_model(tmp_path
     assert match, "the measured differences are printed"
     worst = max(float(v) for v in match.groups())
     side = json.loads((tmp_path / "m_split.json").read_text())
-    assert side["preprocessing"]["num_segments"] == 3 and side["class_names"] == list("abcd")
+    assert side["preprocessing"]["num_frames"] == 3 and side["class_names"] == list("abcd")
     frame = ort.InferenceSession(str(tmp_path / side["frame_graph"]), providers=["CPUExecutionProvider"])
     head = ort.InferenceSession(str(tmp_path / side["head_graph"]), providers=["CPUExecutionProvider"])
     video = torch.randn(5, 3, 32, 32)  # 5 normalised frames

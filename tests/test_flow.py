@@ -120,10 +120,10 @@ def test_stack_starts_keep_every_stack_inside_the_video():
     g = torch.Generator().manual_seed(0)
     for n in (5, 9, 31, 200):
         for rng in (None, g):
-            starts = stack_starts(n, method="segment", length=8, stack=5, rng=rng)
+            starts = stack_starts(n, method="segment", num_frames=8, stack=5, rng=rng)
             assert starts.shape == (8,) and starts.min() >= 0 and int(starts.max()) + 5 <= n
             assert (starts.diff() >= 0).all()
-    assert stack_starts(31, method="segment", length=3, stack=5).tolist() == [4, 13, 22]  # TSN's centres of 27
+    assert stack_starts(31, method="segment", num_frames=3, stack=5).tolist() == [4, 13, 22]  # TSN's centres of 27
 
 
 def test_modality_channels_and_stats():

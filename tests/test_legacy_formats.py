@@ -38,7 +38,7 @@ def probs_of(model: torch.nn.Module) -> torch.Tensor:
 
 def legacy_preprocessing() -> Preprocessing:
     """What the checkpoint's run trained on: 32 px crops of frames decoded at short side 36, K = 3 segments."""
-    return Preprocessing(input_size=32, short_side=36, resize=36, num_segments=3, clip_len=8, frame_stride=2)
+    return Preprocessing(input_size=32, short_side=36, resize=36, num_frames=3, frame_stride=2)
 
 
 @pytest.fixture(scope="module")

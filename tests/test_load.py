@@ -68,7 +68,10 @@ def test_description_round_trips_and_completes_old_dicts():
     state = torch.load(LEGACY / "run" / "best.pt", map_location="cpu", weights_only=True)
     description = ModelDescription.from_dict(state["meta"])
     assert ModelDescription.from_dict(description.to_dict()) == description
-    assert description.to_dict() == state["meta"]  # the keys checkpoints have always had: older istpan reads it
+    written, meta = description.to_dict(), dict(state["meta"])
+    # the keys checkpoints have always had (older istpan reads them), K renamed: num_frames, and the old names = K
+    meta["preprocessing"] = {**meta["preprocessing"], "num_frames": 3, "num_segments": 3, "clip_len": 3}
+    assert written == meta
     old = {k: v for k, v in state["meta"].items()}
     old["preprocessing"] = {k: v for k, v in old["preprocessing"].items() if k != "backend"}
     assert ModelDescription.from_dict(old, run_config={"data": {"backend": "frames"}}).backend == "frames"

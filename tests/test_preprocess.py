@@ -10,7 +10,7 @@ import torch
 from test_train import make_list_dataset, tiny_config
 
 from istpan.data import build_dataset, read_frames
-from istpan.data.preprocess import Preprocessing
+from istpan.data.preprocess import LEGACY_K_KEYS, Preprocessing
 from istpan.data.sampling import sample_indices
 from istpan.files.description import ModelDescription
 from istpan.models import create_model
@@ -20,9 +20,10 @@ PLAIN = (int, float, str, bool, list)
 
 def test_round_trip_through_plain_types_and_weights_only(tmp_path):
     pre = Preprocessing(input_size=96, short_side=110, resize=110, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2),
-                        num_segments=5, sampling="dense", clip_len=6, frame_stride=3)
+                        num_frames=6, sampling="dense", frame_stride=3)
     data = pre.to_dict()
-    assert all(isinstance(v, PLAIN) for v in data.values()) and set(data) == {f.name for f in dataclasses.fields(pre)}
+    assert all(isinstance(v, PLAIN) for v in data.values())
+    assert set(data) == {f.name for f in dataclasses.fields(pre)} | set(LEGACY_K_KEYS)
     torch.save({"pre": data}, tmp_path / "x.pt")
     assert Preprocessing.from_dict(torch.load(tmp_path / "x.pt", weights_only=True)["pre"]) == pre
     assert Preprocessing.from_dict({**data, "added_by_a_newer_istpan": 1}) == pre
@@ -43,12 +44,12 @@ def test_old_partial_meta_is_completed_in_one_place():
     pre = ModelDescription.from_dict({"preprocessing": {"input_size": 64, "short_side": 72, "num_segments": 4}},
                                      model=model).preprocessing
     assert (pre.input_size, pre.short_side, pre.resize, pre.num_frames) == (64, 72, round(64 * 256 / 224), 4)
-    assert pre.mean == tuple(model.pretrained_cfg["mean"]) and pre.sampling == "segment" and pre.clip_len == 4
+    assert pre.mean == tuple(model.pretrained_cfg["mean"]) and pre.sampling == "segment" and pre.num_frames == 4
     dense = ModelDescription.from_dict({"preprocessing": {"input_size": 64, "short_side": 72, "num_segments": 4,
                                                          "sampling": "dense", "clip_len": 6, "frame_stride": 2}}
                                        ).preprocessing
     assert dense.num_frames == 6
-    assert dense.indices(40) == sample_indices(40, method="dense", length=6, stride=2).tolist()
+    assert dense.indices(40) == sample_indices(40, method="dense", num_frames=6, stride=2).tolist()
     assert dense.with_frames(3).num_frames == 3 and dense.with_frames(None) is dense
     assert ModelDescription.from_dict({"preprocessing": pre}).preprocessing is pre
 
@@ -61,7 +62,7 @@ def test_eval_dataset_feeds_the_model_what_predict_feeds_it(tmp_path):
     pre = Preprocessing.from_data_config(cfg)
     for i, record in enumerate(dataset.records):
         views, indices, n = pre.read(record.path)
-        assert n == 11 and indices == sample_indices(11, method="segment", length=3).tolist()
+        assert n == 11 and indices == sample_indices(11, method="segment", num_frames=3).tolist()
         assert torch.equal(dataset[i]["video"], pre.to_input(views))  # (K, 3, 32, 32)
 
 

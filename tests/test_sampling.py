@@ -59,15 +59,15 @@ def test_uniform_is_fixed_and_spread_over_the_whole_video():
     assert got.tolist() == segment_indices(3000, 16).tolist()
     assert got[0] < 3000 / 16 and got[-1] > 3000 - 3000 / 16
     rng = clip_generator(0, 0, 0)
-    assert sample_indices(3000, method="uniform", length=16, rng=rng).tolist() == got.tolist()
+    assert sample_indices(3000, method="uniform", num_frames=16, rng=rng).tolist() == got.tolist()
 
 
 def test_views_tile_the_segments():
-    views = view_indices(100, method="segment", length=4, clips=2)
+    views = view_indices(100, method="segment", num_frames=4, clips=2)
     assert views.shape == (2, 4)
     assert views.tolist() == [[6, 31, 56, 81], [18, 43, 68, 93]]  # offsets 0.25 and 0.75 of each 25-frame segment
-    assert view_indices(100, method="segment", length=4, clips=1).tolist() == [segment_indices(100, 4).tolist()]
-    dense = view_indices(50, method="dense", length=4, stride=2, clips=3)
+    assert view_indices(100, method="segment", num_frames=4, clips=1).tolist() == [segment_indices(100, 4).tolist()]
+    dense = view_indices(50, method="dense", num_frames=4, stride=2, clips=3)
     assert dense[:, 0].tolist() == [7, 21, 35]  # starts at 1/6, 3/6, 5/6 of the 43 valid starts
 
 
@@ -79,9 +79,9 @@ def test_reproducible_per_seed_epoch_index_and_different_otherwise():
 
 
 def test_bad_arguments_are_rejected():
-    with pytest.raises(ValueError, match="num_frames"):
+    with pytest.raises(ValueError, match="video_frames"):
         segment_indices(0, 8)
     with pytest.raises(ValueError, match="stride"):
         dense_indices(10, 4, 0)
     with pytest.raises(ValueError, match="unknown sampling method"):
-        sample_indices(10, method="random", length=4)
+        sample_indices(10, method="random", num_frames=4)

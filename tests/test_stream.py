@@ -133,7 +133,7 @@ def test_stream_decisions_equal_the_model_on_the_last_k_frames(tmp_path, options
     if model.attention.time_proj is not None:
         torch.nn.init.normal_(model.attention.time_proj.weight)
     path = make_video(tmp_path / "a.mp4", num_frames=10, size=(56, 64), fps=5)
-    pre = Preprocessing(input_size=48, short_side=0, resize=56, num_segments=4)
+    pre = Preprocessing(input_size=48, short_side=0, resize=56, num_frames=4)
     calls = []
     model.frame_features = (lambda f, inner=model.frame_features: calls.append(len(f)) or inner(f))
     with open_source(path) as source:
@@ -154,7 +154,7 @@ def test_stream_decisions_equal_the_model_on_the_last_k_frames(tmp_path, options
 def test_decision_cadence_short_streams_and_bad_frames(caplog):
     model = create_model("tsn_tiny", num_classes=5, input_size=32).eval()
     frames = [torch.randint(0, 255, (40, 40, 3), dtype=torch.uint8) for _ in range(12)]
-    pre = Preprocessing(input_size=32, short_side=0, resize=32, num_segments=4)
+    pre = Preprocessing(input_size=32, short_side=0, resize=32, num_frames=4)
 
     def run(frames, **kw):
         return list(stream_decisions(model, pre, frames, class_names=NAMES, **kw))

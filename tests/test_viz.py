@@ -349,5 +349,5 @@ def test_explain_num_segments_override_matches_predict_for_dense_checkpoints(tmp
     path = make_video(tmp_path / "a.mp4", num_frames=40, size=(72, 96))
     entry = explain_videos(tiny_model, meta, [path], tmp_path / "out", topk=3, num_frames=5)[0]
     predicted = predict_videos(tiny_model, meta, [path], topk=3, num_frames=5)[0]
-    assert entry["frame_indices"] == sample_indices(40, method="dense", length=5).tolist()
+    assert entry["frame_indices"] == sample_indices(40, method="dense", num_frames=5).tolist()
     assert [t["score"] for t in entry["top"]] == pytest.approx([t["score"] for t in predicted["top"]], abs=1e-6)

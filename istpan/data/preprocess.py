@@ -47,6 +47,9 @@ def _test_ratio(input_size: int) -> int:
     return round(input_size * 256 / 224)
 
 
+LEGACY_K_KEYS = ("num_segments", "clip_len")  # K's names in files written before it had one
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """Test-time preprocessing of a checkpoint (see the module docstring for the pipeline)."""
@@ -56,9 +59,8 @@ class Preprocessing:
     resize: int = 256  # short side right before the centre crop (max(short_side, input_size) from a DataConfig)
     mean: tuple[float, ...] = IMAGENET_MEAN  # per-channel normalisation of [0, 1] RGB: the backbone's
     std: tuple[float, ...] = IMAGENET_STD
-    num_segments: int = 8  # K frames per video at test time (segment / uniform sampling)
+    num_frames: int = 8  # K: frames the model sees per video (or per window) at test time, any sampling
     sampling: str = "segment"  # segment (TSN) | dense | uniform; see istpan.data.sampling
-    clip_len: int = 8  # dense sampling: frames per clip (the K of a dense checkpoint)
     frame_stride: int = 1  # dense sampling: step between frames
     modality: str = "rgb"  # rgb | flow | rgb+flow (istpan/modality.py)
     flow_length: int = 5  # L flow frames per segment (flow, rgb+flow)
@@ -85,9 +87,8 @@ class Preprocessing:
             resize=max(int(d.short_side), int(d.input_size)),
             mean=tuple(mean or default_mean),
             std=tuple(std or default_std),
-            num_segments=int(d.test_num_frames),
+            num_frames=int(d.test_num_frames),
             sampling=str(d.sampling),
-            clip_len=int(d.test_num_frames),
             frame_stride=int(d.frame_stride),
             modality=modality,
             flow_length=flow_length,
@@ -97,9 +98,13 @@ class Preprocessing:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain built-in types (lists, ints, floats, str): what checkpoints, sidecars and config.json store."""
+        """Plain built-in types (lists, ints, floats, str): what checkpoints, sidecars and config.json store.
+
+        K is also written under its two old names (LEGACY_K_KEYS), so that an istpan from before K had one name
+        reads the right K from a new file instead of its default of 8; `from_dict` reads `num_frames` first."""
         out = dataclasses.asdict(self)
         out["mean"], out["std"] = list(self.mean), list(self.std)
+        out.update(dict.fromkeys(LEGACY_K_KEYS, self.num_frames))
         return out
 
     @classmethod
@@ -107,14 +112,17 @@ class Preprocessing:
                   std: Sequence[float] | None = None) -> Preprocessing:
         """Inverse of `to_dict`, and the ONE place where older or partial dicts are completed.
 
-        Checkpoints written before this object existed stored a dict that may lack `resize`, `clip_len`, `mean`/`std`
-        (then `mean`/`std` given here, e.g. the model's `pretrained_cfg`, else ImageNet's); missing sizes follow the
-        usual 256/224 test ratio; a missing `backend` is pyav (`ModelDescription.from_dict` fills it from the run
-        config). Unknown keys (from a newer istpan) are ignored.
+        Checkpoints written before this object existed stored a dict that may lack `resize`, `mean`/`std` (then
+        `mean`/`std` given here, e.g. the model's `pretrained_cfg`, else ImageNet's); missing sizes follow the usual
+        256/224 test ratio; a missing `backend` is pyav (`ModelDescription.from_dict` fills it from the run config).
+        Dicts written before K had one name hold `num_segments` (K of segment/uniform sampling) and `clip_len` (K of
+        dense sampling) instead of `num_frames`. Unknown keys (from a newer istpan) are ignored.
         """
         d = dict(data or {})
         input_size = int(d.get("input_size") or 224)
-        num_segments = int(d.get("num_segments") or 8)
+        sampling = str(d.get("sampling") or "segment")
+        old_k = d.get("clip_len") if sampling == "dense" else None
+        num_frames = int(d.get("num_frames") or old_k or d.get("num_segments") or 8)
         modality, flow_length = str(d.get("modality") or "rgb"), int(d.get("flow_length") or 5)
         if modality != "rgb":
             mean, std = mean or _stats(modality, flow_length)[0], std or _stats(modality, flow_length)[1]
@@ -124,9 +132,8 @@ class Preprocessing:
             resize=int(d.get("resize") or _test_ratio(input_size)),
             mean=tuple(d.get("mean") or mean or IMAGENET_MEAN),
             std=tuple(d.get("std") or std or IMAGENET_STD),
-            num_segments=num_segments,
-            sampling=str(d.get("sampling") or "segment"),
-            clip_len=int(d.get("clip_len") or num_segments),
+            num_frames=num_frames,
+            sampling=sampling,
             frame_stride=int(d.get("frame_stride") or 1),
             modality=modality,
             flow_length=flow_length,
@@ -141,7 +148,7 @@ class Preprocessing:
             return self
         if int(k) < 1:
             raise ValueError(f"the number of frames must be >= 1, got {k}")
-        return dataclasses.replace(self, num_segments=int(k), clip_len=int(k))
+        return dataclasses.replace(self, num_frames=int(k))
 
     def with_backend(self, backend: str | None) -> Preprocessing:
         """The same preprocessing decoding paths with `backend` (pyav, opencv, frames); None: unchanged.
@@ -161,16 +168,11 @@ class Preprocessing:
 
     # ------------------------------------------------------------------------------------------- frame choice
 
-    @property
-    def num_frames(self) -> int:
-        """K: frames the model sees per video."""
-        return self.clip_len if self.sampling == "dense" else self.num_segments
-
-    def indices(self, num_frames: int, start: int = 0) -> list[int]:
-        """The K frames the model sees among `num_frames` frames starting at `start` (deterministic test sampling)."""
+    def indices(self, video_frames: int, start: int = 0) -> list[int]:
+        """The K frames the model sees among `video_frames` frames from `start` (deterministic test sampling)."""
         from istpan.data.sampling import sample_indices
 
-        idx = sample_indices(num_frames, method=self.sampling, length=self.num_frames, stride=self.frame_stride)
+        idx = sample_indices(video_frames, method=self.sampling, num_frames=self.num_frames, stride=self.frame_stride)
         return [start + int(i) for i in idx]  # (K,)
 
     @property
@@ -207,8 +209,8 @@ class Preprocessing:
         if n - 1 < length:
             raise VideoError(path, f"{max(n - 1, 0)} flow frames, too short for a stack of L={length} flow frames")
         method = "segment" if self.sampling == "dense" else self.sampling
-        starts = stack_starts(n - 1, method=method, length=self.num_frames, stack=length)  # (K,)
-        stacks = stacks_from_video(path, starts, length=length, num_frames=n, short_side=self.decode_short_side,
+        starts = stack_starts(n - 1, method=method, num_frames=self.num_frames, stack=length)  # (K,)
+        stacks = stacks_from_video(path, starts, length=length, video_frames=n, short_side=self.decode_short_side,
                                    algorithm=self.flow_algorithm, bound=self.flow_bound)  # (K, 2L, H, W)
         if self.modality == "rgb+flow":  # the RGB frame at each stack's centre first
             rgb = read_frames(path, starts + length // 2, backend=backend, short_side=self.decode_short_side)

@@ -1,10 +1,10 @@
-"""Which frames to read: pure functions of (num_frames, params, rng) that return (K,) long indices and never decode.
+"""Which frames to read: pure functions of (video_frames, params, rng) that return (K,) long indices and never decode.
 
 Training randomness comes from a `torch.Generator` made by `clip_generator(seed, epoch, index)`, so a clip depends
 only on (seed, epoch, video index): not on the worker that happens to load it, nor on the number of workers.
 Evaluation is deterministic; several test views of one video spread their offsets evenly (`offset=(c + 0.5) / C`).
 
-Every function accepts any num_frames >= 1, including videos shorter than K (frames then repeat, in order).
+Every function accepts any video_frames >= 1, including videos shorter than K (frames then repeat, in order).
 """
 
 from __future__ import annotations
@@ -34,15 +34,15 @@ def clip_generator(seed: int, epoch: int, index: int, stream: int = 0) -> torch.
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def _check(num_frames: int, count: int, what: str) -> None:
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+def _check(video_frames: int, count: int, what: str) -> None:
+    if video_frames < 1:
+        raise ValueError(f"video_frames must be >= 1, got {video_frames}")
     if count < 1:
         raise ValueError(f"{what} must be >= 1, got {count}")
 
 
 def segment_indices(
-    num_frames: int, num_segments: int, *, rng: torch.Generator | None = None, offset: float = 0.5
+    video_frames: int, num_frames: int, *, rng: torch.Generator | None = None, offset: float = 0.5
 ) -> torch.Tensor:
     """TSN sampling: one frame from each of K equal segments. (K,) long, non-decreasing.
 
@@ -51,65 +51,65 @@ def segment_indices(
     integer `n // K` the last frames are never left out; with n < K some segments are empty and take the frame at
     their start, so short videos repeat frames instead of failing.
     """
-    _check(num_frames, num_segments, "num_segments")
-    k = torch.arange(num_segments, dtype=torch.float64)  # (K,)
+    _check(video_frames, num_frames, "num_frames")
+    k = torch.arange(num_frames, dtype=torch.float64)  # (K,)
     if rng is None:
         # TSN's test protocol, float operations included: int(tick / 2 + tick * k) with tick = n / K (offset 0.5).
-        tick = num_frames / num_segments
-        return (tick * offset + tick * k).floor().long().clamp_(0, num_frames - 1)
-    start = (k * num_frames / num_segments).floor()
-    end = ((k + 1) * num_frames / num_segments).floor()
-    pick = (torch.rand(num_segments, generator=rng, dtype=torch.float64) * (end - start).clamp_min(1)).floor()
-    return (start + pick).long().clamp_(0, num_frames - 1)
+        tick = video_frames / num_frames
+        return (tick * offset + tick * k).floor().long().clamp_(0, video_frames - 1)
+    start = (k * video_frames / num_frames).floor()
+    end = ((k + 1) * video_frames / num_frames).floor()
+    pick = (torch.rand(num_frames, generator=rng, dtype=torch.float64) * (end - start).clamp_min(1)).floor()
+    return (start + pick).long().clamp_(0, video_frames - 1)
 
 
 def dense_indices(
-    num_frames: int, clip_len: int, stride: int = 1, *, rng: torch.Generator | None = None, offset: float = 0.5
+    video_frames: int, num_frames: int, stride: int = 1, *, rng: torch.Generator | None = None, offset: float = 0.5
 ) -> torch.Tensor:
     """T consecutive frames at stride s (an I3D/SlowFast-style clip). (T,) long.
 
     The clip start is uniform over the valid range with `rng`, else at `offset` of it. A video shorter than the clip
     span repeats its last frame.
     """
-    _check(num_frames, clip_len, "clip_len")
+    _check(video_frames, num_frames, "num_frames")
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
-    span = (clip_len - 1) * stride + 1
-    room = max(0, num_frames - span)
+    span = (num_frames - 1) * stride + 1
+    room = max(0, video_frames - span)
     random_start = rng is not None
     start = int(torch.randint(room + 1, (1,), generator=rng)) if random_start else int(room * offset)
-    return (start + torch.arange(clip_len) * stride).clamp_(max=num_frames - 1)
+    return (start + torch.arange(num_frames) * stride).clamp_(max=video_frames - 1)
 
 
-def uniform_indices(num_frames: int, num_samples: int) -> torch.Tensor:
+def uniform_indices(video_frames: int, num_frames: int) -> torch.Tensor:
     """K frames evenly spread over the whole video (untrimmed videos, e.g. Charades): centres of K equal parts."""
-    return segment_indices(num_frames, num_samples, offset=0.5)
+    return segment_indices(video_frames, num_frames, offset=0.5)
 
 
 def sample_indices(
-    num_frames: int,
+    video_frames: int,
     *,
     method: str,
-    length: int,
+    num_frames: int,
     stride: int = 1,
     rng: torch.Generator | None = None,
     offset: float = 0.5,
 ) -> torch.Tensor:
-    """Dispatch on `method` ("segment", "dense", "uniform"); `length` is K (segments / clip frames / samples).
+    """Dispatch on `method` ("segment", "dense", "uniform"); `num_frames` is K (segments / clip frames / samples).
 
     "uniform" ignores `rng`: the same K evenly spread frames in training and at test (augmentation then comes from
     the crops only). Use "segment" for TSN's jittered version over the whole video.
     """
     if method == "segment":
-        return segment_indices(num_frames, length, rng=rng, offset=offset)
+        return segment_indices(video_frames, num_frames, rng=rng, offset=offset)
     if method == "dense":
-        return dense_indices(num_frames, length, stride, rng=rng, offset=offset)
+        return dense_indices(video_frames, num_frames, stride, rng=rng, offset=offset)
     if method == "uniform":
-        return segment_indices(num_frames, length, offset=offset)
+        return segment_indices(video_frames, num_frames, offset=offset)
     raise ValueError(f"unknown sampling method '{method}' (choose from {', '.join(SAMPLING_METHODS)})")
 
 
-def view_indices(num_frames: int, *, method: str, length: int, stride: int = 1, clips: int = 1) -> torch.Tensor:
+def view_indices(video_frames: int, *, method: str, num_frames: int, stride: int = 1, clips: int = 1) -> torch.Tensor:
     """Deterministic multi-clip test views: (clips, K) long, clip c at offset (c + 0.5) / clips.
 
     With one clip this is the usual centre sampling; with several, the clips tile the segment (or start range)
@@ -118,7 +118,7 @@ def view_indices(num_frames: int, *, method: str, length: int, stride: int = 1, 
     if clips < 1:
         raise ValueError(f"clips must be >= 1, got {clips}")
     rows = [
-        sample_indices(num_frames, method=method, length=length, stride=stride, offset=(c + 0.5) / clips)
+        sample_indices(video_frames, method=method, num_frames=num_frames, stride=stride, offset=(c + 0.5) / clips)
         for c in range(clips)
     ]
     return torch.stack(rows)  # (clips, K)
@@ -128,7 +128,7 @@ def stack_starts(
     num_flow: int,
     *,
     method: str,
-    length: int,
+    num_frames: int,
     stack: int,
     stride: int = 1,
     rng: torch.Generator | None = None,
@@ -142,4 +142,4 @@ def stack_starts(
     if stack < 1:
         raise ValueError(f"stack length must be >= 1, got {stack}")
     starts = max(1, num_flow - stack + 1)
-    return sample_indices(starts, method=method, length=length, stride=stride, rng=rng, offset=offset)
+    return sample_indices(starts, method=method, num_frames=num_frames, stride=stride, rng=rng, offset=offset)

@@ -151,7 +151,7 @@ class VideoDataset(torch.utils.data.Dataset):
         n = count_frames(record.path, backend=self.backend)
         if n == 0:
             raise VideoError(record.path, "no frame decodes")
-        opts = dict(method=self.sampling, length=self.num_frames, stride=self.stride)
+        opts = dict(method=self.sampling, num_frames=self.num_frames, stride=self.stride)
         if self.train:
             idx = sample_indices(n, **opts, rng=self._rng(index, _FRAMES))  # (K,)
         else:
@@ -176,7 +176,7 @@ class VideoDataset(torch.utils.data.Dataset):
         if n_flow < length:
             raise VideoError(record.path, f"{max(n_flow, 0)} flow frames, too short for a stack of L={length} flow "
                                           f"frames (data.flow_length)")
-        opts = dict(method="segment" if self.sampling == "dense" else self.sampling, length=self.num_frames,
+        opts = dict(method="segment" if self.sampling == "dense" else self.sampling, num_frames=self.num_frames,
                     stack=length)
         if self.train:
             starts = stack_starts(n_flow, **opts, rng=self._rng(index, _FRAMES))  # (K,)
@@ -190,7 +190,7 @@ class VideoDataset(torch.utils.data.Dataset):
         if folder is None:
             if self.backend != "pyav":
                 raise UserError("on-the-fly flow reads videos with PyAV: set data.backend=pyav or data.flow_root")
-            flow = flow_frames.stacks_from_video(record.path, starts, length=length, num_frames=n_flow + 1,
+            flow = flow_frames.stacks_from_video(record.path, starts, length=length, video_frames=n_flow + 1,
                                                  short_side=self.short_side, algorithm=self.flow_algorithm,
                                                  bound=self.flow_bound)
         else:

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from istpan.data.preprocess import Preprocessing
 from istpan.errors import UserError
 
 __all__ = ["CARD_NAME", "model_card", "push_to_hub", "run_metrics", "write_model_card"]
@@ -72,7 +73,8 @@ def model_card(config: dict[str, Any], *, metrics: dict[str, float] | None = Non
         classes=classes, multi_label=bool(config.get("multi_label", False)), preprocessing=pre,
     )
     load_id = repo_id or "<this folder or repo id>"
-    k, size = pre.get("num_frames", pre.get("num_segments")), pre.get("input_size")  # num_segments: before the rename
+    read = Preprocessing.from_dict(pre)  # the one reader of the dict (completes those written before K had one name)
+    k, size = read.num_frames, read.input_size
     metric_lines = "\n".join(f"| {_METRICS[key][1]} | {value:.2f} |" for key, value in (metrics or {}).items()
                              if key in _METRICS)
     body = "\n".join([

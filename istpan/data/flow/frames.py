@@ -106,7 +106,7 @@ def stacks_from_video(
     starts: torch.Tensor,
     *,
     length: int,
-    num_frames: int,
+    video_frames: int,
     short_side: int | None = None,
     algorithm: str = "dis",
     bound: float = DEFAULT_BOUND,
@@ -114,11 +114,11 @@ def stacks_from_video(
     """Flow stacks computed from the video itself (no folders): uint8 (K, 2L, H, W), encoded as the folders are.
 
     Stack s needs video frames s..s+L; each distinct frame is decoded once and each distinct pair's flow computed
-    once. `num_frames` is the video's decodable frame count (flow frames = num_frames - 1).
+    once. `video_frames` is the video's decodable frame count (flow frames = video_frames - 1).
     """
     from istpan.data.decode import read_frames
 
-    _check_length(path, num_frames - 1, length)
+    _check_length(path, video_frames - 1, length)
     pairs = sorted({int(s) + j for s in starts.tolist() for j in range(length)})  # flow frame i: frames i -> i+1
     frame_idx = sorted({i for p in pairs for i in (p, p + 1)})
     frames = read_frames(path, torch.tensor(frame_idx), short_side=short_side).numpy()  # (F, H, W, 3)
