@@ -44,15 +44,12 @@ from istpan.data._backends import VideoError, resized_size
 from istpan.data.pyav_source import (
     SAFE_DEMUXERS,
     EncodedVideo,
-    mp4_index_problem,
     open_video,
     packets,
     quarter_turns,
     rgb_array,
     source_of,
 )
-
-_mp4_index_problem = mp4_index_problem  # its name before data/pyav_source.py (serve/security.py imports it)
 
 __all__ = [
     "BACKENDS",

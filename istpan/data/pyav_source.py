@@ -23,7 +23,8 @@ __all__ = ["SAFE_DEMUXERS", "EncodedVideo", "mp4_index_problem", "open_video", "
 
 # Media is untrusted: FFmpeg probes by content, and a "clip.mp4" that is a concat list or a playlist would make it
 # open the files or URLs named inside. Only plain video containers are opened (FFmpeg demuxer names; mov covers
-# mp4/m4v/3gp, matroska covers webm), and only through the file protocol; istpan/serve/security.py keeps the same list.
+# mp4/m4v/3gp, matroska covers webm), and only through the file protocol; serve/security.py checks uploads
+# against the same list.
 SAFE_DEMUXERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "mpegts", "mpeg", "flv", "ogg", "asf", "h264",
                  "hevc", "mjpeg")
 _OPEN_OPTIONS = {"format_whitelist": ",".join(SAFE_DEMUXERS), "protocol_whitelist": "file"}

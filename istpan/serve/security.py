@@ -19,15 +19,13 @@ from pathlib import Path
 import av
 
 from istpan.data._backends import VideoError
-from istpan.data.decode import _mp4_index_problem
+from istpan.data.pyav_source import SAFE_DEMUXERS, mp4_index_problem
 from istpan.errors import UserError
 
 __all__ = ["ALLOWED_DEMUXERS", "STREAM_SCHEMES", "SourceRefused", "UnsupportedMedia", "check_source", "probe_media",
            "token_matches"]
 
-# FFmpeg demuxer names of plain video containers (mov covers mp4/m4v/3gp; matroska covers webm).
-ALLOWED_DEMUXERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "mpegts", "mpeg", "flv", "ogg", "asf",
-                    "h264", "hevc", "mjpeg")
+ALLOWED_DEMUXERS = SAFE_DEMUXERS  # the data path's list of plain video containers: one list for both
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
 _CAMERA = re.compile(r"/dev/video[0-9]{1,3}")
 
@@ -68,7 +66,7 @@ def probe_media(path: str | Path, *, name: str | None = None) -> str:
     except UnsupportedMedia:
         raise
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as err:
-        problem = _mp4_index_problem(Path(path))
+        problem = mp4_index_problem(Path(path))
         if problem:
             raise VideoError(shown, problem) from err
         reason = getattr(err, "strerror", None) or str(err)
