@@ -10,13 +10,13 @@ Needs: `apt-get install chromium chromium-driver` (`make test` does it when root
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from browser import headless_chromium
 from PIL import Image
 from videos import make_video
 
@@ -28,40 +28,10 @@ from istpan.viz.report import write_report
 REPO = Path(__file__).resolve().parents[1]
 META = {"class_names": ["wave", "jump <b>", "run & walk"],
         "preprocessing": {"input_size": 64, "short_side": 72, "num_segments": 4}}
-# Without the background-networking flags Chromium tries to reach Google services and logs refused connections.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--autoplay-policy=no-user-gesture-required", "--window-size=1200,900"]
-
-
-def _chromium() -> tuple[str, str]:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if browser is None or driver is None:
-        pytest.skip("chromium / chromedriver not installed (apt-get install chromium chromium-driver)")
-    return browser, driver
-
-
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver_path = _chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="istpan-chromium-")
-    options.add_argument(f"--user-data-dir={profile}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # An explicit driver path: selenium must not try to download one (Selenium Manager) on a closed network.
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
+    with headless_chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def _wait(driver, script: str, timeout: float = 10.0) -> bool:

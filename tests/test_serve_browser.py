@@ -6,7 +6,6 @@ its end event. The server is the real one (a subprocess); the page talks to it a
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -15,9 +14,9 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("selenium")
 
+from browser import headless_chromium
 from checkpoints import tiny_checkpoint
 from serve_helpers import running_server
-from test_report_browser import CHROMIUM_FLAGS, _chromium
 from videos import make_video
 
 from istpan.inference.predictor import Predictor
@@ -37,23 +36,8 @@ def _wait(driver, script: str, timeout: float = 60.0) -> bool:
 
 @pytest.fixture
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver_path = _chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="istpan-chromium-")
-    options.add_argument(f"--user-data-dir={profile}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
+    with headless_chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.mark.slow
