@@ -251,7 +251,7 @@ def test_four_batches_of_two_equal_one_batch_of_eight():
 
 
 _DDP_WORKER = """
-import sys, torch, torch.distributed as dist
+import gc, sys, torch, torch.distributed as dist
 sys.path.insert(0, TESTS)
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from istpan.runtime.distributed import init_distributed
@@ -271,6 +271,12 @@ batches = accumulation_batches(range(8 * rank, 8 * rank + 8), 2)  # this rank's 
 run_steps(model, batches, accumulate=2)
 if rank == 0:
     torch.save({"state": inner.state_dict(), "synced": sorted(synced)}, OUT)
+# Leave together, with DDP's reducer (its pending gloo work holds Python callbacks) gone before the group: rank 1
+# exiting while rank 0 still saved ended once in SIGABRT ("terminate called without an active exception") when two
+# full suites ran side by side.
+dist.barrier()
+del model
+gc.collect()
 dist.destroy_process_group()
 """
 
