@@ -45,10 +45,12 @@ def multipart(data: bytes, filename: str, *, close: bool = True) -> bytes:
     return head + data + b"\r\n" + (f"--{BOUNDARY}--\r\n".encode() if close else b"")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _served_url(proc: subprocess.Popen) -> str:
+    """The URL `istpan serve --port 0` prints once it listens (its own free port)."""
+    for line in proc.stdout:
+        if line.startswith("istpan serve: http"):
+            return line.split(": ", 1)[1].strip().rstrip("/")
+    raise SystemExit(f"server exited with {proc.wait()} before listening")
 
 
 def rss_mb(pid: int) -> float:
@@ -69,12 +71,11 @@ def rss_mb(pid: int) -> float:
 @contextmanager
 def server(checkpoint: str, tmp: Path, *args: str):
     """(url, process) of `istpan serve` once ready; stopped with SIGTERM at the end."""
-    port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp)}
     proc = subprocess.Popen([sys.executable, "-m", "istpan.cli.main", "serve", "--checkpoint", checkpoint, "--port",
-                             str(port), "--log-level", "warning", *args], env=env)
-    url = f"http://127.0.0.1:{port}"
+                             "0", "--log-level", "warning", *args], env=env, stdout=subprocess.PIPE, text=True)
     try:
+        url = _served_url(proc)
         deadline = time.monotonic() + 180
         while True:
             if proc.poll() is not None:

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -35,25 +34,26 @@ def multipart(data: bytes, *, filename: str = "clip.mp4", fields: dict[str, str]
 HEADERS = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def served_url(proc: subprocess.Popen) -> str:
+    """The URL `istpan serve --port 0` prints once its socket listens (its own free port: nothing to race for)."""
+    for line in proc.stdout:
+        if line.startswith("istpan serve: http"):
+            return line.split(": ", 1)[1].strip().rstrip("/")
+    raise RuntimeError(f"server exited {proc.wait()} before listening")
 
 
 @contextmanager
 def running_server(checkpoint: Path, tmp_dir: Path, *args: str, env: dict[str, str] | None = None
                    ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`istpan serve` in a subprocess on a free loopback port, its temp folders under tmp_dir; yields (base URL,
-    process) once /readyz answers; stopped with SIGTERM (then SIGKILL) at the end."""
-    port = free_port()
+    """`istpan serve` in a subprocess on a loopback port of its own (--port 0), its temp folders under tmp_dir; yields
+    (base URL, process) once /readyz answers; stopped with SIGTERM (then SIGKILL) at the end."""
     child_env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_dir), "OMP_NUM_THREADS": "1",
                  **(env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "istpan.cli.main", "serve", "--checkpoint", str(checkpoint),
-                             "--port", str(port), "--decode-workers", "1", "--log-level", "warning", *args],
+                             "--port", "0", "--decode-workers", "1", "--log-level", "warning", *args],
                             env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
     try:
+        url = served_url(proc)
         deadline = time.monotonic() + 120
         while True:  # poll until ready (a condition, not a guessed sleep)
             if proc.poll() is not None:

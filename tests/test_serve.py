@@ -412,3 +412,21 @@ def test_artifacts_are_removed_after_their_time(tmp_path: Path) -> None:
     assert store.sweep() == 0
     store._made[key] -= 61  # as if made 61 s ago
     assert store.sweep() == 1 and not folder.exists() and store.file(key, "grid.png") is None
+
+
+def test_a_port_in_use_is_one_line_and_port_0_gets_a_free_one():
+    """The server binds its socket itself: --port 0 picks a free port (printed for scripts), a taken port is a
+    UserError naming host and port instead of uvicorn's traceback."""
+    import socket
+
+    from istpan.errors import UserError
+    from istpan.serve.server import _bind
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UserError, match=f"--host 127.0.0.1 --port {port}: cannot listen there"):
+            _bind("127.0.0.1", port)
+    with _bind("127.0.0.1", 0) as sock:
+        assert sock.getsockname()[1] > 0

@@ -25,7 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    "folder")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; any other needs "
                    "--token-file)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free port). The URL is "
+                   "printed on stdout once the model is loaded: 'istpan serve: http://HOST:PORT/'")
     p.add_argument("--token-file", help="file holding the bearer token clients must send (Authorization: Bearer)")
     p.add_argument("--max-upload-mb", type=float, default=100.0, help="largest upload, enforced while reading")
     p.add_argument("--max-batch", type=int, default=8, help="clips per forward pass (1: no batching)")

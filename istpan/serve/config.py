@@ -72,8 +72,8 @@ class ServeConfig:
             raise UserError(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}")
         if self.media_root is not None and not Path(self.media_root).is_dir():
             raise UserError(f"--media-root {self.media_root}: not a folder")
-        if not 0 < self.port < 65536:
-            raise UserError(f"--port must be 1-65535, got {self.port}")
+        if not 0 <= self.port < 65536:
+            raise UserError(f"--port must be 0-65535 (0: any free port), got {self.port}")
         self.token()  # readable and long enough
 
     @property

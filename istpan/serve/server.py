@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from types import FrameType
 
 import uvicorn
 
+from istpan.errors import UserError
 from istpan.serve.app import create_app
 from istpan.serve.config import ServeConfig
 from istpan.serve.engine import Engine
@@ -52,7 +54,24 @@ def serve(config: ServeConfig, *, log_level: str = "info") -> int:
     uvicorn starts, so a bad checkpoint is one `error:` line and exit 2, not a failed application startup."""
     config.check()
     app = create_app(config, engine=Engine.load(config.checkpoint, device=config.device))
-    uv = uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level, lifespan="on",
+    sock = _bind(config.host, config.port)
+    port = sock.getsockname()[1]
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    print(f"istpan serve: http://{host}:{port}/", flush=True)  # the port --port 0 got; what scripts wait for
+    uv = uvicorn.Config(app, host=config.host, port=port, log_level=log_level, lifespan="on",
                         timeout_graceful_shutdown=5, server_header=False, proxy_headers=False)
-    DrainingServer(uv, app.state.serve).run()
+    DrainingServer(uv, app.state.serve).run(sockets=[sock])
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here rather than by uvicorn so that `--port 0` (any free port) can say which port
+    it got, and a caller never has to guess a free port and race another process for it."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as err:
+        raise UserError(f"--host {host} --port {port}: cannot listen there ({err.strerror or err})") from None
+    return sock
