@@ -9,14 +9,14 @@ Needs: `apt-get install chromium chromium-driver` (`make test` does it when root
 
 from __future__ import annotations
 
+import functools
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from browser import headless_chromium
+from browser import headless_chromium, wait_for
 from PIL import Image
 from videos import make_video
 
@@ -34,13 +34,7 @@ def browser():
         yield driver
 
 
-def _wait(driver, script: str, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if driver.execute_script(script):
-            return True
-        time.sleep(0.1)
-    return False
+_wait = functools.partial(wait_for, timeout=10.0)  # seconds a page condition may take
 
 
 def _open_and_check(driver, page: Path) -> dict:

@@ -5,8 +5,8 @@ its end event. The server is the real one (a subprocess); the page talks to it a
 
 from __future__ import annotations
 
+import functools
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("selenium")
 
-from browser import headless_chromium
+from browser import headless_chromium, wait_for
 from checkpoints import tiny_checkpoint
 from serve_helpers import running_server
 from videos import make_video
@@ -24,14 +24,7 @@ from istpan.inference.predictor import Predictor
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _wait(driver, script: str, timeout: float = 60.0) -> bool:
-    """Poll a condition in the page (what the user would wait for), up to `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if driver.execute_script(script):
-            return True
-        time.sleep(0.1)
-    return False
+_wait = functools.partial(wait_for, timeout=60.0)  # seconds a page condition may take
 
 
 @pytest.fixture
